@@ -1,0 +1,427 @@
+#include "runtime.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "errors.h"
+#include "log.h"
+
+#define LS_SCRATCH_SIZE (64 * 1024)
+
+static void ready_idle_cb(uv_idle_t *idle);
+static void task_timer_cb(uv_timer_t *timer);
+
+/* ---- resources ---------------------------------------------------------------------------- */
+
+void ls_res_link(ls_res_t *list, ls_res_t *res) {
+  res->next = list->next;
+  res->prev = list;
+  list->next->prev = res;
+  list->next = res;
+}
+
+void ls_res_unlink(ls_res_t *res) {
+  if (res->next == NULL)
+    return;
+  res->prev->next = res->next;
+  res->next->prev = res->prev;
+  res->next = res->prev = NULL;
+}
+
+static void res_close_all(ls_res_t *list) {
+  while (list->next != list) {
+    ls_res_t *res = list->next;
+    ls_res_unlink(res); /* in case close forgets: the loop must end */
+    res->close(res);
+  }
+}
+
+/* ---- runtime ------------------------------------------------------------------------------ */
+
+int ls_runtime_init(ls_runtime_t *rt, uv_loop_t *loop) {
+  int err;
+  memset(rt, 0, sizeof *rt);
+  rt->loop = loop;
+  rt->servers.next = rt->servers.prev = &rt->servers;
+  rt->resources.next = rt->resources.prev = &rt->resources;
+  rt->grace = 5.0;
+  rt->scratch_size = LS_SCRATCH_SIZE;
+  rt->scratch = ls_malloc(rt->scratch_size);
+  if (rt->scratch == NULL)
+    return UV_ENOMEM;
+  err = uv_idle_init(loop, &rt->ready_idle);
+  if (err == 0)
+    err = uv_timer_init(loop, &rt->grace_timer);
+  if (err != 0) {
+    ls_free(rt->scratch, rt->scratch_size);
+    return err;
+  }
+  rt->ready_idle.data = rt;
+  rt->grace_timer.data = rt;
+  return 0;
+}
+
+void ls_runtime_close(ls_runtime_t *rt) {
+  res_close_all(&rt->servers);
+  res_close_all(&rt->resources);
+  if (rt->gen != NULL) {
+    ls_gen_free(rt->gen);
+    rt->gen = NULL;
+  }
+  uv_close((uv_handle_t *)&rt->ready_idle, NULL);
+  uv_close((uv_handle_t *)&rt->grace_timer, NULL);
+  if (uv_is_active((uv_handle_t *)&rt->sig_int) || rt->sig_int.loop != NULL) {
+    uv_close((uv_handle_t *)&rt->sig_int, NULL);
+    uv_close((uv_handle_t *)&rt->sig_term, NULL);
+  }
+  /* Let every close callback run so all memory is back before the caller frees the loop. */
+  uv_run(rt->loop, UV_RUN_DEFAULT);
+  ls_free(rt->scratch, rt->scratch_size);
+  rt->scratch = NULL;
+}
+
+static void grace_timer_cb(uv_timer_t *timer) {
+  ls_runtime_t *rt = timer->data;
+  ls_log(LS_LOG_WARN, "grace period over: stopping with tasks still running");
+  uv_stop(rt->loop);
+}
+
+/* Stops the loop once nothing runs any more during a graceful stop. */
+static void runtime_check_drained(ls_runtime_t *rt) {
+  if (rt->stopping && (rt->gen == NULL || rt->gen->live_tasks == 0))
+    uv_stop(rt->loop);
+}
+
+void ls_runtime_stop(ls_runtime_t *rt, int graceful) {
+  res_close_all(&rt->servers);
+  if (!graceful || rt->stopping) {
+    rt->stopping = 1;
+    uv_stop(rt->loop);
+    return;
+  }
+  rt->stopping = 1;
+  uv_timer_start(&rt->grace_timer, grace_timer_cb, (uint64_t)(rt->grace * 1000), 0);
+  uv_unref((uv_handle_t *)&rt->grace_timer);
+  runtime_check_drained(rt);
+}
+
+static void signal_cb(uv_signal_t *sig, int signum) {
+  ls_runtime_t *rt = sig->data;
+  ls_runtime_stop(rt, signum == SIGTERM);
+}
+
+int ls_runtime_handle_signals(ls_runtime_t *rt) {
+  int err = uv_signal_init(rt->loop, &rt->sig_int);
+  if (err == 0)
+    err = uv_signal_init(rt->loop, &rt->sig_term);
+  if (err != 0)
+    return err;
+  rt->sig_int.data = rt->sig_term.data = rt;
+  uv_signal_start(&rt->sig_int, signal_cb, SIGINT);
+  uv_signal_start(&rt->sig_term, signal_cb, SIGTERM);
+  /* Signal watchers alone must not keep a finished script running. */
+  uv_unref((uv_handle_t *)&rt->sig_int);
+  uv_unref((uv_handle_t *)&rt->sig_term);
+  return 0;
+}
+
+/* ---- generations -------------------------------------------------------------------------- */
+
+ls_gen_t *ls_gen_new(ls_runtime_t *rt, lua_State *L) {
+  ls_gen_t *gen = ls_malloc(sizeof *gen);
+  if (gen == NULL)
+    return NULL;
+  memset(gen, 0, sizeof *gen);
+  gen->rt = rt;
+  ls_alloc_init(&gen->alloc, 0);
+  if (L == NULL) {
+    L = lua_newstate(ls_alloc_lua, &gen->alloc);
+    if (L == NULL) {
+      ls_free(gen, sizeof *gen);
+      return NULL;
+    }
+    gen->owns_state = 1;
+  }
+  gen->L = L;
+  /* Threads copy the main thread's extra space; zero means "not a task". */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  memset(lua_getextraspace(lua_tothread(L, -1)), 0, LUA_EXTRASPACE);
+  lua_pop(L, 1);
+  return gen;
+}
+
+static void task_free_cb(uv_handle_t *h) {
+  ls_task_t *task = h->data;
+  ls_free(task, sizeof *task);
+}
+
+/* Frees the generation's tasks (their timers close on the loop) and, if it is ours, the
+ * state. The caller runs the loop afterwards so the close callbacks free the memory. */
+void ls_gen_free(ls_gen_t *gen) {
+  ls_runtime_t *rt = gen->rt;
+  ls_task_t **prev = &rt->ready_head;
+  unsigned i;
+  /* Drop this generation's tasks from the ready queue. */
+  while (*prev != NULL) {
+    if ((*prev)->gen == gen)
+      *prev = (*prev)->ready_next;
+    else
+      prev = &(*prev)->ready_next;
+  }
+  rt->ready_tail = NULL;
+  for (ls_task_t *t = rt->ready_head; t != NULL; t = t->ready_next)
+    rt->ready_tail = t;
+  if (gen->owns_state)
+    lua_close(gen->L);
+  for (i = 0; i < gen->nslots; i++) {
+    ls_task_t *task = gen->slots[i];
+    if (task != NULL)
+      uv_close((uv_handle_t *)&task->timer, task_free_cb);
+  }
+  ls_free(gen->slots, gen->slots_cap * sizeof *gen->slots);
+  ls_free(gen, sizeof *gen);
+}
+
+/* ---- protected calls ---------------------------------------------------------------------- */
+
+static int traceback_handler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+int ls_pcall(lua_State *L, int nargs, int nresults) {
+  int base = lua_gettop(L) - nargs;
+  int status;
+  lua_pushcfunction(L, traceback_handler);
+  lua_insert(L, base);
+  status = lua_pcall(L, nargs, nresults, base);
+  lua_remove(L, base);
+  return status;
+}
+
+/* ---- tasks -------------------------------------------------------------------------------- */
+
+static ls_task_t *task_create(ls_gen_t *gen) {
+  ls_task_t *task;
+  lua_State *L = gen->L;
+  if (gen->nslots == gen->slots_cap) {
+    unsigned cap = gen->slots_cap ? gen->slots_cap * 2 : 64;
+    ls_task_t **slots = ls_realloc(gen->slots, gen->slots_cap * sizeof *slots, cap * sizeof *slots);
+    if (slots == NULL)
+      return NULL;
+    gen->slots = slots;
+    gen->slots_cap = cap;
+  }
+  if (!lua_checkstack(L, 2))
+    return NULL;
+  task = ls_malloc(sizeof *task);
+  if (task == NULL)
+    return NULL;
+  memset(task, 0, sizeof *task);
+  task->gen = gen;
+  task->co = lua_newthread(L);
+  task->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  uv_timer_init(gen->rt->loop, &task->timer);
+  task->timer.data = task;
+  gen->slots[gen->nslots++] = task;
+  task->slot = gen->nslots;
+  *(uintptr_t *)lua_getextraspace(task->co) = task->slot;
+  return task;
+}
+
+ls_task_t *ls_task_new(ls_gen_t *gen, ls_task_done_cb done, void *data) {
+  ls_task_t *task = gen->free_tasks;
+  if (task != NULL)
+    gen->free_tasks = task->next;
+  else if ((task = task_create(gen)) == NULL)
+    return NULL;
+  task->next = NULL;
+  task->done = done;
+  task->data = data;
+  task->timed_out = 0;
+  return task;
+}
+
+ls_task_t *ls_task_current(ls_gen_t *gen, lua_State *L) {
+  uintptr_t slot = *(uintptr_t *)lua_getextraspace(L);
+  ls_task_t *task;
+  if (slot == 0 || slot > gen->nslots)
+    return NULL;
+  task = gen->slots[slot - 1];
+  return task->co == L && task->running ? task : NULL;
+}
+
+ls_task_t *ls_task_check(ls_gen_t *gen, lua_State *L, const char *what) {
+  ls_task_t *task = ls_task_current(gen, L);
+  if (task == NULL)
+    luaL_error(L, "%s must be called from a luasrv task (a handler, a timer callback, the "
+                  "script's top level or srv.run), not from another coroutine", what);
+  return task;
+}
+
+static void task_log_error(ls_task_t *task) {
+  size_t len;
+  const char *msg = lua_tolstring(task->co, -1, &len);
+  if (msg == NULL)
+    ls_log(LS_LOG_ERROR, "task failed with a %s error value", luaL_typename(task->co, -1));
+  else
+    ls_log_msg(LS_LOG_ERROR, msg, len);
+}
+
+/* Turns a failed coroutine's error value into "message\nstack traceback:..." on its stack. */
+static void task_push_traceback(ls_task_t *task) {
+  lua_State *co = task->co;
+  const char *msg = lua_tostring(co, -1);
+  if (msg == NULL) {
+    if (luaL_callmeta(co, -1, "__tostring") && lua_type(co, -1) == LUA_TSTRING)
+      msg = lua_tostring(co, -1);
+    else
+      msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
+  }
+  luaL_traceback(co, co, msg, 0);
+}
+
+static void task_finish(ls_task_t *task, int status, int nres) {
+  ls_gen_t *gen = task->gen;
+  int handled = 0;
+  if (status != LUA_OK) {
+    task_push_traceback(task);
+    nres = 1;
+  }
+  task->running = 0;
+  task->waiting = 0;
+  if (task->timer_on) {
+    uv_timer_stop(&task->timer);
+    task->timer_on = 0;
+  }
+  if (task->done != NULL)
+    handled = task->done(task, status, nres);
+  if (status != LUA_OK) {
+    if (!handled)
+      task_log_error(task);
+    lua_resetthread(task->co);
+  }
+  lua_settop(task->co, 0);
+  task->done = NULL;
+  task->data = NULL;
+  task->next = gen->free_tasks;
+  gen->free_tasks = task;
+  gen->live_tasks--;
+  runtime_check_drained(gen->rt);
+}
+
+static void task_after_resume(ls_task_t *task, int status, int nres) {
+  if (status == LUA_YIELD) {
+    lua_pop(task->co, nres);
+    if (!task->waiting) {
+      /* A plain coroutine.yield() from the task: run it again on the next turn. */
+      task->waiting = 1;
+      ls_task_wake(task);
+    }
+    return;
+  }
+  task_finish(task, status, nres);
+}
+
+void ls_task_start(ls_task_t *task, int nargs) {
+  int nres = 0;
+  int status;
+  task->running = 1;
+  task->waiting = 0;
+  task->gen->live_tasks++;
+  status = lua_resume(task->co, NULL, nargs, &nres);
+  task_after_resume(task, status, nres);
+}
+
+int ls_task_wait(ls_task_t *task, int64_t timeout_ms, lua_KContext ctx, lua_KFunction k) {
+  task->waiting = 1;
+  task->timed_out = 0;
+  if (timeout_ms >= 0) {
+    uv_timer_start(&task->timer, task_timer_cb, (uint64_t)timeout_ms, 0);
+    task->timer_on = 1;
+  }
+  return lua_yieldk(task->co, 0, ctx, k);
+}
+
+static void task_timer_cb(uv_timer_t *timer) {
+  ls_task_t *task = timer->data;
+  task->timer_on = 0;
+  if (!task->waiting)
+    return;
+  task->timed_out = 1;
+  ls_task_resume(task);
+}
+
+void ls_task_resume(ls_task_t *task) {
+  int nres = 0;
+  int status;
+  if (!task->waiting)
+    return;
+  task->waiting = 0;
+  if (task->timer_on) {
+    uv_timer_stop(&task->timer);
+    task->timer_on = 0;
+  }
+  status = lua_resume(task->co, NULL, 0, &nres);
+  task_after_resume(task, status, nres);
+}
+
+void ls_task_wake(ls_task_t *task) {
+  ls_runtime_t *rt = task->gen->rt;
+  if (task->queued || !task->waiting)
+    return;
+  task->queued = 1;
+  task->ready_next = NULL;
+  if (rt->ready_tail != NULL)
+    rt->ready_tail->ready_next = task;
+  else
+    rt->ready_head = task;
+  rt->ready_tail = task;
+  if (!uv_is_active((uv_handle_t *)&rt->ready_idle))
+    uv_idle_start(&rt->ready_idle, ready_idle_cb);
+}
+
+static void ready_idle_cb(uv_idle_t *idle) {
+  ls_runtime_t *rt = idle->data;
+  /* Run only what was queued before this turn, so a task that yields in a loop does not
+   * starve the rest of the loop. */
+  ls_task_t *task = rt->ready_head;
+  rt->ready_head = rt->ready_tail = NULL;
+  while (task != NULL) {
+    ls_task_t *next = task->ready_next;
+    task->queued = 0;
+    task->ready_next = NULL;
+    ls_task_resume(task);
+    task = next;
+  }
+  if (rt->ready_head == NULL)
+    uv_idle_stop(idle);
+}
+
+/* ---- helpers for bindings ----------------------------------------------------------------- */
+
+int ls_push_error(lua_State *L, int err) {
+  lua_pushnil(L);
+  lua_pushstring(L, ls_strerror(err));
+  lua_pushstring(L, ls_err_name(err));
+  return 3;
+}
+
+int64_t ls_opt_timeout_ms(lua_State *L, int idx, int64_t def) {
+  lua_Number s;
+  if (lua_isnoneornil(L, idx))
+    return def;
+  s = luaL_checknumber(L, idx);
+  if (s < 0 || isinf(s))
+    return -1;
+  if (s != s)
+    luaL_argerror(L, idx, "timeout is NaN");
+  return (int64_t)ceil(s * 1000.0);
+}

@@ -1,0 +1,139 @@
+/* The runtime: one libuv loop, the generations of Lua state that run on it, and the tasks
+ * (coroutines) that run users' code.
+ *
+ * A task is a Lua thread that runs one handler (a connection, a timer tick, the entry script).
+ * A C function that must wait (read, sleep, connect) registers the running task with whatever
+ * will wake it, then returns ls_task_wait(): the coroutine yields back to the loop. When the
+ * event arrives, its libuv callback calls ls_task_resume() and Lua calls the C function's
+ * continuation, which looks again at the state (data in the buffer, a timeout, a closed
+ * connection) and returns results or waits again. Continuations therefore tolerate being
+ * resumed early; nothing is lost by a spurious wake-up.
+ *
+ * Nothing here is global: a runtime holds its generations, so a process can hold more than
+ * one generation of Lua state at a time (hot reload). */
+#ifndef LS_RUNTIME_H
+#define LS_RUNTIME_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "alloc.h"
+
+typedef struct ls_runtime_s ls_runtime_t;
+typedef struct ls_gen_s ls_gen_t;
+typedef struct ls_task_s ls_task_t;
+typedef struct ls_res_s ls_res_t;
+
+/* Called when a task's coroutine has finished. `status` is LUA_OK (results are on top of
+ * task->co, `nres` of them) or an error status (the message with its traceback is on top of
+ * task->co). Returns 1 if it took care of an error, 0 to have it logged. */
+typedef int (*ls_task_done_cb)(ls_task_t *task, int status, int nres);
+
+struct ls_task_s {
+  lua_State *co;
+  ls_gen_t *gen;
+  int ref;             /* registry reference that anchors co for the task's whole life */
+  unsigned slot;       /* this task is gen->slots[slot - 1]; kept in co's extra space */
+  ls_task_done_cb done;
+  void *data;          /* for the done callback's owner */
+  ls_task_t *next;     /* free list */
+  ls_task_t *ready_next; /* ready queue */
+  uv_timer_t timer;    /* sleeps and timeouts of whatever the task waits for */
+  unsigned char running;   /* between start and finish */
+  unsigned char waiting;   /* yielded, and a wake-up is welcome */
+  unsigned char queued;    /* in the runtime's ready queue */
+  unsigned char timed_out; /* the timer fired during the current wait */
+  unsigned char timer_on;
+};
+
+/* One generation: a Lua state and the tasks that run in it. */
+struct ls_gen_s {
+  ls_runtime_t *rt;
+  lua_State *L;
+  ls_alloc_t alloc;        /* counts this state's memory when the core created the state */
+  ls_task_t **slots;
+  unsigned nslots, slots_cap;
+  ls_task_t *free_tasks;   /* finished tasks whose coroutines can be reused */
+  unsigned live_tasks;     /* tasks started and not yet finished */
+  int owns_state;          /* 1 if lua_close is ours to call */
+};
+
+/* Something that owns libuv handles (a listener, a connection, a timer). Its close function
+ * starts closing the handles and unlinks it at once; the memory goes in the close callbacks. */
+struct ls_res_s {
+  ls_res_t *next, *prev;
+  void (*close)(ls_res_t *res);
+};
+
+struct ls_runtime_s {
+  uv_loop_t *loop;
+  ls_gen_t *gen;                 /* the newest generation */
+  ls_task_t *ready_head, *ready_tail;
+  uv_idle_t ready_idle;          /* runs the ready queue without blocking the loop */
+  uv_signal_t sig_int, sig_term;
+  uv_timer_t grace_timer;
+  ls_res_t servers;              /* listeners: closed when the runtime stops */
+  ls_res_t resources;            /* everything else, closed when the runtime closes */
+  char *scratch;                 /* read buffer shared by every stream read callback */
+  size_t scratch_size;
+  double grace;                  /* seconds a graceful stop waits for running tasks */
+  int announce;                  /* print "listening on ..." lines on stdout */
+  int stopping;
+  int in_loop;                   /* uv_run is on the stack (the command's, srv.run's, srv.loop's) */
+  int exit_code;
+};
+
+/* Sets up a runtime on `loop`. Returns 0 or a negative error code. */
+int ls_runtime_init(ls_runtime_t *rt, uv_loop_t *loop);
+/* Closes every handle on the loop, runs it until they are gone and frees the generations.
+ * The loop itself is the caller's. */
+void ls_runtime_close(ls_runtime_t *rt);
+/* SIGINT stops at once, SIGTERM gracefully (see ls_runtime_stop). */
+int ls_runtime_handle_signals(ls_runtime_t *rt);
+/* Closes the servers. With graceful set, the loop runs on until the running tasks finish or
+ * rt->grace seconds pass; otherwise it stops now. */
+void ls_runtime_stop(ls_runtime_t *rt, int graceful);
+/* Links a resource into a list (&rt->servers or &rt->resources); unlinking is idempotent. */
+void ls_res_link(ls_res_t *list, ls_res_t *res);
+void ls_res_unlink(ls_res_t *res);
+
+/* Creates a generation. With L == NULL the generation makes and owns a fresh state that uses
+ * the counting allocator; otherwise it wraps the caller's state. Returns NULL on failure. */
+ls_gen_t *ls_gen_new(ls_runtime_t *rt, lua_State *L);
+void ls_gen_free(ls_gen_t *gen);
+
+/* Calls the function below `nargs` arguments on L's stack in protected mode with a traceback
+ * handler. On error, returns the status and leaves the message with its traceback. */
+int ls_pcall(lua_State *L, int nargs, int nresults);
+
+/* Takes a task (reusing a finished one when it can) with an empty coroutine. The caller pushes
+ * the function and its arguments onto task->co, then calls ls_task_start. NULL: out of memory. */
+ls_task_t *ls_task_new(ls_gen_t *gen, ls_task_done_cb done, void *data);
+/* Runs the task until it first waits or finishes. */
+void ls_task_start(ls_task_t *task, int nargs);
+/* The task whose coroutine is L, or NULL (the main thread, a user's own coroutine). */
+ls_task_t *ls_task_current(ls_gen_t *gen, lua_State *L);
+/* Like ls_task_current, but raises a Lua error naming `what` outside a task. */
+ls_task_t *ls_task_check(ls_gen_t *gen, lua_State *L, const char *what);
+/* Yields the task until a wake-up or, with timeout_ms >= 0, until the timeout (then
+ * task->timed_out is set). Use as `return ls_task_wait(...)` from a lua_CFunction. */
+int ls_task_wait(ls_task_t *task, int64_t timeout_ms, lua_KContext ctx, lua_KFunction k);
+/* Resumes a waiting task now. Only from a libuv callback, never from inside Lua. */
+void ls_task_resume(ls_task_t *task);
+/* Resumes a waiting task on the next turn of the loop. Safe from anywhere. */
+void ls_task_wake(ls_task_t *task);
+/* Reads and clears the timeout flag of the current wait. */
+static inline int ls_task_take_timeout(ls_task_t *task) {
+  int t = task->timed_out;
+  task->timed_out = 0;
+  return t;
+}
+
+/* Pushes nil, message, code for a runtime failure and returns 3 (the luv convention). */
+int ls_push_error(lua_State *L, int err);
+/* Converts a timeout in seconds (nil or negative: none) at `idx` to milliseconds or -1. */
+int64_t ls_opt_timeout_ms(lua_State *L, int idx, int64_t def);
+
+#endif
