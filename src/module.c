@@ -3,8 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http.h"
 #include "log.h"
 #include "tcp.h"
+#include "udp.h"
 #include "timer.h"
 
 #define LS_EMBED_MT "luasrv.EmbeddedRuntime"
@@ -193,6 +195,10 @@ int ls_module_open(lua_State *L) {
   lua_newtable(L);
   ls_tcp_open(L, gen);
   lua_setfield(L, -2, "tcp");
+  ls_http_open(L, gen);
+  lua_newtable(L);
+  ls_udp_open(L, gen);
+  lua_setfield(L, -2, "udp");
   lua_pushliteral(L, LUASRV_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

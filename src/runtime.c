@@ -1,6 +1,7 @@
 #include "runtime.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +42,8 @@ static void res_close_all(ls_res_t *list) {
 
 int ls_runtime_init(ls_runtime_t *rt, uv_loop_t *loop) {
   int err;
+  /* A peer that closes while we write must give EPIPE, not kill the process. */
+  signal(SIGPIPE, SIG_IGN);
   memset(rt, 0, sizeof *rt);
   rt->loop = loop;
   rt->servers.next = rt->servers.prev = &rt->servers;
@@ -208,6 +211,15 @@ int ls_pcall(lua_State *L, int nargs, int nresults) {
 
 /* ---- tasks -------------------------------------------------------------------------------- */
 
+/* Makes the coroutine of a new task and anchors it; runs under lua_pcall so that running out
+ * of memory is an error, not a panic. */
+static int task_make_thread(lua_State *L) {
+  ls_task_t *task = lua_touserdata(L, 1);
+  task->co = lua_newthread(L);
+  task->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
 static ls_task_t *task_create(ls_gen_t *gen) {
   ls_task_t *task;
   lua_State *L = gen->L;
@@ -219,15 +231,20 @@ static ls_task_t *task_create(ls_gen_t *gen) {
     gen->slots = slots;
     gen->slots_cap = cap;
   }
-  if (!lua_checkstack(L, 2))
+  if (!lua_checkstack(L, 3))
     return NULL;
   task = ls_malloc(sizeof *task);
   if (task == NULL)
     return NULL;
   memset(task, 0, sizeof *task);
   task->gen = gen;
-  task->co = lua_newthread(L);
-  task->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushcfunction(L, task_make_thread);
+  lua_pushlightuserdata(L, task);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    ls_free(task, sizeof *task);
+    return NULL;
+  }
   uv_timer_init(gen->rt->loop, &task->timer);
   task->timer.data = task;
   gen->slots[gen->nslots++] = task;
@@ -311,6 +328,7 @@ static void task_finish(ls_task_t *task, int status, int nres) {
   lua_settop(task->co, 0);
   task->done = NULL;
   task->data = NULL;
+  task->budgeted = 0;
   task->next = gen->free_tasks;
   gen->free_tasks = task;
   gen->live_tasks--;
@@ -424,4 +442,45 @@ int64_t ls_opt_timeout_ms(lua_State *L, int idx, int64_t def) {
   if (s != s)
     luaL_argerror(L, idx, "timeout is NaN");
   return (int64_t)ceil(s * 1000.0);
+}
+
+int64_t ls_opt_timeout_field(lua_State *L, int opts, const char *name, int64_t def) {
+  int64_t ms = def;
+  if (opts == 0)
+    return def;
+  if (lua_getfield(L, opts, name) != LUA_TNIL) {
+    if (!lua_isnumber(L, -1))
+      luaL_error(L, "option '%s' must be a number of seconds", name);
+    ms = ls_opt_timeout_ms(L, -1, def);
+  }
+  lua_pop(L, 1);
+  return ms;
+}
+
+size_t ls_opt_size_field(lua_State *L, int opts, const char *name, size_t def) {
+  size_t v = def;
+  if (opts == 0)
+    return def;
+  if (lua_getfield(L, opts, name) != LUA_TNIL) {
+    int ok;
+    lua_Integer n = lua_tointegerx(L, -1, &ok);
+    if (!ok || n <= 0)
+      luaL_error(L, "option '%s' must be a positive integer", name);
+    v = (size_t)n;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+const char *ls_opt_string_field(lua_State *L, int opts, const char *name) {
+  const char *s = NULL;
+  if (opts == 0)
+    return NULL;
+  if (lua_getfield(L, opts, name) != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "option '%s' must be a string", name);
+    s = lua_tostring(L, -1);
+  }
+  lua_pop(L, 1); /* the options table keeps the string alive */
+  return s;
 }

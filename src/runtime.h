@@ -46,6 +46,8 @@ struct ls_task_s {
   unsigned char queued;    /* in the runtime's ready queue */
   unsigned char timed_out; /* the timer fired during the current wait */
   unsigned char timer_on;
+  unsigned char budgeted;  /* subject to the CPU budget (handlers; not the script's top level) */
+  uint64_t resumed_at;     /* uv_hrtime() when it last started running */
 };
 
 /* One generation: a Lua state and the tasks that run in it. */
@@ -80,6 +82,7 @@ struct ls_runtime_s {
   size_t scratch_size;
   double grace;                  /* seconds a graceful stop waits for running tasks */
   int announce;                  /* print "listening on ..." lines on stdout */
+  int dev;                       /* development mode: tracebacks on 500 pages */
   int stopping;
   int in_loop;                   /* uv_run is on the stack (the command's, srv.run's, srv.loop's) */
   int exit_code;
@@ -135,5 +138,10 @@ static inline int ls_task_take_timeout(ls_task_t *task) {
 int ls_push_error(lua_State *L, int err);
 /* Converts a timeout in seconds (nil or negative: none) at `idx` to milliseconds or -1. */
 int64_t ls_opt_timeout_ms(lua_State *L, int idx, int64_t def);
+/* Options tables (`opts` is a stack index, 0 for none): the field converted, or `def` when it
+ * is absent. A field of the wrong type raises an error naming it. */
+int64_t ls_opt_timeout_field(lua_State *L, int opts, const char *name, int64_t def);
+size_t ls_opt_size_field(lua_State *L, int opts, const char *name, size_t def);
+const char *ls_opt_string_field(lua_State *L, int opts, const char *name);
 
 #endif

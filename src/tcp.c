@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "buffer.h"
 #include "errors.h"
 #include "frame.h"
@@ -724,26 +725,6 @@ static int l_conn_settimeout(lua_State *L) {
   return 1;
 }
 
-/* Pushes host and port of a socket address; returns 2, or 0 for an unknown family. */
-static int push_sockaddr(lua_State *L, const struct sockaddr_storage *ss) {
-  char host[INET6_ADDRSTRLEN];
-  if (ss->ss_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-    uv_ip4_name(a, host, sizeof host);
-    lua_pushstring(L, host);
-    lua_pushinteger(L, ntohs(a->sin_port));
-    return 2;
-  }
-  if (ss->ss_family == AF_INET6) {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-    uv_ip6_name(a, host, sizeof host);
-    lua_pushstring(L, host);
-    lua_pushinteger(L, ntohs(a->sin6_port));
-    return 2;
-  }
-  return 0;
-}
-
 /* conn:peer() -> host, port (TCP) or the socket path (Unix). */
 static int l_conn_peer(lua_State *L) {
   ls_conn_t *c = check_conn(L);
@@ -767,7 +748,7 @@ static int l_conn_peer(lua_State *L) {
   err = uv_tcp_getpeername(&c->u.tcp, (struct sockaddr *)&ss, &len);
   if (err != 0)
     return ls_push_error(L, err);
-  return push_sockaddr(L, &ss);
+  return ls_addr_push(L, &ss);
 }
 
 static int l_conn_gc(lua_State *L) {
@@ -871,46 +852,6 @@ static int conn_connect_k(lua_State *L, int status, lua_KContext ctx) {
   return ls_task_wait(c->connector, c->timeout_ms, ctx, conn_connect_k);
 }
 
-static int64_t opt_field_timeout(lua_State *L, int opts, const char *name, int64_t def) {
-  int64_t ms = def;
-  if (opts == 0)
-    return def;
-  if (lua_getfield(L, opts, name) != LUA_TNIL) {
-    ms = ls_opt_timeout_ms(L, -1, def);
-  }
-  lua_pop(L, 1);
-  return ms;
-}
-
-static size_t opt_field_size(lua_State *L, int opts, const char *name, size_t def) {
-  size_t v = def;
-  if (opts == 0)
-    return def;
-  if (lua_getfield(L, opts, name) != LUA_TNIL) {
-    lua_Integer n;
-    int ok;
-    n = lua_tointegerx(L, -1, &ok);
-    if (!ok || n <= 0)
-      luaL_error(L, "option '%s' must be a positive integer", name);
-    v = (size_t)n;
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-static const char *opt_field_string(lua_State *L, int opts, const char *name) {
-  const char *s = NULL;
-  if (opts == 0)
-    return NULL;
-  if (lua_getfield(L, opts, name) != LUA_TNIL) {
-    s = lua_tostring(L, -1);
-    if (s == NULL)
-      luaL_error(L, "option '%s' must be a string", name);
-  }
-  lua_pop(L, 1); /* the options table keeps the string alive */
-  return s;
-}
-
 /* srv.tcp.connect(host, port [, opts]) or srv.tcp.connect{host=, port= | path=, timeout=}
  * -> conn, or nil, message, code. Host names are resolved through libuv; opts.timeout
  * (seconds, default 30) bounds the lookup and the connect. */
@@ -926,8 +867,8 @@ static int l_tcp_connect(lua_State *L) {
   int err;
   if (lua_istable(L, 1)) {
     opts = 1;
-    path = opt_field_string(L, 1, "path");
-    host = opt_field_string(L, 1, "host");
+    path = ls_opt_string_field(L, 1, "path");
+    host = ls_opt_string_field(L, 1, "host");
     if (path == NULL) {
       lua_getfield(L, 1, "port");
       port = luaL_checkinteger(L, -1);
@@ -949,9 +890,9 @@ static int l_tcp_connect(lua_State *L) {
   c = conn_new(gen, path != NULL);
   if (c == NULL)
     return luaL_error(L, "connect: not enough memory");
-  c->timeout_ms = opt_field_timeout(L, opts, "timeout", 30000);
-  c->line_max = opt_field_size(L, opts, "line_max", LS_TCP_LINE_MAX);
-  c->frame_max = opt_field_size(L, opts, "frame_max", LS_TCP_FRAME_MAX);
+  c->timeout_ms = ls_opt_timeout_field(L, opts, "timeout", 30000);
+  c->line_max = ls_opt_size_field(L, opts, "line_max", LS_TCP_LINE_MAX);
+  c->frame_max = ls_opt_size_field(L, opts, "frame_max", LS_TCP_FRAME_MAX);
   conn_push_ud(L, c);
   udx = lua_gettop(L);
   c->creq.data = c;
@@ -1021,6 +962,22 @@ static int conn_handler_done(ls_task_t *task, int status, int nres) {
   return 0;
 }
 
+static int conn_task_body_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)L;
+  (void)status;
+  (void)ctx;
+  return 0;
+}
+
+/* The body of a connection's task: handler(conn). */
+static int conn_task_body(lua_State *L) {
+  ls_conn_t *c = lua_touserdata(L, 2);
+  lua_settop(L, 1);
+  conn_push_ud(L, c);
+  lua_callk(L, 1, 0, 0, conn_task_body_k);
+  return 0;
+}
+
 static void listener_connection_cb(uv_stream_t *server, int status) {
   ls_listener_t *l = server->data;
   ls_conn_t *c;
@@ -1051,44 +1008,27 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
     return;
   }
   c->handler = task;
+  task->budgeted = 1;
+  /* The connection object is made inside the task, where running out of memory is an error of
+   * that task rather than a panic. */
+  lua_pushcfunction(task->co, conn_task_body);
   lua_rawgeti(task->co, LUA_REGISTRYINDEX, l->handler_ref);
-  conn_push_ud(task->co, c);
+  lua_pushlightuserdata(task->co, c);
   conn_want_input(c);
-  ls_task_start(task, 1);
+  ls_task_start(task, 2);
 }
 
 /* Fills in the listener's printable address ("tcp://127.0.0.1:9999", "unix:/run/x.sock"). */
 static void listener_set_url(ls_listener_t *l) {
   struct sockaddr_storage ss;
   int len = sizeof ss;
-  char host[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
   if (l->is_pipe) {
     snprintf(l->url, sizeof l->url, "unix:%s", l->path);
     return;
   }
-  if (uv_tcp_getsockname(&l->u.tcp, (struct sockaddr *)&ss, &len) == 0) {
-    if (ss.ss_family == AF_INET6) {
-      uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
-      port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-      snprintf(l->url, sizeof l->url, "tcp://[%s]:%d", host, port);
-      return;
-    }
-    uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
-    port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-  }
-  snprintf(l->url, sizeof l->url, "tcp://%s:%d", host, port);
-}
-
-/* Resolves a listen address: an IPv4 or IPv6 literal, "localhost" or "*". */
-static int listen_addr(const char *host, int port, struct sockaddr_storage *ss) {
-  if (strcmp(host, "localhost") == 0)
-    host = "127.0.0.1";
-  else if (strcmp(host, "*") == 0)
-    host = "0.0.0.0";
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-    return 0;
-  return uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss);
+  memset(&ss, 0, sizeof ss);
+  uv_tcp_getsockname(&l->u.tcp, (struct sockaddr *)&ss, &len);
+  ls_addr_url("tcp", &ss, l->url, sizeof l->url);
 }
 
 static int listener_bind(ls_listener_t *l, const char *host, int port, const char *path) {
@@ -1101,7 +1041,7 @@ static int listener_bind(ls_listener_t *l, const char *host, int port, const cha
     err = uv_pipe_bind(&l->u.pipe, path);
   } else {
     struct sockaddr_storage ss;
-    err = listen_addr(host, port, &ss);
+    err = ls_addr_parse(host, port, &ss);
     if (err == 0)
       err = uv_tcp_bind(&l->u.tcp, (struct sockaddr *)&ss, 0);
   }
@@ -1122,8 +1062,8 @@ static int l_tcp_listen(lua_State *L) {
   int err;
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  path = opt_field_string(L, 1, "path");
-  host = opt_field_string(L, 1, "host");
+  path = ls_opt_string_field(L, 1, "path");
+  host = ls_opt_string_field(L, 1, "host");
   if (host == NULL)
     host = "127.0.0.1";
   if (path == NULL) {
@@ -1134,7 +1074,7 @@ static int l_tcp_listen(lua_State *L) {
     lua_pop(L, 1);
     luaL_argcheck(L, port >= 0 && port < 65536, 1, "port out of range");
   }
-  backlog = (int)opt_field_size(L, 1, "backlog", 511);
+  backlog = (int)ls_opt_size_field(L, 1, "backlog", 511);
   ud = lua_newuserdatauv(L, sizeof *ud, 0);
   ud->listener = NULL;
   luaL_setmetatable(L, LS_LISTENER_MT);
@@ -1145,9 +1085,9 @@ static int l_tcp_listen(lua_State *L) {
   l->gen = gen;
   l->is_pipe = path != NULL;
   l->handler_ref = LUA_NOREF;
-  l->timeout_ms = opt_field_timeout(L, 1, "timeout", -1);
-  l->line_max = opt_field_size(L, 1, "line_max", LS_TCP_LINE_MAX);
-  l->frame_max = opt_field_size(L, 1, "frame_max", LS_TCP_FRAME_MAX);
+  l->timeout_ms = ls_opt_timeout_field(L, 1, "timeout", -1);
+  l->line_max = ls_opt_size_field(L, 1, "line_max", LS_TCP_LINE_MAX);
+  l->frame_max = ls_opt_size_field(L, 1, "frame_max", LS_TCP_FRAME_MAX);
   if (path != NULL) {
     l->path_size = strlen(path) + 1;
     l->path = ls_malloc(l->path_size);
@@ -1222,7 +1162,7 @@ static int l_listener_address(lua_State *L) {
   }
   if (uv_tcp_getsockname(&l->u.tcp, (struct sockaddr *)&ss, &len) != 0)
     return ls_push_error(L, LS_ECLOSED);
-  return push_sockaddr(L, &ss);
+  return ls_addr_push(L, &ss);
 }
 
 /* listener:url() -> "tcp://127.0.0.1:9999" as printed at start. */

@@ -6,6 +6,7 @@ local core = require "luasrv.core"
 local select, tostring, concat = select, tostring, table.concat
 
 local M = {
+  http = require "luasrv.http",
   version = core.version,
   run = core.run,
   loop = core.loop,
@@ -19,6 +20,11 @@ local M = {
   tcp = {
     listen = core.tcp.listen,
     connect = core.tcp.connect,
+  },
+  udp = {
+    listen = core.udp.listen,
+    socket = core.udp.socket,
+    address = core.udp.address,
   },
 }
 

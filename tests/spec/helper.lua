@@ -84,6 +84,10 @@ function M.start(script, opts)
 end
 
 function Server:alive()
+  if self.status ~= nil then return false end
+  -- kill -0 also succeeds on a zombie (ended, not yet reaped by proc:close()): ask /proc.
+  local stat = M.read_file("/proc/" .. self.pid .. "/stat")
+  if stat then return not stat:match("^%d+ %b() Z") end
   return os.execute("kill -0 " .. self.pid .. " 2>/dev/null") == true
 end
 

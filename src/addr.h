@@ -1,0 +1,18 @@
+/* Socket addresses for listeners and clients: parsing listen hosts, naming bound addresses. */
+#ifndef LS_ADDR_H
+#define LS_ADDR_H
+
+#include <lua.h>
+#include <uv.h>
+
+/* Fills `ss` for an IPv4 or IPv6 literal, "localhost" (127.0.0.1) or "*" (0.0.0.0).
+ * Returns 0 or a libuv error. */
+int ls_addr_parse(const char *host, int port, struct sockaddr_storage *ss);
+
+/* Writes "SCHEME://HOST:PORT" ("[HOST]" for IPv6) for a socket address. */
+void ls_addr_url(const char *scheme, const struct sockaddr_storage *ss, char *out, size_t size);
+
+/* Pushes host and port; returns 2, or 0 for an address family that has neither. */
+int ls_addr_push(lua_State *L, const struct sockaddr_storage *ss);
+
+#endif

@@ -1,0 +1,154 @@
+/* The HTTP/1.1 server, shared between its three files:
+ *   http_server.c   listeners, connections, llhttp glue, limits, timeouts, output batching
+ *   http_message.c  response heads: status lines, Date, header validation, error pages
+ *   http_lua.c      the Lua request and response objects and running the handler
+ *
+ * One request at a time per connection: the parser pauses when a request's head is complete,
+ * the handler runs in a task, and parsing goes on (its body, then the next pipelined request)
+ * only when the handler asks for the body or has answered. Responses therefore leave in
+ * request order, and a read that carries many requests yields one write with all their
+ * responses when the handlers do not wait. */
+#ifndef LS_HTTP_H
+#define LS_HTTP_H
+
+#include <llhttp.h>
+#include <stdint.h>
+
+#include "buffer.h"
+#include "runtime.h"
+
+#define LS_HTTP_MAX_HEADERS_LIMIT 1000
+
+typedef struct ls_http_limits_s {
+  size_t line_max;            /* request line (method, target, version): 414 past it */
+  size_t header_max;          /* header section bytes: 431 past it */
+  unsigned header_count;      /* header fields: 431 past it */
+  size_t body_max;            /* request body: 413 past it */
+  uint64_t header_timeout_ms; /* whole head, from its first byte: 408 */
+  uint64_t keepalive_ms;      /* idle between requests: close */
+  uint64_t write_timeout_ms;  /* no progress sending: close */
+} ls_http_limits_t;
+
+typedef struct ls_http_header_s {
+  uint32_t name_off, name_len, value_off, value_len; /* into conn->head */
+} ls_http_header_t;
+
+typedef struct ls_http_listener_s ls_http_listener_t;
+typedef struct ls_http_conn_s ls_http_conn_t;
+typedef struct ls_http_req_ud_s ls_http_req_ud_t;
+typedef struct ls_http_res_ud_s ls_http_res_ud_t;
+
+struct ls_http_listener_s {
+  uv_tcp_t tcp;
+  ls_res_t res;
+  ls_gen_t *gen;
+  int handler_ref;            /* the handler function or app (callable) */
+  ls_http_limits_t limits;
+  unsigned conns;             /* open connections; the struct stays until they are gone */
+  unsigned char closed;
+  struct ls_http_listener_ud_s *ud;
+  char url[128];
+};
+
+/* Where a connection is in its request cycle. */
+typedef enum {
+  LS_HTTP_IDLE,      /* waiting for the first byte of a request */
+  LS_HTTP_HEAD,      /* reading a request head */
+  LS_HTTP_HANDLER,   /* the head is complete; the handler runs */
+  LS_HTTP_DRAIN,     /* the handler answered; the rest of the body is skipped */
+  LS_HTTP_CLOSING    /* no more requests: flush, then close */
+} ls_http_state_t;
+
+struct ls_http_conn_s {
+  uv_tcp_t tcp;
+  uv_timer_t timer;           /* header deadline, keep-alive idle */
+  uv_timer_t write_timer;     /* write progress */
+  ls_res_t res;
+  ls_gen_t *gen;
+  ls_http_listener_t *listener;
+  llhttp_t parser;
+  ls_buf_t in;                /* received, not yet parsed */
+  ls_buf_t head;              /* target and header bytes of the current request */
+  ls_buf_t body;              /* request body received for the handler */
+  ls_buf_t out;               /* responses not yet handed to libuv */
+  ls_buf_t out_flight;        /* the bytes of the uv_write in flight */
+  uv_write_t wreq;
+  ls_http_header_t *headers;  /* limits.header_count entries */
+  unsigned nheaders;
+  uint32_t url_len;           /* the target is head[0 .. url_len) */
+  uint32_t path_off, path_len;/* the decoded path, in head after the headers */
+  uint64_t body_seen;
+  ls_task_t *task;            /* the handler's task for the current request */
+  ls_task_t *body_waiter;     /* task waiting in req:body() */
+  ls_task_t *writer;          /* task waiting for output to drain (res:write) */
+  ls_http_req_ud_t *req_ud;   /* the current request's Lua objects, cleared at its end */
+  ls_http_res_ud_t *res_ud;
+  uint64_t started_ns;        /* when the current request's head completed */
+  ls_http_state_t state;
+  int reject_status;          /* status to answer with after a parse error */
+  int write_err;
+  int read_err;
+  uint32_t seq;               /* requests seen */
+  /* The current response. */
+  int status;
+  uint64_t bytes_out;         /* body bytes sent, for the log */
+  ls_buf_t res_headers;       /* "Name: value\r\n" lines set through res:header */
+  unsigned char head_sent;    /* streaming: the head went out */
+  unsigned char chunked;      /* streaming with chunked framing */
+  unsigned char has_ctype;
+  unsigned char has_clen;
+  /* Flags of the current request. */
+  unsigned char in_field;     /* the parser is inside a header name (else a value) */
+  unsigned char msg_done;     /* llhttp reported the end of the message */
+  unsigned char keep_alive;   /* the connection may carry another request */
+  unsigned char is_head;      /* HEAD: no body in the response */
+  unsigned char expect_continue;
+  unsigned char continue_sent;
+  unsigned char reading;
+  unsigned char writing;
+  unsigned char closing;      /* uv_close called */
+  unsigned char in_process;   /* ls_http__process is on the stack */
+  unsigned char virtual_conn; /* no socket: in-process testing writes into `out` only */
+  unsigned char dispatch_pending; /* a head is complete; its handler is to start */
+  unsigned char parse_failed; /* the parser stopped on an error: nothing more is parsed */
+  unsigned char shut;         /* shutdown sent after the last response */
+};
+
+/* ---- http_server.c ---- */
+void ls_http__process(ls_http_conn_t *c);
+void ls_http__flush(ls_http_conn_t *c);
+void ls_http__close(ls_http_conn_t *c);
+/* Starts reading more of the body for a waiting req:body(). */
+void ls_http__want_body(ls_http_conn_t *c);
+/* The value of the first header named `name` (lower case), or NULL. */
+const char *ls_http__header(ls_http_conn_t *c, const char *name, size_t name_len, size_t *len);
+
+/* ---- http_message.c ---- */
+/* "HTTP/1.1 404 Not Found\r\n" for a status, or NULL for one outside 100..599. */
+const char *ls_http__status_line(int status, size_t *len);
+/* Appends "Date: ...\r\n" (cached for the second). */
+int ls_http__append_date(ls_buf_t *b, uv_loop_t *loop);
+/* 1 if the name is an RFC 9110 token; 1 if the value has no CR, LF or NUL. */
+int ls_http__valid_name(const char *s, size_t len);
+int ls_http__valid_value(const char *s, size_t len);
+/* Appends a complete response head (and body unless is_head) with the given body. */
+int ls_http__append_response(ls_http_conn_t *c, int status, const char *ctype, const char *body,
+                             size_t body_len);
+/* A complete error response (plain text), marking the connection to close if `close`. */
+void ls_http__error_response(ls_http_conn_t *c, int status, int close);
+/* Writes the access log line of the finished request. */
+void ls_http__access_log(ls_http_conn_t *c);
+void ls_http__set_log_format(int json, int enabled);
+
+/* ---- http_lua.c ---- */
+/* Starts the handler task for the current request (its head is complete). */
+void ls_http__dispatch(ls_http_conn_t *c);
+/* Detaches the Lua objects of the current request. */
+void ls_http__end_request(ls_http_conn_t *c);
+void ls_http__open_lua(lua_State *L, ls_gen_t *gen);
+
+/* ---- public ---- */
+/* Adds srv.http functions (listen, inject) to the table on top of L. */
+void ls_http_open(lua_State *L, ls_gen_t *gen);
+
+#endif

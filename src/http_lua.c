@@ -1,0 +1,963 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "errors.h"
+#include "http.h"
+#include "log.h"
+
+#define LS_REQ_MT "luasrv.Request"
+#define LS_RES_MT "luasrv.Response"
+#define LS_HEADERS_MT "luasrv.Headers"
+#define LS_CJSON_KEY "luasrv.cjson"
+#define LS_REQ_METHODS_KEY "luasrv.Request.methods"
+/* res:write yields while more than this waits to be sent. */
+#define LS_HTTP_WRITE_HIWAT (64 * 1024)
+
+/* The Lua objects point at their connection while the request is current; at its end the
+ * pointer is cleared, so a kept reference answers nil, "closed" and never touches a later
+ * request's data. */
+struct ls_http_req_ud_s {
+  ls_http_conn_t *c;
+};
+struct ls_http_res_ud_s {
+  ls_http_conn_t *c;
+  unsigned char answered; /* a complete response was written (send, json, redirect) */
+};
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static ls_http_conn_t *req_conn(lua_State *L, int idx) {
+  ls_http_req_ud_t *ud = luaL_checkudata(L, idx, LS_REQ_MT);
+  return ud->c;
+}
+
+/* Pushes the uservalue cache table of the object at idx, creating it if `create`. Returns 0 if
+ * there is none (nothing pushed). */
+static int push_cache(lua_State *L, int idx, int create) {
+  if (lua_getiuservalue(L, idx, 1) == LUA_TTABLE)
+    return 1;
+  lua_pop(L, 1);
+  if (!create)
+    return 0;
+  lua_createtable(L, 0, 4);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, idx, 1);
+  return 1;
+}
+
+/* Calls require("cjson")[name] with the value on top; the result replaces it. Protected by the
+ * caller's context (a handler task or a pcall). */
+static void push_cjson(lua_State *L, const char *name) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LS_CJSON_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "cjson");
+    lua_call(L, 1, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, LS_CJSON_KEY);
+  }
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+}
+
+/* Joins the values of every header named `name` (lower case) with ", " ("; " for cookie).
+ * Returns the number pushed (0 or 1). */
+static int push_header(lua_State *L, ls_http_conn_t *c, const char *name, size_t name_len) {
+  const char *base = ls_buf_head(&c->head);
+  const char *sep = name_len == 6 && memcmp(name, "cookie", 6) == 0 ? "; " : ", ";
+  unsigned i;
+  int found = 0;
+  luaL_Buffer b;
+  for (i = 0; i < c->nheaders; i++) {
+    const ls_http_header_t *h = &c->headers[i];
+    if (h->name_len != name_len || memcmp(base + h->name_off, name, name_len) != 0)
+      continue;
+    if (found == 0) {
+      luaL_buffinit(L, &b);
+    } else {
+      luaL_addstring(&b, sep);
+    }
+    base = ls_buf_head(&c->head); /* luaL_Buffer may run the GC, never our buffers */
+    luaL_addlstring(&b, base + h->value_off, h->value_len);
+    found++;
+  }
+  if (found == 0)
+    return 0;
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static const char *lower_name(lua_State *L, int idx, char *buf, size_t size, size_t *len) {
+  const char *s = luaL_checklstring(L, idx, len);
+  size_t i;
+  if (*len >= size)
+    return NULL;
+  for (i = 0; i < *len; i++)
+    buf[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] + ('a' - 'A')) : s[i];
+  buf[*len] = '\0';
+  return buf;
+}
+
+/* ---- headers table ------------------------------------------------------------------------ */
+
+static int l_headers_index(lua_State *L) {
+  char name[256];
+  size_t len;
+  if (lua_type(L, 2) != LUA_TSTRING || lower_name(L, 2, name, sizeof name, &len) == NULL)
+    return 0;
+  lua_pushlstring(L, name, len);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+static void push_headers_table(lua_State *L, ls_http_conn_t *c) {
+  const char *base;
+  unsigned i;
+  lua_createtable(L, 0, (int)c->nheaders);
+  for (i = 0; i < c->nheaders; i++) {
+    const ls_http_header_t *h = &c->headers[i];
+    base = ls_buf_head(&c->head);
+    lua_pushlstring(L, base + h->name_off, h->name_len);
+    if (lua_rawget(L, -2) != LUA_TNIL) {
+      lua_pop(L, 1);
+      continue; /* already joined with its repeats */
+    }
+    lua_pop(L, 1);
+    base = ls_buf_head(&c->head);
+    lua_pushlstring(L, base + h->name_off, h->name_len);
+    push_header(L, c, base + h->name_off, h->name_len);
+    lua_rawset(L, -3);
+  }
+  luaL_setmetatable(L, LS_HEADERS_MT);
+}
+
+/* ---- query and cookies -------------------------------------------------------------------- */
+
+static int unhex(int ch) {
+  if (ch >= '0' && ch <= '9')
+    return ch - '0';
+  if (ch >= 'a' && ch <= 'f')
+    return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F')
+    return ch - 'A' + 10;
+  return -1;
+}
+
+/* Pushes s[0..len) decoded as application/x-www-form-urlencoded ('+' is a space; a malformed
+ * escape stays as it is). */
+static void push_form_decoded(lua_State *L, const char *s, size_t len) {
+  luaL_Buffer b;
+  size_t i;
+  luaL_buffinit(L, &b);
+  for (i = 0; i < len; i++) {
+    char ch = s[i];
+    if (ch == '+') {
+      ch = ' ';
+    } else if (ch == '%' && i + 2 < len) {
+      int hi = unhex((unsigned char)s[i + 1]), lo = unhex((unsigned char)s[i + 2]);
+      if (hi >= 0 && lo >= 0) {
+        ch = (char)(hi * 16 + lo);
+        i += 2;
+      }
+    }
+    luaL_addchar(&b, ch);
+  }
+  luaL_pushresult(&b);
+}
+
+/* Parses "a=1&b=2&a=3" into t: a single value is a string, repeated keys a list of strings
+ * (as ngx.req.get_uri_args does); a key without "=" is true. */
+static void push_query_table(lua_State *L, const char *q, size_t len) {
+  size_t pos = 0;
+  lua_newtable(L);
+  while (pos < len) {
+    size_t end = pos, eq;
+    while (end < len && q[end] != '&')
+      end++;
+    eq = pos;
+    while (eq < end && q[eq] != '=')
+      eq++;
+    if (end > pos) {
+      push_form_decoded(L, q + pos, eq - pos);
+      if (eq < end)
+        push_form_decoded(L, q + eq + 1, end - eq - 1);
+      else
+        lua_pushboolean(L, 1);
+      lua_pushvalue(L, -2);
+      switch (lua_rawget(L, -4)) {
+      case LUA_TNIL:
+        lua_pop(L, 1);
+        lua_rawset(L, -3);
+        break;
+      case LUA_TTABLE: /* already a list: append */
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+        lua_pop(L, 2);
+        break;
+      default: /* second value: make a list of both */
+        lua_createtable(L, 2, 0);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 1);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 2);
+        lua_rawset(L, -3);
+        break;
+      }
+    }
+    pos = end + 1;
+  }
+}
+
+static void push_cookies_table(lua_State *L, ls_http_conn_t *c) {
+  const char *s;
+  size_t len, pos = 0;
+  lua_newtable(L);
+  if (!push_header(L, c, "cookie", 6))
+    return;
+  s = lua_tolstring(L, -1, &len);
+  while (pos < len) {
+    size_t start, end, eq;
+    while (pos < len && (s[pos] == ' ' || s[pos] == ';'))
+      pos++;
+    start = pos;
+    while (pos < len && s[pos] != ';')
+      pos++;
+    end = pos;
+    while (end > start && s[end - 1] == ' ')
+      end--;
+    eq = start;
+    while (eq < end && s[eq] != '=')
+      eq++;
+    if (eq < end && eq > start) {
+      size_t vs = eq + 1, ve = end;
+      if (ve - vs >= 2 && s[vs] == '"' && s[ve - 1] == '"') {
+        vs++;
+        ve--;
+      }
+      lua_pushlstring(L, s + start, eq - start);
+      lua_pushlstring(L, s + vs, ve - vs);
+      lua_rawset(L, -4);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+/* ---- request ------------------------------------------------------------------------------ */
+
+static void target_parts(ls_http_conn_t *c, const char **path, size_t *path_len, const char **query,
+                         size_t *query_len) {
+  const char *t = ls_buf_head(&c->head);
+  size_t n = c->url_len, i = 0, q;
+  if (n > 0 && t[0] != '/' && t[0] != '*') {
+    /* absolute-form: skip scheme and authority */
+    const char *sep = memchr(t, ':', n);
+    i = sep != NULL ? (size_t)(sep - t) + 3 : 0;
+    while (i < n && t[i] != '/' && t[i] != '?')
+      i++;
+  }
+  q = i;
+  while (q < n && t[q] != '?' && t[q] != '#')
+    q++;
+  *path = t + i;
+  *path_len = q - i;
+  if (q < n && t[q] == '?') {
+    size_t e = q + 1;
+    while (e < n && t[e] != '#')
+      e++;
+    *query = t + q + 1;
+    *query_len = e - q - 1;
+  } else {
+    *query = "";
+    *query_len = 0;
+  }
+}
+
+static int l_req_index(lua_State *L) {
+  ls_http_conn_t *c = req_conn(L, 1);
+  const char *key;
+  size_t klen;
+  if (push_cache(L, 1, 0)) {
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, -2) != LUA_TNIL)
+      return 1;
+    lua_pop(L, 2);
+  }
+  key = lua_tolstring(L, 2, &klen);
+  if (key == NULL || lua_type(L, 2) != LUA_TSTRING)
+    return 0;
+  if (c != NULL) {
+    const char *path, *query;
+    size_t path_len, query_len;
+    switch (key[0]) {
+    case 'm':
+      if (strcmp(key, "method") == 0) {
+        lua_pushstring(L, llhttp_method_name((llhttp_method_t)c->parser.method));
+        return 1;
+      }
+      break;
+    case 'p':
+      if (strcmp(key, "path") == 0) {
+        lua_pushlstring(L, ls_buf_head(&c->head) + c->path_off, c->path_len);
+        return 1;
+      }
+      if (strcmp(key, "params") == 0) {
+        push_cache(L, 1, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, "params");
+        return 1;
+      }
+      if (strcmp(key, "peer") == 0) {
+        struct sockaddr_storage ss;
+        int len = sizeof ss;
+        char host[INET6_ADDRSTRLEN];
+        if (c->virtual_conn || uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) {
+          lua_pushliteral(L, "127.0.0.1");
+          return 1;
+        }
+        if (ss.ss_family == AF_INET6)
+          uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
+        else
+          uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+        lua_pushstring(L, host);
+        return 1;
+      }
+      break;
+    case 'r':
+      if (strcmp(key, "raw_path") == 0) {
+        target_parts(c, &path, &path_len, &query, &query_len);
+        lua_pushlstring(L, path, path_len);
+        return 1;
+      }
+      break;
+    case 't':
+      if (strcmp(key, "target") == 0) {
+        lua_pushlstring(L, ls_buf_head(&c->head), c->url_len);
+        return 1;
+      }
+      break;
+    case 'q':
+      if (strcmp(key, "query") == 0 || strcmp(key, "query_string") == 0) {
+        target_parts(c, &path, &path_len, &query, &query_len);
+        if (key[5] == '_') {
+          lua_pushlstring(L, query, query_len);
+          return 1;
+        }
+        push_cache(L, 1, 1);
+        push_query_table(L, query, query_len);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, "query");
+        return 1;
+      }
+      break;
+    case 'h':
+      if (strcmp(key, "headers") == 0) {
+        push_cache(L, 1, 1);
+        push_headers_table(L, c);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, "headers");
+        return 1;
+      }
+      break;
+    case 'c':
+      if (strcmp(key, "cookies") == 0) {
+        push_cache(L, 1, 1);
+        push_cookies_table(L, c);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, "cookies");
+        return 1;
+      }
+      break;
+    case 'v':
+      if (strcmp(key, "version") == 0) {
+        lua_pushstring(L, c->parser.http_minor == 0 ? "1.0" : "1.1");
+        return 1;
+      }
+      break;
+    default:
+      break;
+    }
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, LS_REQ_METHODS_KEY);
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  return 1;
+}
+
+/* req.x = v stores a field of the request (middleware data, params set by the router). */
+static int l_req_newindex(lua_State *L) {
+  luaL_checkudata(L, 1, LS_REQ_MT);
+  push_cache(L, 1, 1);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -3);
+  return 0;
+}
+
+/* req:header(name) -> the value (repeats joined with ", "), or nil. */
+static int l_req_header(lua_State *L) {
+  ls_http_conn_t *c = req_conn(L, 1);
+  char name[256];
+  size_t len;
+  if (lower_name(L, 2, name, sizeof name, &len) == NULL || c == NULL)
+    return 0;
+  return push_header(L, c, name, len) ? 1 : 0;
+}
+
+/* req:header_values(name) -> a list of each field's value, in order. */
+static int l_req_header_values(lua_State *L) {
+  ls_http_conn_t *c = req_conn(L, 1);
+  char name[256];
+  size_t len;
+  unsigned i;
+  int n = 0;
+  lua_newtable(L);
+  if (lower_name(L, 2, name, sizeof name, &len) == NULL || c == NULL)
+    return 1;
+  for (i = 0; i < c->nheaders; i++) {
+    const ls_http_header_t *h = &c->headers[i];
+    const char *base = ls_buf_head(&c->head);
+    if (h->name_len == len && memcmp(base + h->name_off, name, len) == 0) {
+      lua_pushlstring(L, base + h->value_off, h->value_len);
+      lua_rawseti(L, -2, ++n);
+    }
+  }
+  return 1;
+}
+
+/* Raises the status the server must answer with after the request body failed (too large,
+ * malformed); the handler's task ends and the connection answers with that status. */
+static int body_failed(lua_State *L, ls_http_conn_t *c) {
+  return luaL_error(L, "request body rejected with status %d", c->reject_status);
+}
+
+static int body_k(lua_State *L, int status, lua_KContext ctx) {
+  ls_http_req_ud_t *ud = luaL_checkudata(L, 1, LS_REQ_MT);
+  ls_http_conn_t *c = ud->c;
+  ls_task_t *task;
+  (void)status;
+  if (c == NULL)
+    return ls_push_error(L, LS_ECLOSED);
+  task = ls_task_check(c->gen, L, "body");
+  if (c->body_waiter == task)
+    c->body_waiter = NULL;
+  if (c->reject_status != 0)
+    return body_failed(L, c);
+  if (ctx == 1 && ls_buf_len(&c->body) > 0) {
+    /* body_reader: hand over what arrived */
+    lua_pushlstring(L, ls_buf_head(&c->body), ls_buf_len(&c->body));
+    ls_buf_consume(&c->body, ls_buf_len(&c->body));
+    return 1;
+  }
+  if (c->msg_done) {
+    if (ctx == 1)
+      return 0;
+    lua_pushlstring(L, ls_buf_head(&c->body), ls_buf_len(&c->body));
+    return 1;
+  }
+  if (c->parse_failed || c->closing)
+    return ls_push_error(L, LS_ECLOSED);
+  if (c->body_waiter != NULL && c->body_waiter != task)
+    return luaL_error(L, "body: another task is already reading this request's body");
+  c->body_waiter = task;
+  ls_http__want_body(c);
+  if (c->body_waiter == NULL || c->msg_done || c->reject_status != 0 ||
+      (ctx == 1 && ls_buf_len(&c->body) > 0)) {
+    c->body_waiter = NULL;
+    return body_k(L, LUA_OK, ctx);
+  }
+  return ls_task_wait(task, -1, ctx, body_k);
+}
+
+/* req:body() -> the whole request body (at most the listener's max_body; more answers 413). */
+static int l_req_body(lua_State *L) {
+  lua_settop(L, 1);
+  return body_k(L, LUA_OK, 0);
+}
+
+static int body_reader_iter(lua_State *L) {
+  lua_settop(L, 0);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  return body_k(L, LUA_OK, 1);
+}
+
+/* req:body_reader() -> an iterator over the body's pieces as they arrive. */
+static int l_req_body_reader(lua_State *L) {
+  luaL_checkudata(L, 1, LS_REQ_MT);
+  lua_settop(L, 1);
+  lua_pushcclosure(L, body_reader_iter, 1);
+  return 1;
+}
+
+static int json_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  /* stack: req, body | nil, err... */
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return lua_gettop(L) - 1;
+  lua_settop(L, 2);
+  push_cjson(L, "decode");
+  lua_pushvalue(L, 2);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
+  return 1;
+}
+
+static int json_body_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  return json_k(L, LUA_OK, ctx);
+}
+
+/* req:json() -> the body decoded as JSON, or nil, message for a malformed one. */
+static int l_req_json(lua_State *L) {
+  luaL_checkudata(L, 1, LS_REQ_MT);
+  lua_settop(L, 1);
+  lua_pushcfunction(L, l_req_body);
+  lua_pushvalue(L, 1);
+  lua_callk(L, 1, LUA_MULTRET, 0, json_body_k);
+  return json_k(L, LUA_OK, 0);
+}
+
+static int l_req_gc(lua_State *L) {
+  ls_http_req_ud_t *ud = luaL_checkudata(L, 1, LS_REQ_MT);
+  if (ud->c != NULL && ud->c->req_ud == ud)
+    ud->c->req_ud = NULL;
+  ud->c = NULL;
+  return 0;
+}
+
+static int l_req_tostring(lua_State *L) {
+  ls_http_conn_t *c = req_conn(L, 1);
+  if (c == NULL)
+    lua_pushliteral(L, "luasrv.Request (ended)");
+  else
+    lua_pushfstring(L, "luasrv.Request (%s %s)",
+                    llhttp_method_name((llhttp_method_t)c->parser.method),
+                    lua_pushlstring(L, ls_buf_head(&c->head), c->url_len));
+  return 1;
+}
+
+/* ---- response ----------------------------------------------------------------------------- */
+
+static ls_http_res_ud_t *check_res(lua_State *L) { return luaL_checkudata(L, 1, LS_RES_MT); }
+
+/* The connection of a response that can still be changed, or raises. */
+static ls_http_conn_t *res_open(lua_State *L, ls_http_res_ud_t *ud, const char *what) {
+  if (ud->c == NULL)
+    luaL_error(L, "%s: the request has ended", what);
+  if (ud->answered || ud->c->head_sent)
+    luaL_error(L, "%s: the response has already been sent", what);
+  return ud->c;
+}
+
+static int check_status(lua_State *L, int idx) {
+  lua_Integer status = luaL_checkinteger(L, idx);
+  luaL_argcheck(L, status >= 100 && status <= 599, idx, "status must be from 100 to 599");
+  return (int)status;
+}
+
+/* res:status(code) -> res */
+static int l_res_status(lua_State *L) {
+  ls_http_res_ud_t *ud = check_res(L);
+  ls_http_conn_t *c = res_open(L, ud, "status");
+  c->status = check_status(L, 2);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* Validates and records one response header line; raises on bad input. */
+static void add_header(lua_State *L, ls_http_conn_t *c, int name_idx, int value_idx) {
+  size_t nlen, vlen;
+  const char *name = luaL_checklstring(L, name_idx, &nlen);
+  const char *value;
+  if (!ls_http__valid_name(name, nlen))
+    luaL_error(L, "invalid header name '%s'", name);
+  if (lua_type(L, value_idx) != LUA_TSTRING && lua_type(L, value_idx) != LUA_TNUMBER)
+    luaL_error(L, "header '%s': value must be a string or a number, not %s", name,
+               luaL_typename(L, value_idx));
+  value = lua_tolstring(L, value_idx, &vlen);
+  if (!ls_http__valid_value(value, vlen))
+    luaL_error(L, "header '%s': value contains CR, LF or NUL", name);
+  if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0)
+    c->has_ctype = 1;
+  else if (nlen == 14 && strncasecmp(name, "content-length", 14) == 0)
+    c->has_clen = 1;
+  if (ls_buf_append(&c->res_headers, name, nlen) || ls_buf_append(&c->res_headers, ": ", 2) ||
+      ls_buf_append(&c->res_headers, value, vlen) || ls_buf_append(&c->res_headers, "\r\n", 2))
+    luaL_error(L, "not enough memory");
+}
+
+/* Adds the header `name` with `value` (a string, number, or list of them for repeats). */
+static void add_header_value(lua_State *L, ls_http_conn_t *c, int name_idx, int value_idx) {
+  if (lua_istable(L, value_idx)) {
+    lua_Integer i, n = (lua_Integer)lua_rawlen(L, value_idx);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, value_idx, i);
+      add_header(L, c, name_idx, lua_gettop(L));
+      lua_pop(L, 1);
+    }
+    return;
+  }
+  add_header(L, c, name_idx, value_idx);
+}
+
+/* res:header(name, value) -> res. Repeated calls add repeated fields. */
+static int l_res_header(lua_State *L) {
+  ls_http_res_ud_t *ud = check_res(L);
+  ls_http_conn_t *c = res_open(L, ud, "header");
+  luaL_checkstring(L, 2);
+  luaL_checkany(L, 3);
+  add_header_value(L, c, 2, 3);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* Writes the whole response now; later return values of the handler are ignored. */
+static void res_send(ls_http_res_ud_t *ud, int status, const char *ctype, const char *body,
+                     size_t len) {
+  ud->answered = 1;
+  ls_http__append_response(ud->c, status, ctype, body, len);
+}
+
+/* res:send([body]) -> res: the response, with the status set before (default 200). */
+static int l_res_send(lua_State *L) {
+  ls_http_res_ud_t *ud = check_res(L);
+  ls_http_conn_t *c = res_open(L, ud, "send");
+  size_t len = 0;
+  const char *body = luaL_optlstring(L, 2, "", &len);
+  res_send(ud, c->status ? c->status : 200, "text/html; charset=utf-8", body, len);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* res:json(value [, status]) -> res: the value encoded as JSON. */
+static int l_res_json(lua_State *L) {
+  ls_http_res_ud_t *ud = check_res(L);
+  ls_http_conn_t *c = res_open(L, ud, "json");
+  size_t len;
+  const char *body;
+  int status = lua_isnoneornil(L, 3) ? (c->status ? c->status : 200) : check_status(L, 3);
+  luaL_checkany(L, 2);
+  push_cjson(L, "encode");
+  lua_pushvalue(L, 2);
+  lua_call(L, 1, 1);
+  body = lua_tolstring(L, -1, &len);
+  res_send(ud, status, "application/json", body, len);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* res:redirect(url [, status]) -> res: a redirect (default 302) to url. */
+static int l_res_redirect(lua_State *L) {
+  ls_http_res_ud_t *ud = check_res(L);
+  ls_http_conn_t *c = res_open(L, ud, "redirect");
+  int status = lua_isnoneornil(L, 3) ? 302 : check_status(L, 3);
+  luaL_checkstring(L, 2);
+  luaL_argcheck(L, status >= 300 && status <= 399, 3, "redirect status must be 3xx");
+  lua_pushliteral(L, "Location");
+  add_header(L, c, lua_gettop(L), 2);
+  res_send(ud, status, "text/plain; charset=utf-8", "", 0);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* Sends the head of a streamed response: chunked on HTTP/1.1 unless the handler set a
+ * Content-Length; on HTTP/1.0 the body ends when the connection closes. */
+static void stream_head(ls_http_conn_t *c) {
+  ls_buf_t *b = &c->out;
+  size_t line_len;
+  int status = c->status ? c->status : 200;
+  const char *line = ls_http__status_line(status, &line_len);
+  c->status = status;
+  c->head_sent = 1;
+  ls_buf_append(b, line, line_len);
+  ls_buf_append(b, "Server: luasrv\r\n", 16);
+  ls_http__append_date(b, c->gen->rt->loop);
+  if (!c->has_ctype)
+    ls_buf_append(b, "Content-Type: text/html; charset=utf-8\r\n", 40);
+  if (!c->has_clen) {
+    if (c->parser.http_minor >= 1) {
+      c->chunked = 1;
+      ls_buf_append(b, "Transfer-Encoding: chunked\r\n", 28);
+    } else {
+      c->keep_alive = 0;
+    }
+  }
+  ls_buf_append(b, ls_buf_head(&c->res_headers), ls_buf_len(&c->res_headers));
+  ls_buf_append(b, c->keep_alive ? "" : "Connection: close\r\n", c->keep_alive ? 0 : 19);
+  ls_buf_append(b, "\r\n", 2);
+}
+
+static int res_write_k(lua_State *L, int status, lua_KContext ctx) {
+  ls_http_res_ud_t *ud = check_res(L);
+  ls_http_conn_t *c = ud->c;
+  ls_task_t *task;
+  (void)status;
+  (void)ctx;
+  if (c == NULL || c->closing || c->write_err != 0)
+    return ls_push_error(L, c != NULL && c->write_err ? c->write_err : LS_ECLOSED);
+  task = ls_task_check(c->gen, L, "write");
+  if (c->writer == task)
+    c->writer = NULL;
+  if (ls_buf_len(&c->out) + ls_buf_len(&c->out_flight) > LS_HTTP_WRITE_HIWAT &&
+      !c->virtual_conn) {
+    c->writer = task;
+    return ls_task_wait(task, -1, 0, res_write_k);
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* res:write(...) -> res: streams the pieces (the head goes first, on the first call). Yields
+ * while the client reads slower than the handler writes. */
+static int l_res_write(lua_State *L) {
+  ls_http_res_ud_t *ud = check_res(L);
+  ls_http_conn_t *c = ud->c;
+  int i, n = lua_gettop(L);
+  size_t total = 0;
+  for (i = 2; i <= n; i++) {
+    size_t len;
+    luaL_checklstring(L, i, &len);
+    total += len;
+  }
+  if (c == NULL || c->closing)
+    return ls_push_error(L, LS_ECLOSED);
+  if (ud->answered)
+    return luaL_error(L, "write: the response has already been sent");
+  if (!c->head_sent)
+    stream_head(c);
+  if (total > 0 && !c->is_head) {
+    char size[24];
+    if (c->chunked) {
+      int len = snprintf(size, sizeof size, "%zx\r\n", total);
+      ls_buf_append(&c->out, size, (size_t)len);
+    }
+    for (i = 2; i <= n; i++) {
+      size_t len;
+      const char *s = lua_tolstring(L, i, &len);
+      if (ls_buf_append(&c->out, s, len) != 0)
+        return luaL_error(L, "not enough memory");
+    }
+    if (c->chunked)
+      ls_buf_append(&c->out, "\r\n", 2);
+    c->bytes_out += total;
+  }
+  ls_http__flush(c);
+  return res_write_k(L, LUA_OK, 0);
+}
+
+static int l_res_gc(lua_State *L) {
+  ls_http_res_ud_t *ud = check_res(L);
+  if (ud->c != NULL && ud->c->res_ud == ud)
+    ud->c->res_ud = NULL;
+  ud->c = NULL;
+  return 0;
+}
+
+/* ---- running the handler ------------------------------------------------------------------ */
+
+/* Builds the response from the handler's return values (below the function: the conn as a
+ * light userdata, then the values): body | status, body | status, headers, body, where a
+ * string body is HTML and a table is JSON. Runs under lua_pcall. */
+static int finish_from_returns(lua_State *L) {
+  ls_http_conn_t *c = lua_touserdata(L, 1);
+  int n = lua_gettop(L) - 1;
+  int idx = 2, status = c->status ? c->status : 200;
+  const char *ctype = "text/html; charset=utf-8";
+  const char *body = "";
+  size_t len = 0;
+  if (n >= 1 && lua_type(L, 2) == LUA_TNUMBER) {
+    status = check_status(L, 2);
+    idx = 3;
+    if (n >= 3) {
+      if (!lua_isnil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, 3) != 0) {
+          if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "header names must be strings");
+          add_header_value(L, c, lua_gettop(L) - 1, lua_gettop(L));
+          lua_pop(L, 1);
+        }
+      }
+      idx = 4;
+    }
+  }
+  if (idx <= n + 1 && idx <= lua_gettop(L)) {
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING:
+    case LUA_TNUMBER:
+      body = lua_tolstring(L, idx, &len);
+      break;
+    case LUA_TTABLE:
+      push_cjson(L, "encode");
+      lua_pushvalue(L, idx);
+      lua_call(L, 1, 1);
+      body = lua_tolstring(L, -1, &len);
+      ctype = "application/json";
+      break;
+    case LUA_TNIL:
+    case LUA_TNONE:
+      break;
+    default:
+      luaL_error(L, "handler returned a %s as the body (expected a string or a table)",
+                 luaL_typename(L, idx));
+    }
+  }
+  ls_http__append_response(c, status, ctype, body, len);
+  return 0;
+}
+
+static void log_failure(ls_http_conn_t *c, const char *what, const char *msg) {
+  ls_log(LS_LOG_ERROR, "%s %.*s: %s: %s", llhttp_method_name((llhttp_method_t)c->parser.method),
+         (int)c->url_len, ls_buf_head(&c->head), what, msg);
+}
+
+/* Answers 500 for a failed handler: with the traceback in --dev, a plain page otherwise. */
+static void respond_500(ls_http_conn_t *c, const char *trace) {
+  ls_buf_consume(&c->res_headers, ls_buf_len(&c->res_headers));
+  c->has_ctype = c->has_clen = 0;
+  if (c->gen->rt->dev && trace != NULL) {
+    ls_http__append_response(c, 500, "text/plain; charset=utf-8", trace, strlen(trace));
+  } else {
+    static const char page[] = "500 Internal Server Error\n";
+    ls_http__append_response(c, 500, "text/plain; charset=utf-8", page, sizeof page - 1);
+  }
+}
+
+static int http_task_done(ls_task_t *task, int status, int nres) {
+  ls_http_conn_t *c = task->data;
+  lua_State *co = task->co;
+  ls_http_res_ud_t *res = c != NULL ? c->res_ud : NULL;
+  int answered = res != NULL && res->answered;
+  if (c == NULL)
+    return 0; /* the connection went away; the error, if any, is logged */
+  c->task = NULL;
+  if (status != LUA_OK && c->reject_status != 0 && !c->head_sent && !answered) {
+    /* req:body() found the body too large or malformed: answer with that status. */
+    ls_http__error_response(c, c->reject_status, 1);
+  } else if (status != LUA_OK) {
+    const char *trace = lua_tostring(co, -1);
+    log_failure(c, "handler failed", trace != NULL ? trace : "(error object)");
+    if (c->head_sent || answered) {
+      /* Part of a response is out: all the client can be told is that it is cut short. */
+      c->keep_alive = 0;
+      ls_http__end_request(c);
+      ls_http__close(c);
+      return 1;
+    }
+    c->keep_alive = 0;
+    respond_500(c, trace);
+  } else if (c->head_sent) {
+    if (c->chunked && !c->is_head)
+      ls_buf_append(&c->out, "0\r\n\r\n", 5);
+  } else if (!answered) {
+    lua_pushcfunction(co, finish_from_returns);
+    lua_insert(co, -(nres + 1));
+    lua_pushlightuserdata(co, c);
+    lua_insert(co, -(nres + 1));
+    if (lua_pcall(co, nres + 1, 0, 0) != LUA_OK) {
+      const char *msg = lua_tostring(co, -1);
+      log_failure(c, "bad response", msg != NULL ? msg : "(error object)");
+      c->keep_alive = 0;
+      respond_500(c, msg);
+    }
+  }
+  ls_http__end_request(c);
+  ls_http__process(c);
+  return 1;
+}
+
+static int http_task_body_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return lua_gettop(L);
+}
+
+/* The body of a request's task: handler(req, res), its results left for http_task_done. */
+static int http_task_body(lua_State *L) {
+  ls_http_conn_t *c = lua_touserdata(L, 2);
+  ls_http_req_ud_t *req;
+  ls_http_res_ud_t *res;
+  lua_settop(L, 1);
+  req = lua_newuserdatauv(L, sizeof *req, 1);
+  req->c = c;
+  luaL_setmetatable(L, LS_REQ_MT);
+  res = lua_newuserdatauv(L, sizeof *res, 0);
+  res->c = c;
+  res->answered = 0;
+  luaL_setmetatable(L, LS_RES_MT);
+  c->req_ud = req;
+  c->res_ud = res;
+  lua_callk(L, 2, LUA_MULTRET, 0, http_task_body_k);
+  return http_task_body_k(L, LUA_OK, 0);
+}
+
+void ls_http__dispatch(ls_http_conn_t *c) {
+  ls_task_t *task = ls_task_new(c->gen, http_task_done, c);
+  if (task == NULL) {
+    ls_http__error_response(c, 503, 1);
+    return;
+  }
+  c->task = task;
+  c->started_ns = uv_hrtime();
+  task->budgeted = 1;
+  lua_pushcfunction(task->co, http_task_body);
+  lua_rawgeti(task->co, LUA_REGISTRYINDEX, c->listener->handler_ref);
+  lua_pushlightuserdata(task->co, c);
+  ls_task_start(task, 2);
+}
+
+void ls_http__end_request(ls_http_conn_t *c) {
+  if (c->req_ud != NULL) {
+    c->req_ud->c = NULL;
+    c->req_ud = NULL;
+  }
+  if (c->res_ud != NULL) {
+    c->res_ud->c = NULL;
+    c->res_ud = NULL;
+  }
+  if (c->status != 0 && c->url_len > 0)
+    ls_http__access_log(c);
+}
+
+void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
+  static const luaL_Reg req_meth[] = {{"header", l_req_header},
+                                      {"header_values", l_req_header_values},
+                                      {"body", l_req_body},
+                                      {"body_reader", l_req_body_reader},
+                                      {"json", l_req_json},
+                                      {NULL, NULL}};
+  static const luaL_Reg req_metameth[] = {{"__index", l_req_index},
+                                          {"__newindex", l_req_newindex},
+                                          {"__gc", l_req_gc},
+                                          {"__tostring", l_req_tostring},
+                                          {NULL, NULL}};
+  static const luaL_Reg res_meth[] = {{"status", l_res_status}, {"header", l_res_header},
+                                      {"write", l_res_write},   {"send", l_res_send},
+                                      {"json", l_res_json},     {"redirect", l_res_redirect},
+                                      {NULL, NULL}};
+  (void)gen;
+  if (luaL_newmetatable(L, LS_REQ_MT))
+    luaL_setfuncs(L, req_metameth, 0);
+  lua_pop(L, 1);
+  lua_newtable(L);
+  luaL_setfuncs(L, req_meth, 0);
+  lua_setfield(L, LUA_REGISTRYINDEX, LS_REQ_METHODS_KEY);
+  if (luaL_newmetatable(L, LS_RES_MT)) {
+    lua_pushcfunction(L, l_res_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    luaL_setfuncs(L, res_meth, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, LS_HEADERS_MT)) {
+    lua_pushcfunction(L, l_headers_index);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}

@@ -1,0 +1,214 @@
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "http.h"
+#include "log.h"
+
+typedef struct status_s {
+  int code;
+  const char *line;
+} status_t;
+
+/* Pre-built status lines, so a response head costs one copy of each piece. */
+static const status_t status_lines[] = {
+#define S(code, text) {code, "HTTP/1.1 " #code " " text "\r\n"}
+    S(100, "Continue"), S(101, "Switching Protocols"), S(200, "OK"), S(201, "Created"),
+    S(202, "Accepted"), S(203, "Non-Authoritative Information"), S(204, "No Content"),
+    S(205, "Reset Content"), S(206, "Partial Content"), S(300, "Multiple Choices"),
+    S(301, "Moved Permanently"), S(302, "Found"), S(303, "See Other"), S(304, "Not Modified"),
+    S(307, "Temporary Redirect"), S(308, "Permanent Redirect"), S(400, "Bad Request"),
+    S(401, "Unauthorized"), S(402, "Payment Required"), S(403, "Forbidden"), S(404, "Not Found"),
+    S(405, "Method Not Allowed"), S(406, "Not Acceptable"), S(408, "Request Timeout"),
+    S(409, "Conflict"), S(410, "Gone"), S(411, "Length Required"), S(412, "Precondition Failed"),
+    S(413, "Content Too Large"), S(414, "URI Too Long"), S(415, "Unsupported Media Type"),
+    S(416, "Range Not Satisfiable"), S(417, "Expectation Failed"), S(418, "I'm a teapot"),
+    S(421, "Misdirected Request"), S(422, "Unprocessable Content"), S(425, "Too Early"),
+    S(426, "Upgrade Required"), S(428, "Precondition Required"), S(429, "Too Many Requests"),
+    S(431, "Request Header Fields Too Large"), S(451, "Unavailable For Legal Reasons"),
+    S(500, "Internal Server Error"), S(501, "Not Implemented"), S(502, "Bad Gateway"),
+    S(503, "Service Unavailable"), S(504, "Gateway Timeout"),
+    S(505, "HTTP Version Not Supported"),
+#undef S
+    {0, NULL}};
+
+const char *ls_http__status_line(int status, size_t *len) {
+  static char other[600][40];
+  const status_t *s;
+  if (status < 100 || status > 599)
+    return NULL;
+  for (s = status_lines; s->code != 0; s++) {
+    if (s->code == status) {
+      *len = strlen(s->line);
+      return s->line;
+    }
+  }
+  /* A code without a registered reason phrase: the phrase is optional (RFC 9112 §4). */
+  if (other[status][0] == '\0')
+    snprintf(other[status], sizeof other[status], "HTTP/1.1 %d \r\n", status);
+  *len = strlen(other[status]);
+  return other[status];
+}
+
+int ls_http__append_date(ls_buf_t *b, uv_loop_t *loop) {
+  static char line[64];
+  static size_t line_len;
+  static time_t cached = -1;
+  time_t now = (time_t)(uv_now(loop) / 1000);
+  /* uv_now is monotonic; wall time is read again only when its second may have changed. */
+  if (now != cached) {
+    time_t wall = time(NULL);
+    struct tm tm;
+    gmtime_r(&wall, &tm);
+    line_len = strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+    cached = now;
+  }
+  return ls_buf_append(b, line, line_len);
+}
+
+int ls_http__valid_name(const char *s, size_t len) {
+  static const char tchar[] = "!#$%&'*+-.^_`|~";
+  size_t i;
+  if (len == 0)
+    return 0;
+  for (i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+          (ch != '\0' && strchr(tchar, ch) != NULL)))
+      return 0;
+  }
+  return 1;
+}
+
+int ls_http__valid_value(const char *s, size_t len) {
+  size_t i;
+  for (i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch == '\r' || ch == '\n' || ch == '\0')
+      return 0;
+  }
+  return 1;
+}
+
+static int status_has_body(int status) { return status >= 200 && status != 204 && status != 304; }
+
+int ls_http__append_response(ls_http_conn_t *c, int status, const char *ctype, const char *body,
+                             size_t body_len) {
+  ls_buf_t *b = &c->out;
+  size_t line_len;
+  const char *line = ls_http__status_line(status, &line_len);
+  char num[48];
+  int n, err = 0;
+  if (line == NULL)
+    return -1;
+  err |= ls_buf_append(b, line, line_len);
+  err |= ls_buf_append(b, "Server: luasrv\r\n", 16);
+  err |= ls_http__append_date(b, c->gen->rt->loop);
+  if (status_has_body(status)) {
+    if (ctype != NULL && !c->has_ctype) {
+      err |= ls_buf_append(b, "Content-Type: ", 14);
+      err |= ls_buf_append(b, ctype, strlen(ctype));
+      err |= ls_buf_append(b, "\r\n", 2);
+    }
+    if (!c->has_clen) {
+      n = snprintf(num, sizeof num, "Content-Length: %zu\r\n", body_len);
+      err |= ls_buf_append(b, num, (size_t)n);
+    }
+  }
+  err |= ls_buf_append(b, ls_buf_head(&c->res_headers), ls_buf_len(&c->res_headers));
+  if (!c->keep_alive)
+    err |= ls_buf_append(b, "Connection: close\r\n", 19);
+  else if (c->parser.http_minor == 0)
+    err |= ls_buf_append(b, "Connection: keep-alive\r\n", 24);
+  err |= ls_buf_append(b, "\r\n", 2);
+  if (!c->is_head && status_has_body(status))
+    err |= ls_buf_append(b, body, body_len);
+  c->status = status;
+  c->bytes_out = body_len;
+  return err;
+}
+
+void ls_http__error_response(ls_http_conn_t *c, int status, int close) {
+  size_t len;
+  const char *line = ls_http__status_line(status, &len);
+  char body[128];
+  int n;
+  /* "HTTP/1.1 404 Not Found\r\n" -> "404 Not Found\n" */
+  n = snprintf(body, sizeof body, "%.*s\n", (int)(len - 11), line + 9);
+  if (close)
+    c->keep_alive = 0;
+  ls_buf_consume(&c->res_headers, ls_buf_len(&c->res_headers));
+  c->has_ctype = c->has_clen = 0;
+  ls_http__append_response(c, status, "text/plain; charset=utf-8", body, (size_t)n);
+  ls_http__access_log(c);
+  if (close)
+    c->state = LS_HTTP_CLOSING;
+}
+
+/* ---- access log --------------------------------------------------------------------------- */
+
+static int log_enabled = 1;
+static int log_json = 0;
+
+void ls_http__set_log_format(int json, int enabled) {
+  log_json = json;
+  log_enabled = enabled;
+}
+
+/* Copies at most `max` bytes of s into out as a log-safe string (quotes, backslashes and
+ * control bytes escaped), so a client cannot forge log lines. */
+static size_t log_escape(char *out, size_t max, const char *s, size_t len) {
+  size_t i, o = 0;
+  for (i = 0; i < len && o + 4 < max; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch == '"' || ch == '\\' || ch < 0x20 || ch >= 0x7f) {
+      o += (size_t)snprintf(out + o, max - o, "\\x%02x", ch);
+    } else {
+      out[o++] = (char)ch;
+    }
+  }
+  out[o] = '\0';
+  return o;
+}
+
+void ls_http__access_log(ls_http_conn_t *c) {
+  struct sockaddr_storage ss;
+  int sslen = sizeof ss;
+  char addr[INET6_ADDRSTRLEN] = "-";
+  char target[1024], ua[256], referer[256], stamp[40];
+  const char *v;
+  size_t vlen;
+  time_t now;
+  struct tm tm;
+  const char *method;
+  if (!log_enabled || c->virtual_conn)
+    return;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0) {
+    if (ss.ss_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)&ss, addr, sizeof addr);
+    else
+      uv_ip4_name((struct sockaddr_in *)&ss, addr, sizeof addr);
+  }
+  log_escape(target, sizeof target, ls_buf_head(&c->head), c->url_len);
+  v = ls_http__header(c, "user-agent", 10, &vlen);
+  log_escape(ua, sizeof ua, v != NULL ? v : "-", v != NULL ? vlen : 1);
+  v = ls_http__header(c, "referer", 7, &vlen);
+  log_escape(referer, sizeof referer, v != NULL ? v : "-", v != NULL ? vlen : 1);
+  method = c->url_len > 0 ? llhttp_method_name((llhttp_method_t)c->parser.method) : "-";
+  now = time(NULL);
+  if (log_json) {
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    printf("{\"time\":\"%s\",\"remote\":\"%s\",\"method\":\"%s\",\"target\":\"%s\","
+           "\"version\":\"%d.%d\",\"status\":%d,\"bytes\":%llu,\"referer\":\"%s\","
+           "\"user_agent\":\"%s\"}\n",
+           stamp, addr, method, target, c->parser.http_major, c->parser.http_minor, c->status,
+           (unsigned long long)c->bytes_out, referer, ua);
+  } else {
+    localtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%d/%b/%Y:%H:%M:%S %z", &tm);
+    printf("%s - - [%s] \"%s %s HTTP/%d.%d\" %d %llu \"%s\" \"%s\"\n", addr, stamp, method,
+           target, c->parser.http_major, c->parser.http_minor, c->status,
+           (unsigned long long)c->bytes_out, referer, ua);
+  }
+}

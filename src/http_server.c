@@ -1,0 +1,907 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "addr.h"
+#include "errors.h"
+#include "http.h"
+#include "log.h"
+
+#define LS_HTTP_LISTENER_MT "luasrv.HttpListener"
+/* Input read ahead of the parser while a handler runs (pipelined requests wait in it). */
+#define LS_HTTP_READ_AHEAD (64 * 1024)
+/* After the last response of a connection, how long unread input is drained before closing,
+ * so the peer is not sent a reset that could destroy the response in flight. */
+#define LS_HTTP_LINGER_MS 2000
+
+typedef struct ls_http_listener_ud_s {
+  ls_http_listener_t *listener;
+} listener_ud_t;
+
+static void conn_after_input(ls_http_conn_t *c);
+static void conn_timer_cb(uv_timer_t *t);
+
+/* Arms the connection's deadline timer (no timers on a virtual connection). */
+static void conn_deadline(ls_http_conn_t *c, uint64_t ms) {
+  if (!c->virtual_conn)
+    uv_timer_start(&c->timer, conn_timer_cb, ms, 0);
+}
+
+/* ---- parser callbacks --------------------------------------------------------------------- */
+
+static ls_http_conn_t *parser_conn(llhttp_t *p) { return p->data; }
+
+static int reject(ls_http_conn_t *c, int status) {
+  c->reject_status = status;
+  return HPE_USER;
+}
+
+static int on_message_begin(llhttp_t *p) {
+  ls_http_conn_t *c = parser_conn(p);
+  if (c->state == LS_HTTP_IDLE) {
+    c->state = LS_HTTP_HEAD;
+    /* A request that follows on a kept-alive connection gets its own head deadline. */
+    if (c->seq > 0)
+      conn_deadline(c, c->listener->limits.header_timeout_ms);
+  }
+  c->seq++;
+  return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len) {
+  ls_http_conn_t *c = parser_conn(p);
+  if (c->url_len + len > c->listener->limits.line_max)
+    return reject(c, 414);
+  if (ls_buf_append(&c->head, at, len) != 0)
+    return reject(c, 503);
+  c->url_len += (uint32_t)len;
+  return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  ls_http_conn_t *c = parser_conn(p);
+  ls_http_header_t *h;
+  size_t i, off;
+  if (!c->in_field) {
+    if (c->nheaders == c->listener->limits.header_count)
+      return reject(c, 431);
+    h = &c->headers[c->nheaders++];
+    h->name_off = (uint32_t)ls_buf_len(&c->head);
+    h->name_len = 0;
+    h->value_off = h->value_len = 0;
+    c->in_field = 1;
+  }
+  h = &c->headers[c->nheaders - 1];
+  if (ls_buf_len(&c->head) - c->url_len + len > c->listener->limits.header_max)
+    return reject(c, 431);
+  off = ls_buf_len(&c->head);
+  if (ls_buf_append(&c->head, at, len) != 0)
+    return reject(c, 503);
+  /* Names are kept in lower case: lookups are then plain comparisons. */
+  for (i = 0; i < len; i++) {
+    char *ch = c->head.data + c->head.start + off + i;
+    if (*ch >= 'A' && *ch <= 'Z')
+      *ch = (char)(*ch + ('a' - 'A'));
+  }
+  h->name_len += (uint32_t)len;
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  ls_http_conn_t *c = parser_conn(p);
+  ls_http_header_t *h = &c->headers[c->nheaders - 1];
+  if (c->in_field) {
+    c->in_field = 0;
+    h->value_off = (uint32_t)ls_buf_len(&c->head);
+  }
+  if (ls_buf_len(&c->head) - c->url_len + len > c->listener->limits.header_max)
+    return reject(c, 431);
+  if (ls_buf_append(&c->head, at, len) != 0)
+    return reject(c, 503);
+  h->value_len += (uint32_t)len;
+  return 0;
+}
+
+const char *ls_http__header(ls_http_conn_t *c, const char *name, size_t name_len, size_t *len) {
+  unsigned i;
+  const char *base = ls_buf_head(&c->head);
+  for (i = 0; i < c->nheaders; i++) {
+    const ls_http_header_t *h = &c->headers[i];
+    if (h->name_len == name_len && memcmp(base + h->name_off, name, name_len) == 0) {
+      *len = h->value_len;
+      return base + h->value_off;
+    }
+  }
+  return NULL;
+}
+
+static unsigned header_count(ls_http_conn_t *c, const char *name, size_t name_len) {
+  unsigned i, n = 0;
+  const char *base = ls_buf_head(&c->head);
+  for (i = 0; i < c->nheaders; i++) {
+    const ls_http_header_t *h = &c->headers[i];
+    if (h->name_len == name_len && memcmp(base + h->name_off, name, name_len) == 0)
+      n++;
+  }
+  return n;
+}
+
+static int hexval(char ch) {
+  if (ch >= '0' && ch <= '9')
+    return ch - '0';
+  if (ch >= 'a' && ch <= 'f')
+    return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F')
+    return ch - 'A' + 10;
+  return -1;
+}
+
+/* Finds the path of the target (origin-form, or absolute-form whose authority is skipped),
+ * percent-decodes it after the headers in c->head and records where. Returns 0, or the status
+ * for a malformed path. */
+static int decode_path(ls_http_conn_t *c) {
+  const char *t = ls_buf_head(&c->head);
+  size_t n = c->url_len, i, start = 0, end;
+  size_t out;
+  if (n == 1 && t[0] == '*') {
+    end = 1;
+  } else {
+    if (n == 0)
+      return 400;
+    if (t[0] != '/') {
+      /* absolute-form: scheme "://" authority [path] */
+      const char *sep = memchr(t, ':', n);
+      if (sep == NULL || (size_t)(sep - t) + 3 > n || sep[1] != '/' || sep[2] != '/')
+        return 400;
+      start = (size_t)(sep - t) + 3;
+      while (start < n && t[start] != '/' && t[start] != '?')
+        start++;
+    }
+    end = start;
+    while (end < n && t[end] != '?' && t[end] != '#')
+      end++;
+  }
+  out = ls_buf_len(&c->head);
+  if (ls_buf_reserve(&c->head, end - start + 1) != 0)
+    return 503;
+  t = ls_buf_head(&c->head);
+  c->path_off = (uint32_t)out;
+  if (start == end) {
+    /* absolute-form without a path means "/" */
+    c->head.data[c->head.end++] = '/';
+  }
+  for (i = start; i < end; i++) {
+    char ch = t[i];
+    if (ch == '%') {
+      int hi, lo;
+      if (i + 2 >= end)
+        return 400;
+      hi = hexval(t[i + 1]);
+      lo = hexval(t[i + 2]);
+      if (hi < 0 || lo < 0)
+        return 400;
+      ch = (char)(hi * 16 + lo);
+      if (ch == '\0')
+        return 400;
+      i += 2;
+    }
+    c->head.data[c->head.end++] = ch;
+  }
+  c->path_len = (uint32_t)(ls_buf_len(&c->head) - out);
+  return 0;
+}
+
+static int ascii_ieq(const char *a, size_t alen, const char *lit) {
+  size_t i, n = strlen(lit);
+  if (alen != n)
+    return 0;
+  for (i = 0; i < n; i++) {
+    char ch = a[i];
+    if (ch >= 'A' && ch <= 'Z')
+      ch = (char)(ch + ('a' - 'A'));
+    if (ch != lit[i])
+      return 0;
+  }
+  return 1;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  ls_http_conn_t *c = parser_conn(p);
+  const ls_http_limits_t *lim = &c->listener->limits;
+  const char *v;
+  size_t vlen;
+  unsigned hosts;
+  int status;
+  if (p->http_major != 1)
+    return reject(c, 505);
+  if (p->method == HTTP_CONNECT)
+    return reject(c, 501);
+  hosts = header_count(c, "host", 4);
+  if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
+    return reject(c, 400);
+  if ((p->flags & F_CONTENT_LENGTH) && p->content_length > lim->body_max)
+    return reject(c, 413);
+  v = ls_http__header(c, "expect", 6, &vlen);
+  if (v != NULL) {
+    if (!ascii_ieq(v, vlen, "100-continue"))
+      return reject(c, 417);
+    c->expect_continue = p->http_minor >= 1;
+  }
+  status = decode_path(c);
+  if (status != 0)
+    return reject(c, status);
+  c->keep_alive = (unsigned char)llhttp_should_keep_alive(p);
+  c->is_head = p->method == HTTP_HEAD;
+  c->state = LS_HTTP_HANDLER;
+  c->dispatch_pending = 1;
+  if (!c->virtual_conn)
+    uv_timer_stop(&c->timer);
+  return HPE_PAUSED;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  ls_http_conn_t *c = parser_conn(p);
+  c->body_seen += len;
+  if (c->body_seen > c->listener->limits.body_max)
+    return reject(c, 413);
+  if (c->task != NULL && ls_buf_append(&c->body, at, len) != 0)
+    return reject(c, 503);
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  ls_http_conn_t *c = parser_conn(p);
+  c->msg_done = 1;
+  return HPE_PAUSED;
+}
+
+static const llhttp_settings_t parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- connection life cycle ---------------------------------------------------------------- */
+
+static void listener_maybe_free(ls_http_listener_t *l);
+
+static void conn_close_cb(uv_handle_t *h) {
+  ls_http_conn_t *c = h->data;
+  if (--c->closing > 1)
+    return;
+  ls_http__end_request(c);
+  if (c->task != NULL)
+    c->task->data = NULL;
+  ls_buf_free(&c->in);
+  ls_buf_free(&c->head);
+  ls_buf_free(&c->body);
+  ls_buf_free(&c->out);
+  ls_buf_free(&c->out_flight);
+  ls_buf_free(&c->res_headers);
+  ls_free(c->headers, c->listener->limits.header_count * sizeof *c->headers);
+  c->listener->conns--;
+  listener_maybe_free(c->listener);
+  ls_free(c, sizeof *c);
+}
+
+/* Closes the connection now; the struct goes once the three handles have closed. */
+void ls_http__close(ls_http_conn_t *c) {
+  if (c->closing)
+    return;
+  c->closing = 4; /* three close callbacks bring it to 1 */
+  c->state = LS_HTTP_CLOSING;
+  ls_res_unlink(&c->res);
+  if (c->body_waiter != NULL)
+    ls_task_wake(c->body_waiter);
+  if (c->writer != NULL)
+    ls_task_wake(c->writer);
+  if (c->virtual_conn) {
+    /* No handles were ever opened: count the three callbacks down by hand. */
+    c->closing = 2;
+    conn_close_cb((uv_handle_t *)&c->tcp);
+    return;
+  }
+  uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+  uv_close((uv_handle_t *)&c->timer, conn_close_cb);
+  uv_close((uv_handle_t *)&c->write_timer, conn_close_cb);
+}
+
+static void conn_res_close(ls_res_t *res) {
+  ls_http__close((ls_http_conn_t *)((char *)res - offsetof(ls_http_conn_t, res)));
+}
+
+static void conn_timer_cb(uv_timer_t *t) {
+  ls_http_conn_t *c = t->data;
+  if (c->state == LS_HTTP_HEAD) {
+    ls_http__error_response(c, 408, 1);
+    ls_http__flush(c);
+    return;
+  }
+  /* Idle keep-alive, or the linger after the last response. */
+  ls_http__close(c);
+}
+
+static void write_timer_cb(uv_timer_t *t) {
+  ls_http_conn_t *c = t->data;
+  ls_log(LS_LOG_WARN, "%s: closing a connection that accepted no output for %llu ms",
+         c->listener->url, (unsigned long long)c->listener->limits.write_timeout_ms);
+  c->write_err = UV_ETIMEDOUT;
+  ls_http__close(c);
+}
+
+/* Prepares a connection struct for the listener; `virtual_conn` makes one without a socket. */
+static ls_http_conn_t *conn_new(ls_http_listener_t *l, int virtual_conn) {
+  ls_http_conn_t *c = ls_malloc(sizeof *c);
+  if (c == NULL)
+    return NULL;
+  memset(c, 0, sizeof *c);
+  c->headers = ls_malloc(l->limits.header_count * sizeof *c->headers);
+  if (c->headers == NULL) {
+    ls_free(c, sizeof *c);
+    return NULL;
+  }
+  c->gen = l->gen;
+  c->listener = l;
+  c->virtual_conn = (unsigned char)virtual_conn;
+  llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+  c->parser.data = c;
+  if (!virtual_conn) {
+    uv_tcp_init(l->gen->rt->loop, &c->tcp);
+    uv_timer_init(l->gen->rt->loop, &c->timer);
+    uv_timer_init(l->gen->rt->loop, &c->write_timer);
+  }
+  c->tcp.data = c->timer.data = c->write_timer.data = c;
+  c->res.close = conn_res_close;
+  ls_res_link(&l->gen->rt->resources, &c->res);
+  l->conns++;
+  return c;
+}
+
+/* ---- reading ------------------------------------------------------------------------------ */
+
+static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  ls_http_conn_t *c = h->data;
+  (void)suggested;
+  if (c->in.cap - c->in.end >= 4096) {
+    buf->base = c->in.data + c->in.end;
+    buf->len = c->in.cap - c->in.end;
+  } else {
+    buf->base = c->gen->rt->scratch;
+    buf->len = c->gen->rt->scratch_size;
+  }
+}
+
+static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  ls_http_conn_t *c = s->data;
+  if (nread > 0) {
+    if (c->state == LS_HTTP_CLOSING)
+      return; /* lingering: input is dropped */
+    if (buf->base == c->in.data + c->in.end)
+      c->in.end += (size_t)nread;
+    else if (ls_buf_append(&c->in, buf->base, (size_t)nread) != 0)
+      c->read_err = LS_ENOMEM;
+  } else if (nread < 0) {
+    c->read_err = (int)nread;
+    uv_read_stop(s);
+    c->reading = 0;
+    if (c->state == LS_HTTP_CLOSING) {
+      ls_http__close(c);
+      return;
+    }
+  } else {
+    return;
+  }
+  ls_http__process(c);
+}
+
+static void conn_update_reading(ls_http_conn_t *c) {
+  int want;
+  if (c->virtual_conn || c->closing)
+    return;
+  want = c->read_err == 0 && (c->state == LS_HTTP_CLOSING || ls_buf_len(&c->in) < LS_HTTP_READ_AHEAD);
+  if (want && !c->reading) {
+    if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, conn_read_cb) == 0)
+      c->reading = 1;
+  } else if (!want && c->reading) {
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+  }
+}
+
+/* ---- the request cycle -------------------------------------------------------------------- */
+
+/* Readies the connection for its next request once the current one has been answered and its
+ * body consumed. */
+static void conn_next_request(ls_http_conn_t *c) {
+  c->state = c->keep_alive ? LS_HTTP_IDLE : LS_HTTP_CLOSING;
+  ls_buf_consume(&c->head, ls_buf_len(&c->head));
+  ls_buf_consume(&c->body, ls_buf_len(&c->body));
+  c->nheaders = 0;
+  c->url_len = 0;
+  c->path_off = c->path_len = 0;
+  c->body_seen = 0;
+  c->in_field = 0;
+  c->msg_done = 0;
+  c->expect_continue = c->continue_sent = 0;
+  c->reject_status = 0;
+  c->status = 0;
+  c->bytes_out = 0;
+  c->head_sent = c->chunked = c->has_ctype = c->has_clen = 0;
+  ls_buf_consume(&c->res_headers, ls_buf_len(&c->res_headers));
+  if (c->state == LS_HTTP_IDLE)
+    conn_deadline(c, c->listener->limits.keepalive_ms);
+}
+
+static int parse_error_status(ls_http_conn_t *c, llhttp_errno_t err) {
+  if (err == HPE_USER && c->reject_status != 0)
+    return c->reject_status;
+  if (err == HPE_INVALID_METHOD)
+    return 501;
+  if (err == HPE_INVALID_VERSION && c->parser.http_major >= 2)
+    return 505;
+  return 400;
+}
+
+/* Runs the parser over buffered input as far as the request cycle allows: a complete head
+ * dispatches its handler; a body is parsed only while a handler wants it, or is skipped
+ * after the handler answered; the next request waits until the current one is done. */
+void ls_http__process(ls_http_conn_t *c) {
+  int empty_tried = 0;
+  if (c->in_process)
+    return;
+  c->in_process = 1;
+  while (!c->closing && c->state != LS_HTTP_CLOSING) {
+    const char *start;
+    size_t len, used;
+    llhttp_errno_t err;
+    if (c->state == LS_HTTP_HANDLER) {
+      if (c->task != NULL) {
+        if (c->body_waiter == NULL || c->msg_done || c->parse_failed)
+          break; /* the handler runs; its body is parsed only when asked for */
+      } else if (c->msg_done || c->parse_failed || (c->expect_continue && !c->continue_sent)) {
+        /* Answered. A body the client holds back for 100 Continue will not come, and one
+         * that failed to parse cannot be skipped: either way the connection ends. */
+        if (!c->msg_done)
+          c->keep_alive = 0;
+        conn_next_request(c);
+        continue;
+      } else {
+        c->state = LS_HTTP_DRAIN; /* answered before reading the body: skip it */
+      }
+    } else if (c->state == LS_HTTP_DRAIN && c->msg_done) {
+      conn_next_request(c);
+      continue;
+    }
+    len = ls_buf_len(&c->in);
+    if (len == 0 && !empty_tried && c->state != LS_HTTP_IDLE && c->state != LS_HTTP_HEAD) {
+      /* A message without a body ends without another byte: let the parser reach its end. */
+      empty_tried = 1;
+      err = llhttp_execute(&c->parser, "", 0);
+      if (err == HPE_PAUSED)
+        llhttp_resume(&c->parser);
+      if (c->msg_done) {
+        if (c->body_waiter != NULL)
+          ls_task_wake(c->body_waiter);
+        continue;
+      }
+    }
+    if (len == 0) {
+      if (c->read_err != 0) {
+        if (c->state == LS_HTTP_HEAD) {
+          ls_http__error_response(c, 400, 1);
+        } else if (c->state != LS_HTTP_HANDLER) {
+          c->state = LS_HTTP_CLOSING;
+        } else {
+          /* The peer stopped sending while its handler runs: answer, then close. */
+          c->keep_alive = 0;
+          c->parse_failed = 1;
+          if (c->body_waiter != NULL)
+            ls_task_wake(c->body_waiter);
+        }
+      }
+      break;
+    }
+    start = ls_buf_head(&c->in);
+    err = llhttp_execute(&c->parser, start, len);
+    if (err == HPE_OK) {
+      used = len;
+    } else if (err == HPE_PAUSED) {
+      used = (size_t)(llhttp_get_error_pos(&c->parser) - start);
+      llhttp_resume(&c->parser);
+    } else {
+      /* Nothing more is parsed from this connection after a framing error. */
+      int status = parse_error_status(c, err);
+      ls_buf_consume(&c->in, len);
+      c->parse_failed = 1;
+      c->keep_alive = 0;
+      if (c->state == LS_HTTP_HANDLER && c->task != NULL) {
+        c->reject_status = status; /* the waiting req:body() raises it */
+        if (c->body_waiter != NULL)
+          ls_task_wake(c->body_waiter);
+      } else if (c->state == LS_HTTP_DRAIN) {
+        c->state = LS_HTTP_CLOSING;
+      } else {
+        ls_http__error_response(c, status, 1);
+      }
+      break;
+    }
+    ls_buf_consume(&c->in, used);
+    if (c->dispatch_pending) {
+      c->dispatch_pending = 0;
+      ls_http__dispatch(c);
+      continue;
+    }
+    if (c->msg_done && c->body_waiter != NULL)
+      ls_task_wake(c->body_waiter);
+  }
+  c->in_process = 0;
+  conn_after_input(c);
+}
+
+static void conn_after_input(ls_http_conn_t *c) {
+  if (c->closing)
+    return;
+  conn_update_reading(c);
+  ls_http__flush(c);
+}
+
+void ls_http__want_body(ls_http_conn_t *c) {
+  static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+  if (c->expect_continue && !c->continue_sent) {
+    c->continue_sent = 1;
+    ls_buf_append(&c->out, cont, sizeof cont - 1);
+    ls_http__flush(c);
+  }
+  ls_http__process(c);
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+static void conn_shutdown_cb(uv_shutdown_t *req, int status) {
+  ls_http_conn_t *c = req->data;
+  ls_free(req, sizeof *req);
+  if (status < 0 || c->read_err != 0) {
+    ls_http__close(c);
+    return;
+  }
+  /* Drain what the peer still sends for a moment, then close. */
+  conn_deadline(c, LS_HTTP_LINGER_MS);
+  conn_update_reading(c);
+}
+
+static void conn_finish(ls_http_conn_t *c) {
+  uv_shutdown_t *req;
+  if (c->virtual_conn || c->task != NULL || c->shut)
+    return;
+  c->shut = 1;
+  req = ls_malloc(sizeof *req);
+  if (req == NULL || c->write_err != 0) {
+    ls_free(req, sizeof *req);
+    ls_http__close(c);
+    return;
+  }
+  req->data = c;
+  uv_timer_stop(&c->timer);
+  if (uv_shutdown(req, (uv_stream_t *)&c->tcp, conn_shutdown_cb) != 0) {
+    ls_free(req, sizeof *req);
+    ls_http__close(c);
+  }
+}
+
+static void conn_write_cb(uv_write_t *req, int status) {
+  ls_http_conn_t *c = req->data;
+  c->writing = 0;
+  uv_timer_stop(&c->write_timer);
+  ls_buf_consume(&c->out_flight, ls_buf_len(&c->out_flight));
+  if (status < 0) {
+    c->write_err = status;
+    ls_http__close(c);
+    return;
+  }
+  if (c->closing)
+    return;
+  ls_http__flush(c);
+  if (c->writer != NULL)
+    ls_task_resume(c->writer);
+}
+
+/* Sends what is in c->out: straight to the socket if it takes it, otherwise with one
+ * uv_write at a time. A connection in the CLOSING state shuts down once all is sent. */
+void ls_http__flush(ls_http_conn_t *c) {
+  uv_buf_t buf;
+  ls_buf_t swap;
+  if (c->closing || c->writing || c->virtual_conn)
+    return;
+  if (ls_buf_len(&c->out) > 0 && c->write_err == 0) {
+    buf = uv_buf_init((char *)ls_buf_head(&c->out), (unsigned)ls_buf_len(&c->out));
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+    if (n > 0)
+      ls_buf_consume(&c->out, (size_t)n);
+    else if (n < 0 && n != UV_EAGAIN) {
+      c->write_err = n;
+      ls_http__close(c);
+      return;
+    }
+  }
+  if (ls_buf_len(&c->out) == 0) {
+    if (c->state == LS_HTTP_CLOSING && c->task == NULL)
+      conn_finish(c);
+    return;
+  }
+  swap = c->out_flight;
+  c->out_flight = c->out;
+  c->out = swap;
+  buf = uv_buf_init((char *)ls_buf_head(&c->out_flight), (unsigned)ls_buf_len(&c->out_flight));
+  c->wreq.data = c;
+  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &buf, 1, conn_write_cb) != 0) {
+    ls_http__close(c);
+    return;
+  }
+  c->writing = 1;
+  uv_timer_start(&c->write_timer, write_timer_cb, c->listener->limits.write_timeout_ms, 0);
+}
+
+/* ---- listeners ---------------------------------------------------------------------------- */
+
+static void listener_free_cb(uv_handle_t *h) {
+  ls_http_listener_t *l = h->data;
+  l->closed = 2;
+  listener_maybe_free(l);
+}
+
+static void listener_maybe_free(ls_http_listener_t *l) {
+  if (l->closed != 2 || l->conns > 0)
+    return;
+  if (l->ud != NULL)
+    l->ud->listener = NULL;
+  ls_free(l, sizeof *l);
+}
+
+static void listener_close(ls_http_listener_t *l) {
+  if (l->closed)
+    return;
+  l->closed = 1;
+  ls_res_unlink(&l->res);
+  uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
+}
+
+static void listener_res_close(ls_res_t *res) {
+  listener_close((ls_http_listener_t *)((char *)res - offsetof(ls_http_listener_t, res)));
+}
+
+static void listener_connection_cb(uv_stream_t *server, int status) {
+  ls_http_listener_t *l = server->data;
+  ls_http_conn_t *c;
+  if (status < 0) {
+    ls_log(LS_LOG_WARN, "%s: accept failed: %s", l->url, uv_strerror(status));
+    return;
+  }
+  c = conn_new(l, 0);
+  if (c == NULL) {
+    ls_log(LS_LOG_ERROR, "%s: out of memory accepting a connection", l->url);
+    return;
+  }
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    ls_http__close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  conn_deadline(c, l->limits.header_timeout_ms);
+  conn_update_reading(c);
+}
+
+static double opt_seconds(lua_State *L, int opts, const char *name, uint64_t def_ms) {
+  int64_t ms = ls_opt_timeout_field(L, opts, name, (int64_t)def_ms);
+  return ms < 0 ? (double)UINT32_MAX * 1000.0 : (double)ms;
+}
+
+/* Reads the limits from a listen options table (DESIGN §4 defaults). */
+static void read_limits(lua_State *L, int opts, ls_http_limits_t *lim) {
+  lim->line_max = ls_opt_size_field(L, opts, "max_line", 8 * 1024);
+  lim->header_max = ls_opt_size_field(L, opts, "max_header_size", 16 * 1024);
+  lim->header_count = (unsigned)ls_opt_size_field(L, opts, "max_headers", 100);
+  lim->body_max = ls_opt_size_field(L, opts, "max_body", 1024 * 1024);
+  lim->header_timeout_ms = (uint64_t)opt_seconds(L, opts, "header_timeout", 10000);
+  lim->keepalive_ms = (uint64_t)opt_seconds(L, opts, "keepalive_timeout", 5000);
+  lim->write_timeout_ms = (uint64_t)opt_seconds(L, opts, "write_timeout", 30000);
+  if (lim->header_count > LS_HTTP_MAX_HEADERS_LIMIT)
+    luaL_error(L, "option 'max_headers' must be at most %d", LS_HTTP_MAX_HEADERS_LIMIT);
+}
+
+static ls_http_listener_t *listener_alloc(lua_State *L, ls_gen_t *gen, int opts, int handler) {
+  ls_http_listener_t *l = ls_malloc(sizeof *l);
+  if (l == NULL)
+    luaL_error(L, "not enough memory");
+  memset(l, 0, sizeof *l);
+  l->gen = gen;
+  l->handler_ref = LUA_NOREF;
+  read_limits(L, opts, &l->limits);
+  lua_pushvalue(L, handler);
+  l->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  l->tcp.data = l;
+  l->res.close = listener_res_close;
+  return l;
+}
+
+/* core.http_listen(opts, handler) -> listener. opts: host (default "127.0.0.1"), port (0: any
+ * free port), backlog, and the limits max_line, max_header_size, max_headers, max_body,
+ * header_timeout, keepalive_timeout, write_timeout. handler(req, res) runs in its own task for
+ * each request. Raises if the address cannot be bound. */
+static int l_http_listen(lua_State *L) {
+  ls_gen_t *gen = lua_touserdata(L, lua_upvalueindex(1));
+  const char *host;
+  lua_Integer port;
+  struct sockaddr_storage ss;
+  int backlog, err;
+  ls_http_listener_t *l;
+  listener_ud_t *ud;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (lua_type(L, 2) != LUA_TFUNCTION) {
+    if (!luaL_getmetafield(L, 2, "__call"))
+      return luaL_typeerror(L, 2, "function or callable app");
+    lua_pop(L, 1);
+  }
+  host = ls_opt_string_field(L, 1, "host");
+  if (host == NULL)
+    host = "127.0.0.1";
+  lua_getfield(L, 1, "port");
+  if (!lua_isinteger(L, -1))
+    return luaL_argerror(L, 1, "expected a port (0 for any free one)");
+  port = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  luaL_argcheck(L, port >= 0 && port < 65536, 1, "port out of range");
+  backlog = (int)ls_opt_size_field(L, 1, "backlog", 511);
+  if (ls_addr_parse(host, (int)port, &ss) != 0)
+    return luaL_error(L, "listen: '%s' is not an IP address", host);
+  ud = lua_newuserdatauv(L, sizeof *ud, 0);
+  ud->listener = NULL;
+  luaL_setmetatable(L, LS_HTTP_LISTENER_MT);
+  l = listener_alloc(L, gen, 1, 2);
+  uv_tcp_init(gen->rt->loop, &l->tcp);
+  ls_res_link(&gen->rt->servers, &l->res);
+  err = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+  if (err == 0)
+    err = uv_listen((uv_stream_t *)&l->tcp, backlog, listener_connection_cb);
+  if (err != 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, l->handler_ref);
+    listener_close(l);
+    return luaL_error(L, "listen: cannot listen on %s:%d: %s", host, (int)port, uv_strerror(err));
+  }
+  {
+    int len = sizeof ss;
+    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len);
+    ls_addr_url("http", &ss, l->url, sizeof l->url);
+  }
+  l->ud = ud;
+  ud->listener = l;
+  if (gen->rt->announce) {
+    printf("listening on %s\n", l->url);
+    fflush(stdout);
+  }
+  return 1;
+}
+
+static listener_ud_t *check_listener(lua_State *L) {
+  return luaL_checkudata(L, 1, LS_HTTP_LISTENER_MT);
+}
+
+/* listener:close() -> true: stops accepting; requests in progress finish. */
+static int l_listener_close(lua_State *L) {
+  listener_ud_t *ud = check_listener(L);
+  if (ud->listener != NULL)
+    listener_close(ud->listener);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* listener:address() -> host, port. */
+static int l_listener_address(lua_State *L) {
+  listener_ud_t *ud = check_listener(L);
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (ud->listener == NULL || ud->listener->closed ||
+      uv_tcp_getsockname(&ud->listener->tcp, (struct sockaddr *)&ss, &len) != 0)
+    return ls_push_error(L, LS_ECLOSED);
+  return ls_addr_push(L, &ss);
+}
+
+/* listener:url() -> "http://127.0.0.1:8080". */
+static int l_listener_url(lua_State *L) {
+  listener_ud_t *ud = check_listener(L);
+  if (ud->listener == NULL)
+    return ls_push_error(L, LS_ECLOSED);
+  lua_pushstring(L, ud->listener->url);
+  return 1;
+}
+
+static int l_listener_gc(lua_State *L) {
+  listener_ud_t *ud = check_listener(L);
+  if (ud->listener != NULL)
+    ud->listener->ud = NULL;
+  ud->listener = NULL;
+  return 0;
+}
+
+/* ---- in-process requests ------------------------------------------------------------------ */
+
+typedef struct inject_s {
+  ls_http_listener_t listener;
+  ls_http_conn_t *conn;
+} inject_t;
+
+static int inject_k(lua_State *L, int status, lua_KContext ctx) {
+  inject_t *in = (inject_t *)ctx;
+  ls_http_conn_t *c = in->conn;
+  ls_task_t *task = ls_task_current(in->listener.gen, L);
+  (void)status;
+  if (c->state != LS_HTTP_CLOSING || c->task != NULL) {
+    /* A handler still runs (it waits for something): look again shortly. */
+    return ls_task_wait(task, 1, ctx, inject_k);
+  }
+  lua_pushlstring(L, ls_buf_head(&c->out), ls_buf_len(&c->out));
+  ls_http__close(c);
+  luaL_unref(L, LUA_REGISTRYINDEX, in->listener.handler_ref);
+  ls_free(in, sizeof *in);
+  return 1;
+}
+
+/* core.http_inject(handler, request_bytes [, opts]) -> response_bytes. Runs the bytes through
+ * the same parser, limits and handler machinery as a socket would, without one: the input is
+ * treated as everything the client sends, then end of input. Must run in a task. */
+static int l_http_inject(lua_State *L) {
+  ls_gen_t *gen = lua_touserdata(L, lua_upvalueindex(1));
+  size_t len;
+  const char *bytes;
+  inject_t *in;
+  ls_http_conn_t *c;
+  int opts = lua_istable(L, 3) ? 3 : 0;
+  if (lua_type(L, 1) != LUA_TFUNCTION) {
+    if (!luaL_getmetafield(L, 1, "__call"))
+      return luaL_typeerror(L, 1, "function or callable app");
+    lua_pop(L, 1);
+  }
+  bytes = luaL_checklstring(L, 2, &len);
+  ls_task_check(gen, L, "inject");
+  in = ls_malloc(sizeof *in);
+  if (in == NULL)
+    return luaL_error(L, "not enough memory");
+  memset(in, 0, sizeof *in);
+  in->listener.gen = gen;
+  read_limits(L, opts, &in->listener.limits);
+  lua_pushvalue(L, 1);
+  in->listener.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  in->listener.closed = 1; /* never freed through the listener path */
+  snprintf(in->listener.url, sizeof in->listener.url, "inject");
+  c = conn_new(&in->listener, 1);
+  if (c == NULL || ls_buf_append(&c->in, bytes, len) != 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, in->listener.handler_ref);
+    ls_free(in, sizeof *in);
+    return luaL_error(L, "not enough memory");
+  }
+  in->conn = c;
+  c->read_err = UV_EOF;
+  ls_http__process(c);
+  lua_settop(L, 0);
+  return inject_k(L, LUA_OK, (lua_KContext)in);
+}
+
+void ls_http_open(lua_State *L, ls_gen_t *gen) {
+  static const luaL_Reg funcs[] = {{"http_listen", l_http_listen}, {"http_inject", l_http_inject},
+                                   {NULL, NULL}};
+  static const luaL_Reg meth[] = {{"close", l_listener_close}, {"address", l_listener_address},
+                                  {"url", l_listener_url}, {NULL, NULL}};
+  if (luaL_newmetatable(L, LS_HTTP_LISTENER_MT)) {
+    lua_pushcfunction(L, l_listener_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    luaL_setfuncs(L, meth, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  ls_http__open_lua(L, gen);
+  lua_pushlightuserdata(L, gen);
+  luaL_setfuncs(L, funcs, 1);
+}
