@@ -11,6 +11,7 @@
 #include "log.h"
 #include "module.h"
 #include "runtime.h"
+#include "watchdog.h"
 
 #define EXIT_USAGE 2
 
@@ -22,6 +23,8 @@ typedef struct options_s {
   int dev;
   int log_json;
   double grace;
+  double cpu_budget;   /* seconds; 0: off */
+  double memory_limit; /* MiB per Lua state; 0: none */
 } options_t;
 
 static void print_usage(FILE *out) {
@@ -33,6 +36,9 @@ static void print_usage(FILE *out) {
         "\n"
         "options:\n"
         "  --check        load the script and report syntax errors; serve nothing\n"
+        "  --cpu-budget S stop a handler that runs S seconds without yielding (default 1;\n"
+        "                 0: no limit)\n"
+        "  --memory-limit MB  Lua memory of the script's state (default 1024; 0: none)\n"
         "  --dev          development mode (debug log lines)\n"
         "  --grace S      seconds a SIGTERM waits for running handlers (default 5)\n"
         "  --log-format F access log format: combined (default) or json\n"
@@ -51,10 +57,27 @@ static void usage_error(const char *what, const char *arg) {
   exit(EXIT_USAGE);
 }
 
+/* The non-negative number after option argv[*i]; exits with a usage error otherwise. */
+static double number_arg(int argc, char **argv, int *i) {
+  const char *opt = argv[*i];
+  char *end;
+  double v;
+  if (*i + 1 >= argc)
+    usage_error("missing number after", opt);
+  (*i)++;
+  errno = 0;
+  v = strtod(argv[*i], &end);
+  if (errno != 0 || *end != '\0' || end == argv[*i] || v < 0)
+    usage_error("expected a non-negative number, not", argv[*i]);
+  return v;
+}
+
 static void parse_args(int argc, char **argv, options_t *o) {
   int i;
   memset(o, 0, sizeof *o);
   o->grace = 5.0;
+  o->cpu_budget = 1.0;
+  o->memory_limit = 1024;
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (a[0] != '-' || a[1] == '\0')
@@ -84,13 +107,11 @@ static void parse_args(int argc, char **argv, options_t *o) {
       else if (strcmp(argv[i], "combined") != 0)
         usage_error("--log-format must be combined or json, not", argv[i]);
     } else if (strcmp(a, "--grace") == 0) {
-      char *end;
-      if (i + 1 >= argc)
-        usage_error("missing number of seconds after", a);
-      errno = 0;
-      o->grace = strtod(argv[++i], &end);
-      if (errno != 0 || *end != '\0' || o->grace < 0)
-        usage_error("--grace needs a number of seconds, not", argv[i]);
+      o->grace = number_arg(argc, argv, &i);
+    } else if (strcmp(a, "--cpu-budget") == 0) {
+      o->cpu_budget = number_arg(argc, argv, &i);
+    } else if (strcmp(a, "--memory-limit") == 0) {
+      o->memory_limit = number_arg(argc, argv, &i);
     } else {
       usage_error("unknown option", a);
     }
@@ -215,6 +236,7 @@ int main(int argc, char **argv) {
     return 1;
   }
   rt.gen = gen;
+  gen->alloc.limit = (size_t)(opts.memory_limit * 1024 * 1024);
   L = gen->L;
   lua_pushcfunction(L, setup_state);
   lua_pushlightuserdata(L, gen);
@@ -233,6 +255,8 @@ int main(int argc, char **argv) {
     return 0;
   }
   ls_runtime_handle_signals(&rt);
+  if (ls_watchdog_start((unsigned)(opts.cpu_budget * 1000)) != 0)
+    ls_log(LS_LOG_WARN, "cannot start the CPU budget watchdog; handlers run unbounded");
   uv_timer_init(rt.loop, &flush_timer);
   uv_timer_start(&flush_timer, flush_stdout_cb, 200, 200);
   uv_unref((uv_handle_t *)&flush_timer);
@@ -249,6 +273,7 @@ int main(int argc, char **argv) {
     uv_run(rt.loop, UV_RUN_DEFAULT);
   rt.in_loop = 0;
   uv_close((uv_handle_t *)&flush_timer, NULL);
+  ls_watchdog_stop();
   fflush(stdout);
   exit_code = rt.exit_code;
   ls_runtime_close(&rt);

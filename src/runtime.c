@@ -7,6 +7,7 @@
 
 #include "errors.h"
 #include "log.h"
+#include "watchdog.h"
 
 #define LS_SCRATCH_SIZE (64 * 1024)
 
@@ -90,9 +91,8 @@ static void grace_timer_cb(uv_timer_t *timer) {
   uv_stop(rt->loop);
 }
 
-/* Stops the loop once nothing runs any more during a graceful stop. */
-static void runtime_check_drained(ls_runtime_t *rt) {
-  if (rt->stopping && (rt->gen == NULL || rt->gen->live_tasks == 0))
+void ls_runtime_check_drained(ls_runtime_t *rt) {
+  if (rt->stopping && rt->flushing == 0 && (rt->gen == NULL || rt->gen->live_tasks == 0))
     uv_stop(rt->loop);
 }
 
@@ -106,12 +106,14 @@ void ls_runtime_stop(ls_runtime_t *rt, int graceful) {
   rt->stopping = 1;
   uv_timer_start(&rt->grace_timer, grace_timer_cb, (uint64_t)(rt->grace * 1000), 0);
   uv_unref((uv_handle_t *)&rt->grace_timer);
-  runtime_check_drained(rt);
+  ls_runtime_check_drained(rt);
 }
 
 static void signal_cb(uv_signal_t *sig, int signum) {
   ls_runtime_t *rt = sig->data;
-  ls_runtime_stop(rt, signum == SIGTERM);
+  (void)signum;
+  /* The first signal stops gracefully; a second one stops at once. */
+  ls_runtime_stop(rt, 1);
 }
 
 int ls_runtime_handle_signals(ls_runtime_t *rt) {
@@ -292,24 +294,56 @@ static void task_log_error(ls_task_t *task) {
     ls_log_msg(LS_LOG_ERROR, msg, len);
 }
 
-/* Turns a failed coroutine's error value into "message\nstack traceback:..." on its stack. */
-static void task_push_traceback(ls_task_t *task) {
-  lua_State *co = task->co;
-  const char *msg = lua_tostring(co, -1);
+/* Builds "message\nstack traceback:..." for a failed coroutine (its error value on top). Runs
+ * under lua_pcall on the generation's main thread, so running out of memory here is caught. */
+static int traceback_of(lua_State *L) {
+  lua_State *co = lua_touserdata(L, 1);
+  const char *msg = lua_tostring(L, 2);
   if (msg == NULL) {
-    if (luaL_callmeta(co, -1, "__tostring") && lua_type(co, -1) == LUA_TSTRING)
-      msg = lua_tostring(co, -1);
+    if (luaL_callmeta(L, 2, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
     else
-      msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 2));
   }
-  luaL_traceback(co, co, msg, 0);
+  luaL_traceback(L, co, msg, 0);
+  return 1;
+}
+
+/* Replaces a failed coroutine's state with a clean one holding only the error message with
+ * its traceback, so the coroutine can be reused and the message read. */
+static void task_take_error(ls_task_t *task, int status) {
+  lua_State *L = task->gen->L;
+  lua_State *co = task->co;
+  int ok;
+  if (status == LUA_ERRMEM) {
+    /* Drop the coroutine's stack first: what it holds is likely what filled the memory. */
+    lua_resetthread(co);
+    lua_pushliteral(co, "not enough memory (the Lua state reached its memory limit)");
+    return;
+  }
+  if (!lua_checkstack(L, 4)) {
+    lua_resetthread(co);
+    lua_pushliteral(co, "error (no stack space left to describe it)");
+    return;
+  }
+  lua_pushcfunction(L, traceback_of);
+  lua_pushlightuserdata(L, co);
+  lua_xmove(co, L, 1);
+  ok = lua_pcall(L, 2, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING;
+  lua_resetthread(co);
+  if (ok) {
+    lua_xmove(L, co, 1);
+  } else {
+    lua_pop(L, 1);
+    lua_pushliteral(co, "error (not enough memory to describe it)");
+  }
 }
 
 static void task_finish(ls_task_t *task, int status, int nres) {
   ls_gen_t *gen = task->gen;
   int handled = 0;
   if (status != LUA_OK) {
-    task_push_traceback(task);
+    task_take_error(task, status);
     nres = 1;
   }
   task->running = 0;
@@ -320,11 +354,8 @@ static void task_finish(ls_task_t *task, int status, int nres) {
   }
   if (task->done != NULL)
     handled = task->done(task, status, nres);
-  if (status != LUA_OK) {
-    if (!handled)
-      task_log_error(task);
-    lua_resetthread(task->co);
-  }
+  if (status != LUA_OK && !handled)
+    task_log_error(task);
   lua_settop(task->co, 0);
   task->done = NULL;
   task->data = NULL;
@@ -332,7 +363,7 @@ static void task_finish(ls_task_t *task, int status, int nres) {
   task->next = gen->free_tasks;
   gen->free_tasks = task;
   gen->live_tasks--;
-  runtime_check_drained(gen->rt);
+  ls_runtime_check_drained(gen->rt);
 }
 
 static void task_after_resume(ls_task_t *task, int status, int nres) {
@@ -354,7 +385,11 @@ void ls_task_start(ls_task_t *task, int nargs) {
   task->running = 1;
   task->waiting = 0;
   task->gen->live_tasks++;
+  if (task->budgeted)
+    ls_watchdog_enter(task->co);
   status = lua_resume(task->co, NULL, nargs, &nres);
+  if (task->budgeted)
+    ls_watchdog_leave();
   task_after_resume(task, status, nres);
 }
 
@@ -387,7 +422,11 @@ void ls_task_resume(ls_task_t *task) {
     uv_timer_stop(&task->timer);
     task->timer_on = 0;
   }
+  if (task->budgeted)
+    ls_watchdog_enter(task->co);
   status = lua_resume(task->co, NULL, 0, &nres);
+  if (task->budgeted)
+    ls_watchdog_leave();
   task_after_resume(task, status, nres);
 }
 

@@ -85,6 +85,7 @@ struct ls_runtime_s {
   int dev;                       /* development mode: tracebacks on 500 pages */
   int stopping;
   int in_loop;                   /* uv_run is on the stack (the command's, srv.run's, srv.loop's) */
+  unsigned flushing;             /* closed connections still sending their last output */
   int exit_code;
 };
 
@@ -93,11 +94,13 @@ int ls_runtime_init(ls_runtime_t *rt, uv_loop_t *loop);
 /* Closes every handle on the loop, runs it until they are gone and frees the generations.
  * The loop itself is the caller's. */
 void ls_runtime_close(ls_runtime_t *rt);
-/* SIGINT stops at once, SIGTERM gracefully (see ls_runtime_stop). */
+/* SIGINT and SIGTERM stop gracefully; a second signal stops at once (see ls_runtime_stop). */
 int ls_runtime_handle_signals(ls_runtime_t *rt);
 /* Closes the servers. With graceful set, the loop runs on until the running tasks finish or
  * rt->grace seconds pass; otherwise it stops now. */
 void ls_runtime_stop(ls_runtime_t *rt, int graceful);
+/* During a graceful stop, stops the loop once no task runs and no output is pending. */
+void ls_runtime_check_drained(ls_runtime_t *rt);
 /* Links a resource into a list (&rt->servers or &rt->resources); unlinking is idempotent. */
 void ls_res_link(ls_res_t *list, ls_res_t *res);
 void ls_res_unlink(ls_res_t *res);

@@ -63,6 +63,7 @@ typedef struct ls_conn_s {
   size_t want;             /* input bytes the waiting reader needs */
   int open_handles;
   unsigned char is_pipe;
+  unsigned char is_client;  /* made by connect: its handle keeps the loop alive only while used */
   unsigned char reading;
   unsigned char writing;
   unsigned char connected;
@@ -186,9 +187,15 @@ static void conn_close(ls_conn_t *c, int graceful) {
     c->reading = 0;
   }
   if (graceful && unsent && c->write_err == 0 && c->connected) {
-    if (!uv_is_active((uv_handle_t *)&c->linger))
+    if (!uv_is_active((uv_handle_t *)&c->linger)) {
       uv_timer_start(&c->linger, linger_cb, LS_LINGER_MS, 0);
+      c->gen->rt->flushing++;
+    }
     return;
+  }
+  if (uv_is_active((uv_handle_t *)&c->linger)) {
+    c->gen->rt->flushing--;
+    ls_runtime_check_drained(c->gen->rt);
   }
   c->closing = 1;
   ls_res_unlink(&c->res);
@@ -285,6 +292,8 @@ static int conn_wait_input(lua_State *L, ls_conn_t *c, size_t want, const char *
   c->reader = task;
   c->want = want;
   conn_want_input(c);
+  if (c->is_client)
+    uv_ref(&c->u.handle);
   return ls_task_wait(task, c->timeout_ms, 0, k);
 }
 
@@ -294,8 +303,11 @@ static ls_conn_t *conn_resume_read(lua_State *L, int *answer) {
   conn_ud_t *ud = check_conn_ud(L);
   ls_task_t *task = ls_task_current(ud->gen, L);
   ls_conn_t *c = ud->conn;
-  if (c != NULL && c->reader == task)
+  if (c != NULL && c->reader == task) {
     c->reader = NULL;
+    if (c->is_client)
+      uv_unref(&c->u.handle);
+  }
   if (c == NULL || c->closed) {
     *answer = ls_push_error(L, LS_ECLOSED);
     return NULL;
@@ -656,6 +668,10 @@ static int l_conn_write(lua_State *L) {
     luaL_checklstring(L, i + 1, NULL);
   if (c == NULL)
     return ls_push_error(L, LS_ECLOSED);
+  if (nargs == 0) {
+    lua_settop(L, 1);
+    return 1;
+  }
   if (nargs <= LS_WRITE_MAX_BUFS) {
     for (i = 0; i < nargs; i++) {
       size_t len;
@@ -839,6 +855,10 @@ static int conn_connect_k(lua_State *L, int status, lua_KContext ctx) {
   if (c == NULL || c->closed)
     return ls_push_error(L, LS_ECLOSED);
   if (c->connected) {
+    /* An open client connection alone does not keep a finished script running; a task
+     * waiting on it does (see conn_wait_input). */
+    c->is_client = 1;
+    uv_unref(&c->u.handle);
     conn_want_input(c);
     lua_pushvalue(L, (int)ctx);
     return 1;
@@ -871,7 +891,9 @@ static int l_tcp_connect(lua_State *L) {
     host = ls_opt_string_field(L, 1, "host");
     if (path == NULL) {
       lua_getfield(L, 1, "port");
-      port = luaL_checkinteger(L, -1);
+      if (!lua_isinteger(L, -1))
+        return luaL_argerror(L, 1, "expected a port or a path");
+      port = lua_tointeger(L, -1);
       lua_pop(L, 1);
     }
   } else {
@@ -1168,7 +1190,7 @@ static int l_listener_address(lua_State *L) {
 /* listener:url() -> "tcp://127.0.0.1:9999" as printed at start. */
 static int l_listener_url(lua_State *L) {
   listener_ud_t *ud = check_listener_ud(L);
-  if (ud->listener == NULL)
+  if (ud->listener == NULL || uv_is_closing(&ud->listener->u.handle))
     return ls_push_error(L, LS_ECLOSED);
   lua_pushstring(L, ud->listener->url);
   return 1;

@@ -18,6 +18,8 @@
 /* The bound on a name lookup when the socket has no timeout of its own. */
 #define LS_UDP_LOOKUP_TIMEOUT_MS 30000
 #define LS_UDP_HOST_MAX 256
+/* Datagrams a listener takes per recvmmsg call (at most 20 in libuv). */
+#define LS_UDP_MMSG_CHUNKS 8
 
 typedef union {
   struct sockaddr sa;
@@ -45,6 +47,7 @@ typedef struct ls_udp_s {
   udp_ud_t *ud;
   char *rbuf;              /* receive buffer, made when receiving starts */
   size_t rbuf_size;
+  size_t recv_max;         /* the largest datagram taken; larger ones are dropped */
   int handler_ref;         /* listeners: the handler; LUA_NOREF for client sockets */
   int self_ref;            /* listeners: the Lua object, handed to each handler */
   unsigned max_pending;
@@ -270,7 +273,7 @@ static void udp_res_close(ls_res_t *res) {
 }
 
 /* Pushes a new socket object and makes its C struct, linked into `list`. Raises on failure. */
-static ls_udp_t *udp_new(lua_State *L, ls_gen_t *gen, ls_res_t *list) {
+static ls_udp_t *udp_new(lua_State *L, ls_gen_t *gen, ls_res_t *list, unsigned flags) {
   udp_ud_t *ud = lua_newuserdatauv(L, sizeof *ud, 0);
   ls_udp_t *u;
   int err;
@@ -281,7 +284,7 @@ static ls_udp_t *udp_new(lua_State *L, ls_gen_t *gen, ls_res_t *list) {
   if (u == NULL)
     luaL_error(L, "udp: not enough memory");
   memset(u, 0, sizeof *u);
-  err = uv_udp_init(gen->rt->loop, &u->handle);
+  err = uv_udp_init_ex(gen->rt->loop, &u->handle, AF_UNSPEC | flags);
   if (err != 0) {
     ls_free(u, sizeof *u);
     luaL_error(L, "udp: %s", uv_strerror(err));
@@ -290,7 +293,7 @@ static ls_udp_t *udp_new(lua_State *L, ls_gen_t *gen, ls_res_t *list) {
   u->gen = gen;
   u->handler_ref = u->self_ref = LUA_NOREF;
   u->timeout_ms = -1;
-  u->rbuf_size = LS_UDP_RECV_SIZE;
+  u->rbuf_size = u->recv_max = LS_UDP_RECV_SIZE;
   u->max_pending = LS_UDP_MAX_PENDING;
   u->res.close = udp_res_close;
   ls_res_link(list, &u->res);
@@ -335,7 +338,7 @@ static void udp_log_drop(ls_udp_t *u, drop_log_t *dl, const char *why) {
 static void udp_drop_truncated(ls_udp_t *u) {
   char why[96];
   u->dropped_truncated++;
-  snprintf(why, sizeof why, "larger than the %zu-byte receive buffer (truncated)", u->rbuf_size);
+  snprintf(why, sizeof why, "larger than the %zu-byte receive buffer (truncated)", u->recv_max);
   udp_log_drop(u, &u->trunc_log, why);
 }
 
@@ -402,7 +405,7 @@ static void udp_listener_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf
   }
   if (addr == NULL)
     return; /* nothing more to read for now; a zero-length datagram comes with its address */
-  if (flags & UV_UDP_PARTIAL) {
+  if ((flags & UV_UDP_PARTIAL) || (size_t)nread > u->recv_max) {
     udp_drop_truncated(u);
     return;
   }
@@ -443,7 +446,7 @@ static void udp_read_opts(lua_State *L, int opts, udp_opts_t *o) {
 }
 
 static void udp_apply_opts(ls_udp_t *u, const udp_opts_t *o) {
-  u->rbuf_size = o->recv_size;
+  u->rbuf_size = u->recv_max = o->recv_size;
   u->timeout_ms = o->timeout_ms;
 }
 
@@ -489,8 +492,12 @@ static int l_udp_listen(lua_State *L) {
   if (max_pending > UINT_MAX)
     return luaL_error(L, "option 'max_pending' is too large");
   lua_settop(L, 2);
-  u = udp_new(L, gen, &gen->rt->servers);
+  u = udp_new(L, gen, &gen->rt->servers, UV_UDP_RECVMMSG);
   udp_apply_opts(u, &o);
+  /* Under load, one recvmmsg call takes several datagrams: a chunk of 64 KiB each, which
+   * libuv fixes; only the pages that datagrams touch are ever made resident. */
+  if (uv_udp_using_recvmmsg(&u->handle))
+    u->rbuf_size = LS_UDP_MMSG_CHUNKS * LS_UDP_RECV_SIZE;
   u->max_pending = (unsigned)max_pending;
   udp_bind_opts(L, u, host, port, "listen");
   err = udp_make_rbuf(u);
@@ -544,7 +551,7 @@ static int l_udp_socket(lua_State *L) {
     lua_pop(L, 1);
   }
   udp_read_opts(L, opts, &o);
-  u = udp_new(L, gen, &gen->rt->resources);
+  u = udp_new(L, gen, &gen->rt->resources, 0);
   udp_apply_opts(u, &o);
   if (host != NULL)
     udp_bind_opts(L, u, host, port, "socket");
@@ -837,7 +844,7 @@ static void udp_client_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
   ls_udp_t *u = h->data;
   if (u->closing || (nread == 0 && addr == NULL))
     return;
-  if (nread >= 0 && (flags & UV_UDP_PARTIAL)) {
+  if (nread >= 0 && ((flags & UV_UDP_PARTIAL) || (size_t)nread > u->recv_max)) {
     udp_drop_truncated(u);
     return;
   }
