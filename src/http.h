@@ -112,6 +112,8 @@ struct ls_http_conn_s {
   unsigned char dispatch_pending; /* a head is complete; its handler is to start */
   unsigned char parse_failed; /* the parser stopped on an error: nothing more is parsed */
   unsigned char shut;         /* shutdown sent after the last response */
+  unsigned char prev_lf;      /* the input parsed so far ends in a line feed (and blanks) */
+  const char *exec_start;     /* the buffer given to the current llhttp_execute */
 };
 
 /* ---- http_server.c ---- */

@@ -86,9 +86,22 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+/* 1 if the value piece at `at` starts a continuation line (only spaces or tabs between it and
+ * the line feed before it): obsolete line folding, which RFC 9112 lets a server reject. */
+static int folded(ls_http_conn_t *c, const char *at) {
+  const char *q = at;
+  while (q > c->exec_start && (q[-1] == ' ' || q[-1] == '\t'))
+    q--;
+  if (q > c->exec_start)
+    return q[-1] == '\n';
+  return c->prev_lf;
+}
+
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   ls_http_conn_t *c = parser_conn(p);
   ls_http_header_t *h = &c->headers[c->nheaders - 1];
+  if (folded(c, at))
+    return reject(c, 400);
   if (c->in_field) {
     c->in_field = 0;
     h->value_off = (uint32_t)ls_buf_len(&c->head);
@@ -204,6 +217,19 @@ static int ascii_ieq(const char *a, size_t alen, const char *lit) {
   return 1;
 }
 
+/* Drops trailing spaces and tabs from every header value (RFC 9112 §5: optional whitespace
+ * is not part of the value). */
+static void trim_values(ls_http_conn_t *c) {
+  const char *base = ls_buf_head(&c->head);
+  unsigned i;
+  for (i = 0; i < c->nheaders; i++) {
+    ls_http_header_t *h = &c->headers[i];
+    while (h->value_len > 0 &&
+           (base[h->value_off + h->value_len - 1] == ' ' || base[h->value_off + h->value_len - 1] == '\t'))
+      h->value_len--;
+  }
+}
+
 static int on_headers_complete(llhttp_t *p) {
   ls_http_conn_t *c = parser_conn(p);
   const ls_http_limits_t *lim = &c->listener->limits;
@@ -229,7 +255,12 @@ static int on_headers_complete(llhttp_t *p) {
   status = decode_path(c);
   if (status != 0)
     return reject(c, status);
+  trim_values(c);
   c->keep_alive = (unsigned char)llhttp_should_keep_alive(p);
+  /* HTTP/1.0 with Transfer-Encoding: the framing cannot be trusted past this message
+   * (RFC 9112 §6.1), so the connection closes after it. */
+  if (p->http_minor == 0 && (p->flags & F_TRANSFER_ENCODING))
+    c->keep_alive = 0;
   c->is_head = p->method == HTTP_HEAD;
   c->state = LS_HTTP_HANDLER;
   c->dispatch_pending = 1;
@@ -436,8 +467,8 @@ static void conn_next_request(ls_http_conn_t *c) {
 }
 
 static int parse_error_status(ls_http_conn_t *c, llhttp_errno_t err) {
-  if (err == HPE_USER && c->reject_status != 0)
-    return c->reject_status;
+  if (c->reject_status != 0)
+    return c->reject_status; /* one of our checks refused it, from whichever callback */
   if (err == HPE_INVALID_METHOD)
     return 501;
   if (err == HPE_INVALID_VERSION && c->parser.http_major >= 2)
@@ -505,6 +536,7 @@ void ls_http__process(ls_http_conn_t *c) {
       break;
     }
     start = ls_buf_head(&c->in);
+    c->exec_start = start;
     err = llhttp_execute(&c->parser, start, len);
     if (err == HPE_OK) {
       used = len;
@@ -528,7 +560,18 @@ void ls_http__process(ls_http_conn_t *c) {
       }
       break;
     }
+    if (used > 0) {
+      /* Whether the consumed bytes end in a line feed and blanks: a value piece at the start
+       * of the next read is then a folded line. */
+      const char *q = start + used;
+      while (q > start && (q[-1] == ' ' || q[-1] == '\t'))
+        q--;
+      if (q > start)
+        c->prev_lf = q[-1] == '\n';
+    }
     ls_buf_consume(&c->in, used);
+    if (c->body_waiter != NULL && ls_buf_len(&c->body) > 0)
+      ls_task_wake(c->body_waiter); /* a body reader takes pieces as they come */
     if (c->dispatch_pending) {
       c->dispatch_pending = 0;
       ls_http__dispatch(c);

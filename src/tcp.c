@@ -446,14 +446,17 @@ static int l_conn_readline(lua_State *L) {
   return conn_readline_k(L, LUA_OK, 0);
 }
 
-/* The lines iterator ends quietly at the end of input and raises on any other failure, as
- * io.lines does, so the error reaches the log with its place in the script. */
+/* The lines iterator ends quietly at the end of input (or a reset) and raises on any other
+ * failure, as io.lines does, so the error reaches the log with its place in the script. */
 static int conn_lines_finish(lua_State *L, int nres) {
-  const char *msg;
+  const char *msg, *code;
   if (nres == 1)
     return 1;
-  msg = lua_tostring(L, -2);
-  if (msg != NULL && strcmp(msg, "closed") == 0) {
+  msg = lua_tostring(L, -nres + 1);
+  code = lua_tostring(L, -nres + 2);
+  /* The peer ending the conversation, however abruptly, ends the loop. */
+  if (code != NULL && (strcmp(code, "EOF") == 0 || strcmp(code, "ECLOSED") == 0 ||
+                       strcmp(code, "ECONNRESET") == 0)) {
     lua_pushnil(L);
     return 1;
   }

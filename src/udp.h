@@ -6,8 +6,9 @@
 
 #include "runtime.h"
 
-/* Receive buffer of a socket: the largest datagram it takes whole (a UDP payload is at most
- * 65,507 bytes over IPv4, 65,527 over IPv6). Larger ones arrive truncated and are dropped. */
+/* The largest datagram a socket takes by default, and the most recv_size may be (a UDP payload
+ * is at most 65,507 bytes over IPv4, 65,527 over IPv6). A datagram larger than a socket's
+ * recv_size is dropped and counted, never handed to Lua truncated. */
 #define LS_UDP_RECV_SIZE (64 * 1024)
 /* Handler tasks of one listener that may be running (waiting) at once; more datagrams are
  * dropped and counted until some finish. */

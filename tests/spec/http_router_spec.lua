@@ -1,0 +1,185 @@
+-- The router (srv.http.app()) on the wire: routes, params, splats, 404, 405 + Allow, automatic
+-- HEAD and OPTIONS, middleware, mounts and custom error handlers (tests/fixtures/http_router.lua).
+local srv = require "luasrv"
+local cjson = require "cjson"
+local H = require "http_helper"
+
+describe("http router", function()
+  local server, port, custom_port
+
+  setup(function()
+    server = H.start("http_router.lua", { listeners = 2 })
+    port = tonumber(server.urls[1]:match(":(%d+)$"))
+    custom_port = tonumber(server.urls[2]:match(":(%d+)$"))
+  end)
+
+  teardown(function()
+    if server then server:cleanup() end
+  end)
+
+  after_each(function()
+    if server.status == nil then
+      assert.is_true(server:alive(), "the server died:\n" .. server:stderr())
+    end
+  end)
+
+  local function call(method, target, body, p)
+    return H.exchange(p or port, H.req(method, target, nil, body), { head = method == "HEAD" })
+  end
+
+  describe("routes", function()
+    it("serves a fixed route", function()
+      srv.run(function()
+        local r = call("GET", "/")
+        assert.equal(200, r.status)
+        assert.equal("root", r.body)
+      end)
+    end)
+
+    it("fills :params, preferring a fixed segment", function()
+      srv.run(function()
+        assert.same({ id = "42" }, cjson.decode(call("GET", "/users/42").body))
+        assert.equal("me", call("GET", "/users/me").body)
+        assert.same({ id = "7", post = "99" }, cjson.decode(call("GET", "/users/7/posts/99").body))
+        assert.same({ id = "a b" }, cjson.decode(call("GET", "/users/a%20b").body))
+      end)
+    end)
+
+    it("dispatches on the method", function()
+      srv.run(function()
+        assert.equal("put 5", call("PUT", "/users/5", "").body)
+        assert.equal("patch 5", call("PATCH", "/users/5", "").body)
+        assert.equal("delete 5", call("DELETE", "/users/5").body)
+        local r = call("POST", "/users", "bob")
+        assert.equal(201, r.status)
+        assert.same({ created = "bob" }, cjson.decode(r.body))
+      end)
+    end)
+
+    it("app:any takes every method", function()
+      srv.run(function()
+        for _, m in ipairs({ "GET", "POST", "DELETE", "PATCH" }) do
+          assert.equal("any " .. m, call(m, "/any", m ~= "GET" and m ~= "DELETE" and "" or nil).body)
+        end
+      end)
+    end)
+
+    it("fills a named *splat and an anonymous one", function()
+      srv.run(function()
+        assert.equal("file a/b/c.txt", call("GET", "/files/a/b/c.txt").body)
+        assert.equal("static x/y", call("GET", "/static/x/y").body)
+      end)
+    end)
+  end)
+
+  describe("errors", function()
+    it("answers 404 for an unknown path", function()
+      srv.run(function()
+        assert.equal(404, call("GET", "/nope").status)
+        assert.equal(404, call("GET", "/users/1/unknown").status)
+      end)
+    end)
+
+    it("answers 405 with Allow for a known path and another method", function()
+      srv.run(function()
+        local r = call("POST", "/users/5", "")
+        assert.equal(405, r.status)
+        local allow = H.token_set(r.headers["allow"])
+        for _, m in ipairs({ "GET", "HEAD", "PUT", "PATCH", "DELETE" }) do
+          assert.is_true(allow[m], m .. " missing from Allow: " .. tostring(r.headers["allow"]))
+        end
+        assert.is_nil(allow.POST)
+        r = call("DELETE", "/")
+        assert.equal(405, r.status)
+        allow = H.token_set(r.headers["allow"])
+        assert.is_true(allow.GET and allow.HEAD, tostring(r.headers["allow"]))
+        assert.is_nil(allow.DELETE)
+      end)
+    end)
+  end)
+
+  describe("automatic methods", function()
+    it("answers HEAD for a GET route with its headers and no body", function()
+      srv.run(function()
+        local get = call("GET", "/users/42")
+        local c = H.connect(port)
+        c:send(H.req("HEAD", "/users/42") .. H.get("/"))
+        local r = c:must_response({ head = true })
+        assert.equal(200, r.status)
+        assert.equal(get.headers["content-length"], r.headers["content-length"])
+        assert.equal(get.headers["content-type"], r.headers["content-type"])
+        assert.equal("root", c:must_response().body)
+        c:close()
+      end)
+    end)
+
+    it("answers OPTIONS with Allow", function()
+      srv.run(function()
+        local r = call("OPTIONS", "/users/42")
+        assert.is_true(r.status >= 200 and r.status < 300, "status " .. r.status)
+        local allow = H.token_set(r.headers["allow"])
+        for _, m in ipairs({ "GET", "HEAD", "PUT", "PATCH", "DELETE" }) do
+          assert.is_true(allow[m], m .. " missing from Allow: " .. tostring(r.headers["allow"]))
+        end
+        assert.is_nil(allow.POST)
+      end)
+    end)
+  end)
+
+  describe("middleware", function()
+    it("runs in order before the handler", function()
+      srv.run(function()
+        local r = call("GET", "/trace")
+        assert.equal("mw1,mw2,handler", r.body)
+        assert.equal("1", r.headers["x-before"])
+      end)
+    end)
+
+    it("can answer instead of the handler", function()
+      srv.run(function()
+        local r = call("GET", "/blocked")
+        assert.equal(403, r.status)
+        assert.equal("blocked by middleware", r.body)
+      end)
+    end)
+
+    it("can change what the handler returned", function()
+      srv.run(function()
+        assert.equal("[inner]", call("GET", "/wrapped").body)
+      end)
+    end)
+  end)
+
+  describe("mount", function()
+    it("hands a prefix to a sub-app, which sees the rest of the path", function()
+      srv.run(function()
+        assert.equal("pong /ping /api", call("GET", "/api/ping").body)
+        assert.equal("item 3", call("GET", "/api/items/3").body)
+        assert.equal("api root /api", call("GET", "/api").body)
+        assert.equal(404, call("GET", "/api/nope").status)
+        assert.equal(404, call("GET", "/apix/ping").status)
+      end)
+    end)
+  end)
+
+  describe("custom error handlers", function()
+    it("answer 404, 405 and 500 instead of the plain pages; the server goes on", function()
+      srv.run(function()
+        local r = call("GET", "/nope", nil, custom_port)
+        assert.equal(404, r.status)
+        assert.equal("custom 404 for /nope", r.body)
+        r = call("POST", "/ok", "", custom_port)
+        assert.equal(405, r.status)
+        assert.equal("custom 405", r.body)
+        r = call("GET", "/boom", nil, custom_port)
+        assert.equal(500, r.status)
+        assert.equal("custom 500", r.body)
+        assert.equal("fine", call("GET", "/ok", nil, custom_port).body)
+      end)
+    end)
+  end)
+
+  it("stops cleanly on SIGTERM, with no sanitizer report", function()
+    H.assert_clean_stop(server)
+  end)
+end)
