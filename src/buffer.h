@@ -18,7 +18,10 @@ void ls_buf_init(ls_buf_t *b);
 void ls_buf_free(ls_buf_t *b);
 
 static inline size_t ls_buf_len(const ls_buf_t *b) { return b->end - b->start; }
-static inline const char *ls_buf_head(const ls_buf_t *b) { return b->data + b->start; }
+/* The first unconsumed byte; never NULL, so an empty buffer is a valid zero-length span. */
+static inline const char *ls_buf_head(const ls_buf_t *b) {
+  return b->data != NULL ? b->data + b->start : "";
+}
 
 /* Makes room for at least `n` more bytes at the end, moving the unconsumed bytes to the front
  * or growing the storage. Returns 0, or LS_ENOMEM (the buffer is unchanged). */
