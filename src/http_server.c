@@ -20,11 +20,18 @@ typedef struct ls_http_listener_ud_s {
 static void conn_after_input(ls_http_conn_t *c);
 static void conn_timer_cb(uv_timer_t *t);
 
-/* Arms the connection's deadline timer (no timers on a virtual connection). */
+/* Sets the connection's deadline `ms` from now. The timer is lazy: it is started only when
+ * idle and, on firing early, re-armed for what is left, so a busy keep-alive connection
+ * costs no timer-heap work per request. No timers on a virtual connection. */
 static void conn_deadline(ls_http_conn_t *c, uint64_t ms) {
-  if (!c->virtual_conn)
+  if (c->virtual_conn)
+    return;
+  c->deadline = uv_now(c->gen->rt->loop) + ms;
+  if (!uv_is_active((uv_handle_t *)&c->timer) || uv_timer_get_due_in(&c->timer) > ms)
     uv_timer_start(&c->timer, conn_timer_cb, ms, 0);
 }
+
+static void conn_no_deadline(ls_http_conn_t *c) { c->deadline = 0; }
 
 /* ---- parser callbacks --------------------------------------------------------------------- */
 
@@ -264,8 +271,7 @@ static int on_headers_complete(llhttp_t *p) {
   c->is_head = p->method == HTTP_HEAD;
   c->state = LS_HTTP_HANDLER;
   c->dispatch_pending = 1;
-  if (!c->virtual_conn)
-    uv_timer_stop(&c->timer);
+  conn_no_deadline(c);
   return HPE_PAUSED;
 }
 
@@ -346,6 +352,14 @@ static void conn_res_close(ls_res_t *res) {
 
 static void conn_timer_cb(uv_timer_t *t) {
   ls_http_conn_t *c = t->data;
+  uint64_t now = uv_now(c->gen->rt->loop);
+  if (c->deadline == 0)
+    return; /* no deadline now; the next one starts the timer again */
+  if (now < c->deadline) {
+    uv_timer_start(&c->timer, conn_timer_cb, c->deadline - now, 0);
+    return;
+  }
+  c->deadline = 0;
   if (c->state == LS_HTTP_HEAD) {
     ls_http__error_response(c, 408, 1);
     ls_http__flush(c);
@@ -627,7 +641,7 @@ static void conn_finish(ls_http_conn_t *c) {
     return;
   }
   req->data = c;
-  uv_timer_stop(&c->timer);
+  conn_no_deadline(c);
   if (uv_shutdown(req, (uv_stream_t *)&c->tcp, conn_shutdown_cb) != 0) {
     ls_free(req, sizeof *req);
     ls_http__close(c);

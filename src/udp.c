@@ -532,8 +532,10 @@ static int l_udp_listen(lua_State *L) {
     u->rbuf_size = LS_UDP_MMSG_CHUNKS * LS_UDP_RECV_SIZE;
 #ifdef LS_UDP_BATCH_SENDS
     u->batch = ls_malloc(sizeof *u->batch); /* without it, replies go out one by one */
-    if (u->batch != NULL)
+    if (u->batch != NULL) {
       u->batch->n = 0;
+      u->batch->used = 0;
+    }
 #endif
   }
   u->max_pending = (unsigned)max_pending;
