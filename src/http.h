@@ -117,6 +117,17 @@ struct ls_http_conn_s {
   const char *exec_start;     /* the buffer given to the current llhttp_execute */
 };
 
+/* The value of a hex digit, or -1. */
+static inline int ls_http__hexval(int ch) {
+  if (ch >= '0' && ch <= '9')
+    return ch - '0';
+  if (ch >= 'a' && ch <= 'f')
+    return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F')
+    return ch - 'A' + 10;
+  return -1;
+}
+
 /* ---- http_server.c ---- */
 void ls_http__process(ls_http_conn_t *c);
 void ls_http__flush(ls_http_conn_t *c);

@@ -133,16 +133,6 @@ static void push_headers_table(lua_State *L, ls_http_conn_t *c) {
 
 /* ---- query and cookies -------------------------------------------------------------------- */
 
-static int unhex(int ch) {
-  if (ch >= '0' && ch <= '9')
-    return ch - '0';
-  if (ch >= 'a' && ch <= 'f')
-    return ch - 'a' + 10;
-  if (ch >= 'A' && ch <= 'F')
-    return ch - 'A' + 10;
-  return -1;
-}
-
 /* Pushes s[0..len) decoded as application/x-www-form-urlencoded ('+' is a space; a malformed
  * escape stays as it is). */
 static void push_form_decoded(lua_State *L, const char *s, size_t len) {
@@ -154,7 +144,7 @@ static void push_form_decoded(lua_State *L, const char *s, size_t len) {
     if (ch == '+') {
       ch = ' ';
     } else if (ch == '%' && i + 2 < len) {
-      int hi = unhex((unsigned char)s[i + 1]), lo = unhex((unsigned char)s[i + 2]);
+      int hi = ls_http__hexval((unsigned char)s[i + 1]), lo = ls_http__hexval((unsigned char)s[i + 2]);
       if (hi >= 0 && lo >= 0) {
         ch = (char)(hi * 16 + lo);
         i += 2;

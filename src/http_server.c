@@ -145,16 +145,6 @@ static unsigned header_count(ls_http_conn_t *c, const char *name, size_t name_le
   return n;
 }
 
-static int hexval(char ch) {
-  if (ch >= '0' && ch <= '9')
-    return ch - '0';
-  if (ch >= 'a' && ch <= 'f')
-    return ch - 'a' + 10;
-  if (ch >= 'A' && ch <= 'F')
-    return ch - 'A' + 10;
-  return -1;
-}
-
 /* Finds the path of the target (origin-form, or absolute-form whose authority is skipped),
  * percent-decodes it after the headers in c->head and records where. Returns 0, or the status
  * for a malformed path. */
@@ -195,8 +185,8 @@ static int decode_path(ls_http_conn_t *c) {
       int hi, lo;
       if (i + 2 >= end)
         return 400;
-      hi = hexval(t[i + 1]);
-      lo = hexval(t[i + 2]);
+      hi = ls_http__hexval(t[i + 1]);
+      lo = ls_http__hexval(t[i + 2]);
       if (hi < 0 || lo < 0)
         return 400;
       ch = (char)(hi * 16 + lo);
