@@ -69,6 +69,16 @@ int ls_runtime_init(ls_runtime_t *rt, uv_loop_t *loop) {
 void ls_runtime_close(ls_runtime_t *rt) {
   res_close_all(&rt->servers);
   res_close_all(&rt->resources);
+  /* Let the resources' close callbacks run while the tasks and Lua objects they point at
+   * still exist; suspended tasks' timers are stopped so nothing else keeps the loop going. */
+  if (rt->gen != NULL) {
+    unsigned i;
+    for (i = 0; i < rt->gen->nslots; i++)
+      uv_timer_stop(&rt->gen->slots[i]->timer);
+  }
+  uv_idle_stop(&rt->ready_idle);
+  uv_timer_stop(&rt->grace_timer);
+  uv_run(rt->loop, UV_RUN_DEFAULT);
   if (rt->gen != NULL) {
     ls_gen_free(rt->gen);
     rt->gen = NULL;
@@ -111,9 +121,9 @@ void ls_runtime_stop(ls_runtime_t *rt, int graceful) {
 
 static void signal_cb(uv_signal_t *sig, int signum) {
   ls_runtime_t *rt = sig->data;
-  (void)signum;
-  /* The first signal stops gracefully; a second one stops at once. */
-  ls_runtime_stop(rt, 1);
+  /* SIGTERM (a service manager) finishes running handlers; SIGINT (Ctrl-C at a terminal)
+   * stops at once, as does any second signal. */
+  ls_runtime_stop(rt, signum == SIGTERM);
 }
 
 int ls_runtime_handle_signals(ls_runtime_t *rt) {
@@ -390,6 +400,8 @@ void ls_task_start(ls_task_t *task, int nargs) {
   status = lua_resume(task->co, NULL, nargs, &nres);
   if (task->budgeted)
     ls_watchdog_leave();
+  /* Lua may have run for a while: timers due meanwhile must see the time it is now. */
+  uv_update_time(task->gen->rt->loop);
   task_after_resume(task, status, nres);
 }
 
@@ -397,6 +409,8 @@ int ls_task_wait(ls_task_t *task, int64_t timeout_ms, lua_KContext ctx, lua_KFun
   task->waiting = 1;
   task->timed_out = 0;
   if (timeout_ms >= 0) {
+    /* The loop's cached time is from before whatever Lua ran since: count from now. */
+    uv_update_time(task->gen->rt->loop);
     uv_timer_start(&task->timer, task_timer_cb, (uint64_t)timeout_ms, 0);
     task->timer_on = 1;
   }
@@ -427,6 +441,8 @@ void ls_task_resume(ls_task_t *task) {
   status = lua_resume(task->co, NULL, 0, &nres);
   if (task->budgeted)
     ls_watchdog_leave();
+  /* Lua may have run for a while: timers due meanwhile must see the time it is now. */
+  uv_update_time(task->gen->rt->loop);
   task_after_resume(task, status, nres);
 }
 

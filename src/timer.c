@@ -94,6 +94,7 @@ static int timer_start(lua_State *L, int repeat) {
   timer->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   timer->ud = ud;
   ud->timer = timer;
+  uv_update_time(gen->rt->loop); /* count from now, not from the start of this loop turn */
   uv_timer_start(&timer->handle, timer_fire_cb, ms, repeat ? ms : 0);
   return 1;
 }

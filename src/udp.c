@@ -1169,6 +1169,10 @@ static int l_udp_tostring(lua_State *L) {
   return 1;
 }
 
+/* Fills the `udp` table on top of L with listen, socket and address, bound to `gen` (an
+ * upvalue: the generation whose loop owns every socket they make), and registers the
+ * luasrv.UDPSocket and luasrv.Address metatables once per state. Raises only on out of
+ * memory. */
 void ls_udp_open(lua_State *L, ls_gen_t *gen) {
   static const luaL_Reg udp_meth[] = {
       {"send", l_udp_send},         {"sendto", l_udp_sendto},
