@@ -11,3 +11,6 @@ files["tests/spec"] = {
     "assert", "spy", "stub", "mock", "match",
   },
 }
+-- Fixtures that are wrong on purpose.
+exclude_files = { "tests/fixtures/conf_cli_syntax_error.lua", "tests/fixtures/*syntax*.lua" }
+files["tests/fixtures/conf_handler_errors.lua"] = { ignore = { "221" } } -- calls a nil on purpose
