@@ -40,13 +40,10 @@ typedef struct ls_http_res_ud_s ls_http_res_ud_t;
 
 struct ls_http_listener_s {
   uv_tcp_t tcp;
-  ls_res_t res;
-  ls_gen_t *gen;
-  int handler_ref;            /* the handler function or app (callable) */
-  ls_http_limits_t limits;
+  ls_listener_base_t base;    /* the handler (function or callable app) and its generation */
+  ls_http_limits_t limits;    /* as first set: a reload that keeps the listener keeps them */
   unsigned conns;             /* open connections; the struct stays until they are gone */
   unsigned char closed;
-  struct ls_http_listener_ud_s *ud;
   char url[128];
 };
 

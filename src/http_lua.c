@@ -887,7 +887,11 @@ static int http_task_body(lua_State *L) {
 }
 
 void ls_http__dispatch(ls_http_conn_t *c) {
-  ls_task_t *task = ls_task_new(c->gen, http_task_done, c);
+  ls_task_t *task;
+  /* Each request goes to the generation serving the listener now (after a reload, the new
+   * one), even on a connection accepted before. */
+  c->gen = c->listener->base.gen;
+  task = ls_task_new(c->gen, http_task_done, c);
   if (task == NULL) {
     ls_http__error_response(c, 503, 1);
     return;
@@ -896,7 +900,7 @@ void ls_http__dispatch(ls_http_conn_t *c) {
   c->started_ns = uv_hrtime();
   task->budgeted = 1;
   lua_pushcfunction(task->co, http_task_body);
-  lua_rawgeti(task->co, LUA_REGISTRYINDEX, c->listener->handler_ref);
+  lua_rawgeti(task->co, LUA_REGISTRYINDEX, c->listener->base.handler_ref);
   lua_pushlightuserdata(task->co, c);
   ls_task_start(task, 2);
 }

@@ -14,7 +14,8 @@
 #define LS_HTTP_LINGER_MS 2000
 
 typedef struct ls_http_listener_ud_s {
-  ls_http_listener_t *listener;
+  ls_http_listener_t *listener; /* checked with ls_listener_alive before use */
+  ls_gen_t *gen;
 } listener_ud_t;
 
 static void conn_after_input(ls_http_conn_t *c);
@@ -378,19 +379,19 @@ static ls_http_conn_t *conn_new(ls_http_listener_t *l, int virtual_conn) {
     ls_free(c, sizeof *c);
     return NULL;
   }
-  c->gen = l->gen;
+  c->gen = l->base.gen;
   c->listener = l;
   c->virtual_conn = (unsigned char)virtual_conn;
   llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
   c->parser.data = c;
   if (!virtual_conn) {
-    uv_tcp_init(l->gen->rt->loop, &c->tcp);
-    uv_timer_init(l->gen->rt->loop, &c->timer);
-    uv_timer_init(l->gen->rt->loop, &c->write_timer);
+    uv_tcp_init(l->base.gen->rt->loop, &c->tcp);
+    uv_timer_init(l->base.gen->rt->loop, &c->timer);
+    uv_timer_init(l->base.gen->rt->loop, &c->write_timer);
   }
   c->tcp.data = c->timer.data = c->write_timer.data = c;
   c->res.close = conn_res_close;
-  ls_res_link(&l->gen->rt->resources, &c->res);
+  ls_res_link(&l->base.gen->rt->resources, &c->res);
   l->conns++;
   return c;
 }
@@ -702,8 +703,6 @@ static void listener_free_cb(uv_handle_t *h) {
 static void listener_maybe_free(ls_http_listener_t *l) {
   if (l->closed != 2 || l->conns > 0)
     return;
-  if (l->ud != NULL)
-    l->ud->listener = NULL;
   ls_free(l, sizeof *l);
 }
 
@@ -711,12 +710,13 @@ static void listener_close(ls_http_listener_t *l) {
   if (l->closed)
     return;
   l->closed = 1;
-  ls_res_unlink(&l->res);
+  ls_res_unlink(&l->base.res);
+  ls_listener_release(&l->base);
   uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
 }
 
 static void listener_res_close(ls_res_t *res) {
-  listener_close((ls_http_listener_t *)((char *)res - offsetof(ls_http_listener_t, res)));
+  listener_close((ls_http_listener_t *)((char *)res - offsetof(ls_http_listener_t, base.res)));
 }
 
 static void listener_connection_cb(uv_stream_t *server, int status) {
@@ -758,18 +758,19 @@ static void read_limits(lua_State *L, int opts, ls_http_limits_t *lim) {
     luaL_error(L, "option 'max_headers' must be at most %d", LS_HTTP_MAX_HEADERS_LIMIT);
 }
 
-static ls_http_listener_t *listener_alloc(lua_State *L, ls_gen_t *gen, int opts, int handler) {
-  ls_http_listener_t *l = ls_malloc(sizeof *l);
+/* A listener struct with the limits from the options at `opts` (not yet linked anywhere). */
+static ls_http_listener_t *listener_alloc(lua_State *L, ls_gen_t *gen, int opts) {
+  ls_http_limits_t limits;
+  ls_http_listener_t *l;
+  read_limits(L, opts, &limits);
+  l = ls_malloc(sizeof *l);
   if (l == NULL)
     luaL_error(L, "not enough memory");
   memset(l, 0, sizeof *l);
-  l->gen = gen;
-  l->handler_ref = LUA_NOREF;
-  read_limits(L, opts, &l->limits);
-  lua_pushvalue(L, handler);
-  l->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  l->base.gen = gen;
+  l->base.handler_ref = l->base.staged_ref = LUA_NOREF;
+  l->limits = limits;
   l->tcp.data = l;
-  l->res.close = listener_res_close;
   return l;
 }
 
@@ -784,7 +785,9 @@ static int l_http_listen(lua_State *L) {
   struct sockaddr_storage ss;
   int backlog, err;
   ls_http_listener_t *l;
+  ls_listener_base_t *claimed;
   listener_ud_t *ud;
+  char key[160];
   luaL_checktype(L, 1, LUA_TTABLE);
   if (lua_type(L, 2) != LUA_TFUNCTION) {
     if (!luaL_getmetafield(L, 2, "__call"))
@@ -805,15 +808,30 @@ static int l_http_listen(lua_State *L) {
     return luaL_error(L, "listen: '%s' is not an IP address", host);
   ud = lua_newuserdatauv(L, sizeof *ud, 0);
   ud->listener = NULL;
+  ud->gen = gen;
   luaL_setmetatable(L, LS_HTTP_LISTENER_MT);
-  l = listener_alloc(L, gen, 1, 2);
+  if (port != 0)
+    snprintf(key, sizeof key, "http %s:%d", host, (int)port);
+  else
+    key[0] = '\0'; /* any free port: a reload gets a new one */
+  claimed = ls_listener_claim(gen, key);
+  if (claimed != NULL) {
+    /* A reload listening where the running generation does: keep the socket (and its
+     * limits), stage the new handler for ls_gen_commit. */
+    lua_pushvalue(L, 2);
+    claimed->staged_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    claimed->staged_gen = gen;
+    ud->listener = (ls_http_listener_t *)((char *)claimed - offsetof(ls_http_listener_t, base));
+    return 1;
+  }
+  l = listener_alloc(L, gen, 1);
   uv_tcp_init(gen->rt->loop, &l->tcp);
-  ls_res_link(&gen->rt->servers, &l->res);
+  lua_pushvalue(L, 2);
+  ls_listener_init(&l->base, gen, luaL_ref(L, LUA_REGISTRYINDEX), key, listener_res_close);
   err = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
   if (err == 0)
     err = uv_listen((uv_stream_t *)&l->tcp, backlog, listener_connection_cb);
   if (err != 0) {
-    luaL_unref(L, LUA_REGISTRYINDEX, l->handler_ref);
     listener_close(l);
     return luaL_error(L, "listen: cannot listen on %s:%d: %s", host, (int)port, uv_strerror(err));
   }
@@ -822,7 +840,6 @@ static int l_http_listen(lua_State *L) {
     uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len);
     ls_addr_url("http", &ss, l->url, sizeof l->url);
   }
-  l->ud = ud;
   ud->listener = l;
   if (gen->rt->announce) {
     printf("listening on %s\n", l->url);
@@ -831,45 +848,40 @@ static int l_http_listen(lua_State *L) {
   return 1;
 }
 
-static listener_ud_t *check_listener(lua_State *L) {
-  return luaL_checkudata(L, 1, LS_HTTP_LISTENER_MT);
+/* The open listener behind the Lua object at argument 1, or NULL once it has closed. */
+static ls_http_listener_t *check_listener(lua_State *L) {
+  listener_ud_t *ud = luaL_checkudata(L, 1, LS_HTTP_LISTENER_MT);
+  if (ud->listener == NULL || !ls_listener_alive(ud->gen->rt, &ud->listener->base))
+    return NULL;
+  return ud->listener;
 }
 
 /* listener:close() -> true: stops accepting; requests in progress finish. */
 static int l_listener_close(lua_State *L) {
-  listener_ud_t *ud = check_listener(L);
-  if (ud->listener != NULL)
-    listener_close(ud->listener);
+  ls_http_listener_t *l = check_listener(L);
+  if (l != NULL)
+    listener_close(l);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 /* listener:address() -> host, port. */
 static int l_listener_address(lua_State *L) {
-  listener_ud_t *ud = check_listener(L);
+  ls_http_listener_t *l = check_listener(L);
   struct sockaddr_storage ss;
   int len = sizeof ss;
-  if (ud->listener == NULL || ud->listener->closed ||
-      uv_tcp_getsockname(&ud->listener->tcp, (struct sockaddr *)&ss, &len) != 0)
+  if (l == NULL || uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len) != 0)
     return ls_push_error(L, LS_ECLOSED);
   return ls_addr_push(L, &ss);
 }
 
 /* listener:url() -> "http://127.0.0.1:8080". */
 static int l_listener_url(lua_State *L) {
-  listener_ud_t *ud = check_listener(L);
-  if (ud->listener == NULL)
+  ls_http_listener_t *l = check_listener(L);
+  if (l == NULL)
     return ls_push_error(L, LS_ECLOSED);
-  lua_pushstring(L, ud->listener->url);
+  lua_pushstring(L, l->url);
   return 1;
-}
-
-static int l_listener_gc(lua_State *L) {
-  listener_ud_t *ud = check_listener(L);
-  if (ud->listener != NULL)
-    ud->listener->ud = NULL;
-  ud->listener = NULL;
-  return 0;
 }
 
 /* ---- in-process requests ------------------------------------------------------------------ */
@@ -882,7 +894,7 @@ typedef struct inject_s {
 static int inject_k(lua_State *L, int status, lua_KContext ctx) {
   inject_t *in = (inject_t *)ctx;
   ls_http_conn_t *c = in->conn;
-  ls_task_t *task = ls_task_current(in->listener.gen, L);
+  ls_task_t *task = ls_task_current(in->listener.base.gen, L);
   (void)status;
   if (c->state != LS_HTTP_CLOSING || c->task != NULL) {
     /* A handler still runs (it waits for something): look again shortly. */
@@ -890,7 +902,7 @@ static int inject_k(lua_State *L, int status, lua_KContext ctx) {
   }
   lua_pushlstring(L, ls_buf_head(&c->out), ls_buf_len(&c->out));
   ls_http__close(c);
-  luaL_unref(L, LUA_REGISTRYINDEX, in->listener.handler_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, in->listener.base.handler_ref);
   ls_free(in, sizeof *in);
   return 1;
 }
@@ -916,15 +928,15 @@ static int l_http_inject(lua_State *L) {
   if (in == NULL)
     return luaL_error(L, "not enough memory");
   memset(in, 0, sizeof *in);
-  in->listener.gen = gen;
+  in->listener.base.gen = gen;
   read_limits(L, opts, &in->listener.limits);
   lua_pushvalue(L, 1);
-  in->listener.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  in->listener.base.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   in->listener.closed = 1; /* never freed through the listener path */
   snprintf(in->listener.url, sizeof in->listener.url, "inject");
   c = conn_new(&in->listener, 1);
   if (c == NULL || ls_buf_append(&c->in, bytes, len) != 0) {
-    luaL_unref(L, LUA_REGISTRYINDEX, in->listener.handler_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, in->listener.base.handler_ref);
     ls_free(in, sizeof *in);
     return luaL_error(L, "not enough memory");
   }
@@ -941,8 +953,6 @@ void ls_http_open(lua_State *L, ls_gen_t *gen) {
   static const luaL_Reg meth[] = {{"close", l_listener_close}, {"address", l_listener_address},
                                   {"url", l_listener_url}, {NULL, NULL}};
   if (luaL_newmetatable(L, LS_HTTP_LISTENER_MT)) {
-    lua_pushcfunction(L, l_listener_gc);
-    lua_setfield(L, -2, "__gc");
     lua_newtable(L);
     luaL_setfuncs(L, meth, 0);
     lua_setfield(L, -2, "__index");

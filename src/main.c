@@ -10,6 +10,7 @@
 #include "http.h"
 #include "log.h"
 #include "module.h"
+#include "reload.h"
 #include "runtime.h"
 #include "watchdog.h"
 
@@ -21,6 +22,7 @@ typedef struct options_s {
   int check;
   int quiet;
   int dev;
+  int reload;
   int log_json;
   double grace;
   double cpu_budget;   /* seconds; 0: off */
@@ -30,16 +32,19 @@ typedef struct options_s {
 static void print_usage(FILE *out) {
   fputs("usage: luasrv [options] script.lua [args...]\n"
         "\n"
-        "Runs a Lua 5.4 script whose TCP listeners, timers and clients are served by one event\n"
-        "loop. A script with no listeners runs to completion; with listeners it serves until\n"
-        "SIGINT (stop now) or SIGTERM (finish running handlers, up to --grace seconds).\n"
+        "Runs a Lua 5.4 script whose TCP, UDP and HTTP listeners, timers and clients are served\n"
+        "by one event loop. A script with no listeners runs to completion; with listeners it\n"
+        "serves until SIGINT (stop now) or SIGTERM (finish running handlers, up to --grace\n"
+        "seconds).\n"
         "\n"
         "options:\n"
         "  --check        load the script and report syntax errors; serve nothing\n"
         "  --cpu-budget S stop a handler that runs S seconds without yielding (default 1;\n"
         "                 0: no limit)\n"
         "  --memory-limit MB  Lua memory of the script's state (default 1024; 0: none)\n"
-        "  --dev          development mode (debug log lines)\n"
+        "  --dev          development mode: tracebacks on 500 pages, debug log lines\n"
+        "  --reload       reload when the script or a Lua file it required from its\n"
+        "                 directory changes (implies --dev); SIGHUP reloads in any mode\n"
         "  --grace S      seconds a SIGTERM waits for running handlers (default 5)\n"
         "  --log-format F access log format: combined (default) or json\n"
         "  --quiet        no access log; log only warnings and errors\n"
@@ -98,6 +103,9 @@ static void parse_args(int argc, char **argv, options_t *o) {
       o->quiet = 1;
     } else if (strcmp(a, "--dev") == 0) {
       o->dev = 1;
+    } else if (strcmp(a, "--reload") == 0) {
+      o->reload = 1;
+      o->dev = 1;
     } else if (strcmp(a, "--log-format") == 0) {
       if (i + 1 >= argc)
         usage_error("missing format after", a);
@@ -122,100 +130,38 @@ static void parse_args(int argc, char **argv, options_t *o) {
   o->script_index = i;
 }
 
-static int file_exists(const char *path) { return access(path, R_OK) == 0; }
-
-/* Where the Lua half (lua/luasrv) lives: $LUASRV_LUA_DIR, beside an installed binary, or the source tree
- * the binary was built from. */
-static void find_lua_dir(char *out, size_t size) {
-  const char *env = getenv("LUASRV_LUA_DIR");
-  char exe[4000];
-  size_t len = sizeof exe;
-  if (env != NULL && *env != '\0') {
-    snprintf(out, size, "%s", env);
-    return;
-  }
-  if (uv_exepath(exe, &len) == 0) {
-    char *slash = strrchr(exe, '/');
-    char probe[4100];
-    if (slash != NULL) {
-      *slash = '\0';
-      snprintf(probe, sizeof probe, "%s/../share/luasrv/lua/luasrv/init.lua", exe);
-      if (file_exists(probe)) {
-        snprintf(out, size, "%s/../share/luasrv/lua", exe);
-        return;
-      }
-    }
-  }
-  snprintf(out, size, "%s", file_exists(LUASRV_SOURCE_LUA_DIR "/luasrv/init.lua")
-                                ? LUASRV_SOURCE_LUA_DIR
-                                : LUASRV_INSTALL_LUA_DIR);
-}
-
-/* Loads the standard libraries, points package.path at our Lua half and makes
- * require "luasrv.core" bind to this generation. Runs protected (pushed as a C function). */
-static int setup_state(lua_State *L) {
-  ls_gen_t *gen = lua_touserdata(L, 1);
-  char dir[4096];
-  luaL_openlibs(L);
-  lua_pushlightuserdata(L, gen);
-  lua_setfield(L, LUA_REGISTRYINDEX, LS_GEN_KEY);
-  find_lua_dir(dir, sizeof dir);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "path");
-  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
-  lua_setfield(L, -3, "path");
-  lua_pop(L, 1);
-  lua_getfield(L, -1, "preload");
-  lua_pushcfunction(L, ls_module_open);
-  lua_setfield(L, -2, "luasrv.core");
-  return 0;
-}
-
-/* Sets the global `arg` as the stand-alone interpreter does and pushes the script's own
- * arguments; returns how many. */
-static int push_script_args(lua_State *L, int argc, char **argv, int script_index) {
-  int i;
-  lua_createtable(L, argc - script_index - 1, script_index + 1);
-  for (i = 0; i < argc; i++) {
-    lua_pushstring(L, argv[i]);
-    lua_rawseti(L, -2, i - script_index);
-  }
-  lua_setglobal(L, "arg");
-  luaL_checkstack(L, argc, "too many arguments");
-  for (i = script_index + 1; i < argc; i++)
-    lua_pushstring(L, argv[i]);
-  return argc - script_index - 1;
-}
-
 static void flush_stdout_cb(uv_timer_t *t) {
   (void)t;
   fflush(stdout);
 }
 
-static int main_done(ls_task_t *task, int status, int nres) {
-  ls_runtime_t *rt = task->data;
-  (void)nres;
-  if (status == LUA_OK)
-    return 0;
-  /* The script failed at its top level: report it as the interpreter does and exit. */
-  fprintf(stderr, "luasrv: %s\n", lua_tostring(task->co, -1));
-  fflush(stderr);
-  rt->exit_code = 1;
-  ls_runtime_stop(rt, 0);
-  return 1;
+/* --check: compiles the script in a plain state and reports the first syntax error. */
+static int check_script(const char *script) {
+  lua_State *L = luaL_newstate();
+  int ok;
+  if (L == NULL) {
+    fputs("luasrv: not enough memory\n", stderr);
+    return 1;
+  }
+  ok = luaL_loadfile(L, script) == LUA_OK;
+  if (ok)
+    printf("%s: ok\n", script);
+  else
+    fprintf(stderr, "luasrv: %s\n", lua_tostring(L, -1));
+  lua_close(L);
+  return ok ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
   options_t opts;
   ls_runtime_t rt;
+  ls_app_t app;
   uv_timer_t flush_timer;
-  ls_gen_t *gen;
-  ls_task_t *task;
-  lua_State *L;
-  int nargs;
   int exit_code;
 
   parse_args(argc, argv, &opts);
+  if (opts.check)
+    return check_script(opts.script);
   /* stdout carries the access log: block-buffered and flushed by a timer, so logging costs no
    * system call per request. Lines that tools wait for are flushed at once. */
   if (!isatty(STDOUT_FILENO))
@@ -230,48 +176,26 @@ int main(int argc, char **argv) {
   rt.grace = opts.grace;
   rt.announce = 1;
   rt.dev = opts.dev;
-  gen = ls_gen_new(&rt, NULL);
-  if (gen == NULL) {
-    fputs("luasrv: not enough memory\n", stderr);
-    return 1;
-  }
-  rt.gen = gen;
-  gen->alloc.limit = (size_t)(opts.memory_limit * 1024 * 1024);
-  L = gen->L;
-  lua_pushcfunction(L, setup_state);
-  lua_pushlightuserdata(L, gen);
-  if (ls_pcall(L, 1, 0) != LUA_OK) {
-    fprintf(stderr, "luasrv: %s\n", lua_tostring(L, -1));
-    return 1;
-  }
-  if (luaL_loadfile(L, opts.script) != LUA_OK) {
-    fprintf(stderr, "luasrv: %s\n", lua_tostring(L, -1));
-    ls_runtime_close(&rt);
-    return 1;
-  }
-  if (opts.check) {
-    printf("%s: ok\n", opts.script);
-    ls_runtime_close(&rt);
-    return 0;
-  }
   ls_runtime_handle_signals(&rt);
   if (ls_watchdog_start((unsigned)(opts.cpu_budget * 1000)) != 0)
     ls_log(LS_LOG_WARN, "cannot start the CPU budget watchdog; handlers run unbounded");
   uv_timer_init(rt.loop, &flush_timer);
   uv_timer_start(&flush_timer, flush_stdout_cb, 200, 200);
   uv_unref((uv_handle_t *)&flush_timer);
-  task = ls_task_new(gen, main_done, &rt);
-  if (task == NULL) {
-    fputs("luasrv: not enough memory\n", stderr);
-    return 1;
-  }
-  lua_xmove(L, task->co, 1);
-  nargs = push_script_args(task->co, argc, argv, opts.script_index);
+
+  memset(&app, 0, sizeof app);
+  app.rt = &rt;
+  app.script = opts.script;
+  app.argc = argc;
+  app.argv = argv;
+  app.script_index = opts.script_index;
+  app.memory_limit = (size_t)(opts.memory_limit * 1024 * 1024);
+  app.watch = opts.reload;
   rt.in_loop = 1;
-  ls_task_start(task, nargs);
-  if (!rt.stopping)
+  if (ls_app_start(&app) == 0 && !rt.stopping)
     uv_run(rt.loop, UV_RUN_DEFAULT);
   rt.in_loop = 0;
+  ls_app_close(&app);
   uv_close((uv_handle_t *)&flush_timer, NULL);
   ls_watchdog_stop();
   fflush(stdout);

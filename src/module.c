@@ -5,6 +5,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "shared.h"
 #include "tcp.h"
 #include "udp.h"
 #include "timer.h"
@@ -199,6 +200,8 @@ int ls_module_open(lua_State *L) {
   lua_newtable(L);
   ls_udp_open(L, gen);
   lua_setfield(L, -2, "udp");
+  ls_shared_open(L, &gen->rt->shared);
+  lua_setfield(L, -2, "shared");
   lua_pushliteral(L, LUASRV_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

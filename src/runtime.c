@@ -3,10 +3,12 @@
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "errors.h"
 #include "log.h"
+#include "shared.h"
 #include "watchdog.h"
 
 #define LS_SCRATCH_SIZE (64 * 1024)
@@ -16,7 +18,12 @@ static void task_timer_cb(uv_timer_t *timer);
 
 /* ---- resources ---------------------------------------------------------------------------- */
 
-void ls_res_link(ls_res_t *list, ls_res_t *res) {
+void ls_res_link(ls_res_t *list, ls_res_t *res) { ls_res_link_gen(list, res, NULL); }
+
+void ls_res_link_gen(ls_res_t *list, ls_res_t *res, ls_gen_t *gen) {
+  res->gen = gen;
+  if (gen != NULL)
+    gen->nres++;
   res->next = list->next;
   res->prev = list;
   list->next->prev = res;
@@ -29,6 +36,149 @@ void ls_res_unlink(ls_res_t *res) {
   res->prev->next = res->next;
   res->next->prev = res->prev;
   res->next = res->prev = NULL;
+  if (res->gen != NULL) {
+    ls_gen_t *gen = res->gen;
+    res->gen = NULL;
+    gen->nres--;
+    ls_gen_maybe_reap(gen);
+  }
+}
+
+/* ---- listeners across generations --------------------------------------------------------- */
+
+static ls_listener_base_t *base_of(ls_res_t *res) {
+  return (ls_listener_base_t *)((char *)res - offsetof(ls_listener_base_t, res));
+}
+
+void ls_listener_init(ls_listener_base_t *base, ls_gen_t *gen, int ref, const char *key,
+                      void (*close)(ls_res_t *)) {
+  base->gen = gen;
+  base->handler_ref = ref;
+  base->staged_gen = NULL;
+  base->staged_ref = LUA_NOREF;
+  snprintf(base->key, sizeof base->key, "%s", key);
+  base->res.close = close;
+  ls_res_link(&gen->rt->servers, &base->res);
+}
+
+ls_listener_base_t *ls_listener_claim(ls_gen_t *gen, const char *key) {
+  ls_runtime_t *rt = gen->rt;
+  ls_res_t *res;
+  if (rt->loading != gen || rt->gen == NULL || key[0] == '\0')
+    return NULL;
+  for (res = rt->servers.next; res != &rt->servers; res = res->next) {
+    ls_listener_base_t *base = base_of(res);
+    if (base->gen == rt->gen && base->staged_gen == NULL && strcmp(base->key, key) == 0)
+      return base;
+  }
+  return NULL;
+}
+
+int ls_listener_alive(ls_runtime_t *rt, const ls_listener_base_t *base) {
+  const ls_res_t *res;
+  for (res = rt->servers.next; res != &rt->servers; res = res->next)
+    if (res == &base->res)
+      return 1;
+  return 0;
+}
+
+void ls_listener_release(ls_listener_base_t *base) {
+  if (base->gen != NULL && base->handler_ref != LUA_NOREF)
+    luaL_unref(base->gen->L, LUA_REGISTRYINDEX, base->handler_ref);
+  if (base->staged_gen != NULL && base->staged_ref != LUA_NOREF)
+    luaL_unref(base->staged_gen->L, LUA_REGISTRYINDEX, base->staged_ref);
+  base->handler_ref = base->staged_ref = LUA_NOREF;
+  base->staged_gen = NULL;
+}
+
+/* Closes every resource of `gen` in `list` for which keep() says no. */
+static void close_gen_resources(ls_res_t *list, ls_gen_t *gen, int only_on_retire) {
+  ls_res_t *res = list->next;
+  while (res != list) {
+    ls_res_t *next = res->next;
+    if (res->gen == gen && (!only_on_retire || res->close_on_retire)) {
+      ls_res_unlink(res);
+      res->close(res);
+      next = list->next; /* closing may unlink others; start over */
+    }
+    res = next;
+  }
+}
+
+void ls_gen_commit(ls_gen_t *gen) {
+  ls_runtime_t *rt = gen->rt;
+  ls_gen_t *old = rt->gen;
+  ls_res_t *res = rt->servers.next;
+  while (res != &rt->servers) {
+    ls_listener_base_t *base = base_of(res);
+    ls_res_t *next = res->next;
+    if (base->staged_gen == gen) {
+      luaL_unref(base->gen->L, LUA_REGISTRYINDEX, base->handler_ref);
+      base->gen = gen;
+      base->handler_ref = base->staged_ref;
+      base->staged_gen = NULL;
+      base->staged_ref = LUA_NOREF;
+    } else if (old != NULL && base->gen == old) {
+      ls_res_unlink(res);
+      res->close(res);
+      next = rt->servers.next;
+    }
+    res = next;
+  }
+  rt->gen = gen;
+  if (rt->loading == gen)
+    rt->loading = NULL;
+  if (old != NULL) {
+    old->retired = 1;
+    close_gen_resources(&rt->resources, old, 1);
+    ls_gen_maybe_reap(old);
+  }
+}
+
+void ls_gen_abort(ls_gen_t *gen) {
+  ls_runtime_t *rt = gen->rt;
+  ls_res_t *res = rt->servers.next;
+  while (res != &rt->servers) {
+    ls_listener_base_t *base = base_of(res);
+    ls_res_t *next = res->next;
+    if (base->staged_gen == gen) {
+      base->staged_gen = NULL;
+      base->staged_ref = LUA_NOREF; /* its registry goes with the state */
+    } else if (base->gen == gen) {
+      ls_res_unlink(res);
+      res->close(res);
+      next = rt->servers.next;
+    }
+    res = next;
+  }
+  if (rt->loading == gen)
+    rt->loading = NULL;
+  gen->retired = 1;
+  close_gen_resources(&rt->resources, gen, 0);
+  ls_gen_maybe_reap(gen);
+}
+
+static void reap_idle_cb(uv_idle_t *idle) {
+  ls_runtime_t *rt = idle->data;
+  ls_gen_t **link = &rt->gens;
+  uv_idle_stop(idle);
+  while (*link != NULL) {
+    ls_gen_t *gen = *link;
+    if (gen->retired && gen->live_tasks == 0 && gen->nres == 0 && gen != rt->gen) {
+      unsigned id = gen->id;
+      *link = gen->next;
+      ls_gen_free(gen);
+      ls_log(LS_LOG_DEBUG, "generation %u freed", id);
+    } else {
+      link = &gen->next;
+    }
+  }
+}
+
+void ls_gen_maybe_reap(ls_gen_t *gen) {
+  ls_runtime_t *rt = gen->rt;
+  if (gen->retired && gen->live_tasks == 0 && gen->nres == 0 && !rt->closing)
+    uv_idle_start(&rt->reap_idle, reap_idle_cb);
 }
 
 static void res_close_all(ls_res_t *list) {
@@ -56,33 +206,42 @@ int ls_runtime_init(ls_runtime_t *rt, uv_loop_t *loop) {
     return UV_ENOMEM;
   err = uv_idle_init(loop, &rt->ready_idle);
   if (err == 0)
+    err = uv_idle_init(loop, &rt->reap_idle);
+  if (err == 0)
     err = uv_timer_init(loop, &rt->grace_timer);
   if (err != 0) {
     ls_free(rt->scratch, rt->scratch_size);
     return err;
   }
+  rt->shared = ls_shared_new(loop);
   rt->ready_idle.data = rt;
+  rt->reap_idle.data = rt;
   rt->grace_timer.data = rt;
   return 0;
 }
 
 void ls_runtime_close(ls_runtime_t *rt) {
+  ls_gen_t *gen;
+  rt->closing = 1;
   res_close_all(&rt->servers);
   res_close_all(&rt->resources);
   /* Let the resources' close callbacks run while the tasks and Lua objects they point at
    * still exist; suspended tasks' timers are stopped so nothing else keeps the loop going. */
-  if (rt->gen != NULL) {
+  for (gen = rt->gens; gen != NULL; gen = gen->next) {
     unsigned i;
-    for (i = 0; i < rt->gen->nslots; i++)
-      uv_timer_stop(&rt->gen->slots[i]->timer);
+    for (i = 0; i < gen->nslots; i++)
+      uv_timer_stop(&gen->slots[i]->timer);
   }
   uv_idle_stop(&rt->ready_idle);
+  uv_idle_stop(&rt->reap_idle);
   uv_timer_stop(&rt->grace_timer);
   uv_run(rt->loop, UV_RUN_DEFAULT);
-  if (rt->gen != NULL) {
-    ls_gen_free(rt->gen);
-    rt->gen = NULL;
+  while ((gen = rt->gens) != NULL) {
+    rt->gens = gen->next;
+    ls_gen_free(gen);
   }
+  rt->gen = NULL;
+  uv_close((uv_handle_t *)&rt->reap_idle, NULL);
   uv_close((uv_handle_t *)&rt->ready_idle, NULL);
   uv_close((uv_handle_t *)&rt->grace_timer, NULL);
   if (uv_is_active((uv_handle_t *)&rt->sig_int) || rt->sig_int.loop != NULL) {
@@ -93,6 +252,8 @@ void ls_runtime_close(ls_runtime_t *rt) {
   uv_run(rt->loop, UV_RUN_DEFAULT);
   ls_free(rt->scratch, rt->scratch_size);
   rt->scratch = NULL;
+  ls_shared_free(rt->shared);
+  rt->shared = NULL;
 }
 
 static void grace_timer_cb(uv_timer_t *timer) {
@@ -102,8 +263,13 @@ static void grace_timer_cb(uv_timer_t *timer) {
 }
 
 void ls_runtime_check_drained(ls_runtime_t *rt) {
-  if (rt->stopping && rt->flushing == 0 && (rt->gen == NULL || rt->gen->live_tasks == 0))
-    uv_stop(rt->loop);
+  ls_gen_t *gen;
+  if (!rt->stopping || rt->flushing != 0)
+    return;
+  for (gen = rt->gens; gen != NULL; gen = gen->next)
+    if (gen->live_tasks != 0)
+      return;
+  uv_stop(rt->loop);
 }
 
 void ls_runtime_stop(ls_runtime_t *rt, int graceful) {
@@ -159,6 +325,9 @@ ls_gen_t *ls_gen_new(ls_runtime_t *rt, lua_State *L) {
     gen->owns_state = 1;
   }
   gen->L = L;
+  gen->id = ++rt->gen_count;
+  gen->next = rt->gens;
+  rt->gens = gen;
   /* Threads copy the main thread's extra space; zero means "not a task". */
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   memset(lua_getextraspace(lua_tothread(L, -1)), 0, LUA_EXTRASPACE);
@@ -374,6 +543,7 @@ static void task_finish(ls_task_t *task, int status, int nres) {
   gen->free_tasks = task;
   gen->live_tasks--;
   ls_runtime_check_drained(gen->rt);
+  ls_gen_maybe_reap(gen);
 }
 
 static void task_after_resume(ls_task_t *task, int status, int nres) {

@@ -50,9 +50,14 @@ struct ls_task_s {
   uint64_t resumed_at;     /* uv_hrtime() when it last started running */
 };
 
-/* One generation: a Lua state and the tasks that run in it. */
+/* One generation: a Lua state and the tasks that run in it. A reload makes a new one; the
+ * old one is retired and freed once its last task and resource are gone. */
 struct ls_gen_s {
   ls_runtime_t *rt;
+  ls_gen_t *next;          /* rt->gens, newest first */
+  unsigned id;             /* 1 for the first load, then one more per reload */
+  unsigned nres;           /* resources owned (connections, timers) */
+  int retired;             /* a newer generation took over */
   lua_State *L;
   ls_alloc_t alloc;        /* counts this state's memory when the core created the state */
   ls_task_t **slots;
@@ -67,11 +72,30 @@ struct ls_gen_s {
 struct ls_res_s {
   ls_res_t *next, *prev;
   void (*close)(ls_res_t *res);
+  ls_gen_t *gen;            /* the generation it belongs to, or NULL */
+  int close_on_retire;      /* closed when its generation is retired (timers) */
 };
+
+/* The part of a listener that generations share: a reload that listens on the same address
+ * takes the listener over (the socket stays open) and its new handler serves from then on. */
+typedef struct ls_listener_base_s {
+  ls_res_t res;             /* in rt->servers */
+  ls_gen_t *gen;            /* whose handler serves it */
+  int handler_ref;          /* the handler, in gen's registry */
+  ls_gen_t *staged_gen;     /* a loading generation that claimed it */
+  int staged_ref;           /* the new handler, in staged_gen's registry */
+  char key[160];            /* kind and address as asked for, e.g. "http 127.0.0.1:8080" */
+} ls_listener_base_t;
 
 struct ls_runtime_s {
   uv_loop_t *loop;
-  ls_gen_t *gen;                 /* the newest generation */
+  ls_gen_t *gen;                 /* the generation new work goes to */
+  ls_gen_t *gens;                /* every generation alive, newest first */
+  ls_gen_t *loading;             /* a generation whose script is being loaded */
+  uv_idle_t reap_idle;           /* frees retired generations nobody uses any more */
+  unsigned gen_count;            /* generations made so far */
+  struct ls_shared_s *shared;    /* srv.shared: outlives the generations */
+  int closing;                   /* ls_runtime_close runs */
   ls_task_t *ready_head, *ready_tail;
   uv_idle_t ready_idle;          /* runs the ready queue without blocking the loop */
   uv_signal_t sig_int, sig_term;
@@ -101,9 +125,32 @@ int ls_runtime_handle_signals(ls_runtime_t *rt);
 void ls_runtime_stop(ls_runtime_t *rt, int graceful);
 /* During a graceful stop, stops the loop once no task runs and no output is pending. */
 void ls_runtime_check_drained(ls_runtime_t *rt);
-/* Links a resource into a list (&rt->servers or &rt->resources); unlinking is idempotent. */
+/* Links a resource into a list (&rt->servers or &rt->resources), owned by `gen` (or NULL);
+ * unlinking is idempotent and releases the generation. */
 void ls_res_link(ls_res_t *list, ls_res_t *res);
+void ls_res_link_gen(ls_res_t *list, ls_res_t *res, ls_gen_t *gen);
 void ls_res_unlink(ls_res_t *res);
+
+/* For listen(): the listener of the current generation with this key, if `gen` is being
+ * loaded to replace it and nobody claimed it yet; NULL otherwise. */
+ls_listener_base_t *ls_listener_claim(ls_gen_t *gen, const char *key);
+/* Records a listener: serving with handler `ref` of `gen`. */
+void ls_listener_init(ls_listener_base_t *base, ls_gen_t *gen, int ref, const char *key,
+                      void (*close)(ls_res_t *));
+/* 1 if `base` is a listener still open on the runtime: Lua objects hold plain pointers to
+ * listeners and check them here before use, so no back-pointer needs clearing. */
+int ls_listener_alive(ls_runtime_t *rt, const ls_listener_base_t *base);
+/* Releases the listener's handler references (its close function calls this). */
+void ls_listener_release(ls_listener_base_t *base);
+
+/* Makes `gen` the generation new work goes to: listeners it claimed switch to its handlers,
+ * listeners of the previous generation it did not claim close, the previous generation's
+ * timers stop and it is retired. */
+void ls_gen_commit(ls_gen_t *gen);
+/* Gives up a generation that failed to load: what it opened closes, claims are dropped. */
+void ls_gen_abort(ls_gen_t *gen);
+/* Frees retired generations that have nothing left running (deferred to the loop). */
+void ls_gen_maybe_reap(ls_gen_t *gen);
 
 /* Creates a generation. With L == NULL the generation makes and owns a fresh state that uses
  * the counting allocator; otherwise it wraps the caller's state. Returns NULL on failure. */

@@ -83,10 +83,7 @@ typedef struct listener_ud_s listener_ud_t;
 
 typedef struct ls_listener_s {
   ls_stream_u u;
-  ls_res_t res;
-  ls_gen_t *gen;
-  listener_ud_t *ud;
-  int handler_ref;
+  ls_listener_base_t base;   /* handler and generation; handed over on reload */
   int64_t timeout_ms;
   size_t line_max;
   size_t frame_max;
@@ -97,7 +94,8 @@ typedef struct ls_listener_s {
 } ls_listener_t;
 
 struct listener_ud_s {
-  ls_listener_t *listener;
+  ls_listener_t *listener;   /* checked with ls_listener_alive before use */
+  ls_gen_t *gen;
 };
 
 static void conn_close(ls_conn_t *c, int graceful);
@@ -153,7 +151,7 @@ static ls_conn_t *conn_new(ls_gen_t *gen, int is_pipe) {
   c->linger.data = c;
   c->open_handles = 2;
   c->res.close = conn_res_close;
-  ls_res_link(&gen->rt->resources, &c->res);
+  ls_res_link_gen(&gen->rt->resources, &c->res, gen);
   return c;
 }
 
@@ -953,8 +951,6 @@ static int l_tcp_connect(lua_State *L) {
 
 static void listener_close_cb(uv_handle_t *h) {
   ls_listener_t *l = h->data;
-  if (l->ud != NULL)
-    l->ud->listener = NULL;
   if (l->path != NULL) {
     unlink(l->path);
     ls_free(l->path, l->path_size);
@@ -965,14 +961,13 @@ static void listener_close_cb(uv_handle_t *h) {
 static void listener_close(ls_listener_t *l) {
   if (uv_is_closing(&l->u.handle))
     return;
-  ls_res_unlink(&l->res);
-  luaL_unref(l->gen->L, LUA_REGISTRYINDEX, l->handler_ref);
-  l->handler_ref = LUA_NOREF;
+  ls_res_unlink(&l->base.res);
+  ls_listener_release(&l->base);
   uv_close(&l->u.handle, listener_close_cb);
 }
 
 static void listener_res_close(ls_res_t *res) {
-  listener_close((ls_listener_t *)((char *)res - offsetof(ls_listener_t, res)));
+  listener_close((ls_listener_t *)((char *)res - offsetof(ls_listener_t, base.res)));
 }
 
 static int conn_handler_done(ls_task_t *task, int status, int nres) {
@@ -1011,7 +1006,7 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
     ls_log(LS_LOG_WARN, "%s: accept failed: %s", l->url, uv_strerror(status));
     return;
   }
-  c = conn_new(l->gen, l->is_pipe);
+  c = conn_new(l->base.gen, l->is_pipe);
   if (c == NULL) {
     ls_log(LS_LOG_ERROR, "%s: out of memory accepting a connection", l->url);
     return;
@@ -1026,7 +1021,7 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
   c->frame_max = l->frame_max;
   if (!c->is_pipe)
     uv_tcp_nodelay(&c->u.tcp, 1);
-  task = ls_task_new(l->gen, conn_handler_done, c);
+  task = ls_task_new(l->base.gen, conn_handler_done, c);
   if (task == NULL) {
     ls_log(LS_LOG_ERROR, "%s: out of memory starting a handler", l->url);
     conn_close(c, 0);
@@ -1037,7 +1032,7 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
   /* The connection object is made inside the task, where running out of memory is an error of
    * that task rather than a panic. */
   lua_pushcfunction(task->co, conn_task_body);
-  lua_rawgeti(task->co, LUA_REGISTRYINDEX, l->handler_ref);
+  lua_rawgeti(task->co, LUA_REGISTRYINDEX, l->base.handler_ref);
   lua_pushlightuserdata(task->co, c);
   conn_want_input(c);
   ls_task_start(task, 2);
@@ -1082,8 +1077,9 @@ static int l_tcp_listen(lua_State *L) {
   const char *host, *path;
   lua_Integer port = 0;
   int backlog;
-  ls_listener_t *l;
+  ls_listener_t *l, *claimed;
   listener_ud_t *ud;
+  char key[160];
   int err;
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -1102,14 +1098,30 @@ static int l_tcp_listen(lua_State *L) {
   backlog = (int)ls_opt_size_field(L, 1, "backlog", 511);
   ud = lua_newuserdatauv(L, sizeof *ud, 0);
   ud->listener = NULL;
+  ud->gen = gen;
   luaL_setmetatable(L, LS_LISTENER_MT);
+  if (path != NULL)
+    snprintf(key, sizeof key, "tcp unix:%s", path);
+  else if (port != 0)
+    snprintf(key, sizeof key, "tcp %s:%d", host, (int)port);
+  else
+    key[0] = '\0'; /* any free port: a reload gets a new one */
+  claimed = (ls_listener_t *)ls_listener_claim(gen, key);
+  if (claimed != NULL) {
+    /* A reload listening where the running generation does: keep the socket, stage the
+     * new handler; ls_gen_commit switches to it once the script has loaded. */
+    claimed = (ls_listener_t *)((char *)claimed - offsetof(ls_listener_t, base));
+    lua_pushvalue(L, 2);
+    claimed->base.staged_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    claimed->base.staged_gen = gen;
+    ud->listener = claimed;
+    return 1;
+  }
   l = ls_malloc(sizeof *l);
   if (l == NULL)
     return luaL_error(L, "listen: not enough memory");
   memset(l, 0, sizeof *l);
-  l->gen = gen;
   l->is_pipe = path != NULL;
-  l->handler_ref = LUA_NOREF;
   l->timeout_ms = ls_opt_timeout_field(L, 1, "timeout", -1);
   l->line_max = ls_opt_size_field(L, 1, "line_max", LS_TCP_LINE_MAX);
   l->frame_max = ls_opt_size_field(L, 1, "frame_max", LS_TCP_FRAME_MAX);
@@ -1129,8 +1141,7 @@ static int l_tcp_listen(lua_State *L) {
     return luaL_error(L, "listen: %s", uv_strerror(err));
   }
   l->u.handle.data = l;
-  l->res.close = listener_res_close;
-  ls_res_link(&gen->rt->servers, &l->res);
+  ls_listener_init(&l->base, gen, LUA_NOREF, key, listener_res_close);
   err = listener_bind(l, host, (int)port, path);
   if (err != 0 && l->path != NULL) {
     /* Nothing was bound: the path is not ours to remove on close. */
@@ -1149,8 +1160,7 @@ static int l_tcp_listen(lua_State *L) {
     return luaL_error(L, "listen: cannot listen on %s: %s", where, uv_strerror(err));
   }
   lua_pushvalue(L, 2);
-  l->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  l->ud = ud;
+  l->base.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   ud->listener = l;
   listener_set_url(l);
   if (gen->rt->announce) {
@@ -1160,26 +1170,29 @@ static int l_tcp_listen(lua_State *L) {
   return 1;
 }
 
-static listener_ud_t *check_listener_ud(lua_State *L) {
-  return luaL_checkudata(L, 1, LS_LISTENER_MT);
+/* The open listener behind the Lua object at argument 1, or NULL once it has closed. */
+static ls_listener_t *check_listener(lua_State *L) {
+  listener_ud_t *ud = luaL_checkudata(L, 1, LS_LISTENER_MT);
+  if (ud->listener == NULL || !ls_listener_alive(ud->gen->rt, &ud->listener->base))
+    return NULL;
+  return ud->listener;
 }
 
 /* listener:close() -> true: stops accepting; running connections go on. */
 static int l_listener_close(lua_State *L) {
-  listener_ud_t *ud = check_listener_ud(L);
-  if (ud->listener != NULL)
-    listener_close(ud->listener);
+  ls_listener_t *l = check_listener(L);
+  if (l != NULL)
+    listener_close(l);
   lua_pushboolean(L, 1);
   return 1;
 }
 
 /* listener:address() -> host, port (TCP) or path (Unix); nil, "closed" once closed. */
 static int l_listener_address(lua_State *L) {
-  listener_ud_t *ud = check_listener_ud(L);
-  ls_listener_t *l = ud->listener;
+  ls_listener_t *l = check_listener(L);
   struct sockaddr_storage ss;
   int len = sizeof ss;
-  if (l == NULL || uv_is_closing(&l->u.handle))
+  if (l == NULL)
     return ls_push_error(L, LS_ECLOSED);
   if (l->is_pipe) {
     lua_pushstring(L, l->path);
@@ -1192,26 +1205,17 @@ static int l_listener_address(lua_State *L) {
 
 /* listener:url() -> "tcp://127.0.0.1:9999" as printed at start. */
 static int l_listener_url(lua_State *L) {
-  listener_ud_t *ud = check_listener_ud(L);
-  if (ud->listener == NULL || uv_is_closing(&ud->listener->u.handle))
+  ls_listener_t *l = check_listener(L);
+  if (l == NULL)
     return ls_push_error(L, LS_ECLOSED);
-  lua_pushstring(L, ud->listener->url);
+  lua_pushstring(L, l->url);
   return 1;
 }
 
-static int l_listener_gc(lua_State *L) {
-  listener_ud_t *ud = check_listener_ud(L);
-  /* A listener keeps serving after its Lua object is gone; only the link is dropped. */
-  if (ud->listener != NULL)
-    ud->listener->ud = NULL;
-  ud->listener = NULL;
-  return 0;
-}
-
 static int l_listener_tostring(lua_State *L) {
-  listener_ud_t *ud = check_listener_ud(L);
-  if (ud->listener != NULL)
-    lua_pushfstring(L, "luasrv.Listener (%s)", ud->listener->url);
+  ls_listener_t *l = check_listener(L);
+  if (l != NULL)
+    lua_pushfstring(L, "luasrv.Listener (%s)", l->url);
   else
     lua_pushliteral(L, "luasrv.Listener (closed)");
   return 1;
@@ -1244,8 +1248,7 @@ void ls_tcp_open(lua_State *L, ls_gen_t *gen) {
                                            {"address", l_listener_address},
                                            {"url", l_listener_url},
                                            {NULL, NULL}};
-  static const luaL_Reg listener_metameth[] = {{"__gc", l_listener_gc},
-                                               {"__tostring", l_listener_tostring},
+  static const luaL_Reg listener_metameth[] = {{"__tostring", l_listener_tostring},
                                                {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"listen", l_tcp_listen}, {"connect", l_tcp_connect}, {NULL, NULL}};
   new_class(L, LS_CONN_MT, conn_meth, conn_metameth);

@@ -89,7 +89,8 @@ static int timer_start(lua_State *L, int repeat) {
   uv_timer_init(gen->rt->loop, &timer->handle);
   timer->handle.data = timer;
   timer->res.close = timer_res_close;
-  ls_res_link(&gen->rt->resources, &timer->res);
+  timer->res.close_on_retire = 1; /* the old code's timers stop when a reload takes over */
+  ls_res_link_gen(&gen->rt->resources, &timer->res, gen);
   lua_pushvalue(L, 2);
   timer->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   timer->ud = ud;

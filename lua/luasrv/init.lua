@@ -17,6 +17,7 @@ local M = {
   now = core.now,
   monotime = core.monotime,
   memory = core.memory,
+  shared = core.shared,
   tcp = {
     listen = core.tcp.listen,
     connect = core.tcp.connect,

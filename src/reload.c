@@ -1,0 +1,331 @@
+#include "reload.h"
+
+#include <lualib.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "module.h"
+
+/* Changes within this many milliseconds become one reload (editors write in several steps). */
+#define LS_DEBOUNCE_MS 30
+
+/* One watched directory and the file names in it that matter. */
+struct ls_watch_s {
+  uv_fs_event_t event;
+  ls_app_t *app;
+  ls_watch_t *next;
+  char dir[PATH_MAX];
+  char *names;            /* "name\0name\0\0" */
+  size_t names_size;
+};
+
+static int file_exists(const char *path) { return access(path, R_OK) == 0; }
+
+/* Where the Lua half (lua/luasrv) lives: $LUASRV_LUA_DIR, beside an installed binary, or the
+ * source tree the binary was built from. */
+static void find_lua_dir(char *out, size_t size) {
+  const char *env = getenv("LUASRV_LUA_DIR");
+  char exe[4000];
+  size_t len = sizeof exe;
+  if (env != NULL && *env != '\0') {
+    snprintf(out, size, "%s", env);
+    return;
+  }
+  if (uv_exepath(exe, &len) == 0) {
+    char *slash = strrchr(exe, '/');
+    char probe[4100];
+    if (slash != NULL) {
+      *slash = '\0';
+      snprintf(probe, sizeof probe, "%s/../share/luasrv/lua/luasrv/init.lua", exe);
+      if (file_exists(probe)) {
+        snprintf(out, size, "%s/../share/luasrv/lua", exe);
+        return;
+      }
+    }
+  }
+  snprintf(out, size, "%s",
+           file_exists(LUASRV_SOURCE_LUA_DIR "/luasrv/init.lua") ? LUASRV_SOURCE_LUA_DIR
+                                                                 : LUASRV_INSTALL_LUA_DIR);
+}
+
+/* Loads the standard libraries, points package.path at our Lua half and makes
+ * require "luasrv.core" bind to this generation. Runs protected. */
+static int setup_state(lua_State *L) {
+  ls_gen_t *gen = lua_touserdata(L, 1);
+  char dir[4096];
+  luaL_openlibs(L);
+  lua_pushlightuserdata(L, gen);
+  lua_setfield(L, LUA_REGISTRYINDEX, LS_GEN_KEY);
+  find_lua_dir(dir, sizeof dir);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
+  lua_setfield(L, -3, "path");
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "preload");
+  lua_pushcfunction(L, ls_module_open);
+  lua_setfield(L, -2, "luasrv.core");
+  return 0;
+}
+
+/* Sets the global `arg` as the stand-alone interpreter does and pushes the script's own
+ * arguments; returns how many. */
+static int push_script_args(lua_State *L, int argc, char **argv, int script_index) {
+  int i;
+  lua_createtable(L, argc - script_index - 1, script_index + 1);
+  for (i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - script_index);
+  }
+  lua_setglobal(L, "arg");
+  luaL_checkstack(L, argc, "too many arguments");
+  for (i = script_index + 1; i < argc; i++)
+    lua_pushstring(L, argv[i]);
+  return argc - script_index - 1;
+}
+
+/* ---- watching ----------------------------------------------------------------------------- */
+
+static void watch_close_cb(uv_handle_t *h) {
+  ls_watch_t *w = h->data;
+  ls_free(w->names, w->names_size);
+  ls_free(w, sizeof *w);
+}
+
+static void unwatch_all(ls_app_t *app) {
+  while (app->watches != NULL) {
+    ls_watch_t *w = app->watches;
+    app->watches = w->next;
+    uv_close((uv_handle_t *)&w->event, watch_close_cb);
+  }
+}
+
+static int watch_has(const ls_watch_t *w, const char *name) {
+  const char *p = w->names;
+  while (p != NULL && *p != '\0') {
+    if (strcmp(p, name) == 0)
+      return 1;
+    p += strlen(p) + 1;
+  }
+  return 0;
+}
+
+static void debounce_cb(uv_timer_t *t) { ls_app_reload(t->data); }
+
+static void watch_event_cb(uv_fs_event_t *event, const char *filename, int events, int status) {
+  ls_watch_t *w = event->data;
+  (void)events;
+  if (status < 0 || filename == NULL || !watch_has(w, filename))
+    return;
+  uv_timer_start(&w->app->debounce, debounce_cb, LS_DEBOUNCE_MS, 0);
+}
+
+/* Adds `path` (absolute) to the watch of its directory, making that watch if needed. */
+static void watch_file(ls_app_t *app, const char *path) {
+  const char *slash = strrchr(path, '/');
+  const char *name = slash + 1;
+  size_t dir_len = (size_t)(slash - path);
+  size_t name_len = strlen(name) + 1;
+  ls_watch_t *w;
+  char *names;
+  for (w = app->watches; w != NULL; w = w->next)
+    if (strlen(w->dir) == dir_len && strncmp(w->dir, path, dir_len) == 0)
+      break;
+  if (w == NULL) {
+    w = ls_malloc(sizeof *w);
+    if (w == NULL)
+      return;
+    memset(w, 0, sizeof *w);
+    w->app = app;
+    memcpy(w->dir, path, dir_len);
+    w->dir[dir_len == 0 ? 1 : dir_len] = '\0';
+    if (dir_len == 0)
+      w->dir[0] = '/';
+    uv_fs_event_init(app->rt->loop, &w->event);
+    w->event.data = w;
+    if (uv_fs_event_start(&w->event, watch_event_cb, w->dir, 0) != 0) {
+      ls_log(LS_LOG_WARN, "cannot watch %s for changes", w->dir);
+      uv_close((uv_handle_t *)&w->event, watch_close_cb);
+      return;
+    }
+    /* Watching must not keep a finished script alive. */
+    uv_unref((uv_handle_t *)&w->event);
+    w->next = app->watches;
+    app->watches = w;
+  }
+  if (watch_has(w, name))
+    return;
+  names = ls_realloc(w->names, w->names_size, (w->names_size ? w->names_size : 1) + name_len);
+  if (names == NULL)
+    return;
+  if (w->names_size == 0)
+    w->names_size = 1;
+  memcpy(names + w->names_size - 1, name, name_len);
+  w->names = names;
+  w->names_size += name_len;
+  w->names[w->names_size - 1] = '\0';
+}
+
+/* The Lua files the generation loaded from the project: the script and every module whose
+ * file lies under the script's directory (not system or luasrv modules). */
+static int list_project_files(lua_State *L) {
+  static const char code[] =
+      "local script = ...\n"
+      "local files = { script }\n"
+      "for name in pairs(package.loaded) do\n"
+      "  local path = type(name) == 'string' and package.searchpath(name, package.path)\n"
+      "  if path then files[#files + 1] = path end\n"
+      "end\n"
+      "return files\n";
+  if (luaL_loadstring(L, code) != LUA_OK)
+    return lua_error(L);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+static void rewatch(ls_app_t *app, ls_gen_t *gen) {
+  lua_State *L = gen->L;
+  char root[PATH_MAX], real[PATH_MAX];
+  size_t root_len;
+  lua_Integer i, n;
+  unwatch_all(app);
+  if (realpath(app->script, root) == NULL)
+    return;
+  *strrchr(root, '/') = '\0';
+  root_len = strlen(root);
+  lua_pushcfunction(L, list_project_files);
+  lua_pushstring(L, app->script);
+  if (ls_pcall(L, 1, 1) != LUA_OK) {
+    ls_log(LS_LOG_WARN, "cannot list the files to watch: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return;
+  }
+  n = (lua_Integer)lua_rawlen(L, -1);
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    if (realpath(lua_tostring(L, -1), real) != NULL && strncmp(real, root, root_len) == 0 &&
+        real[root_len] == '/')
+      watch_file(app, real);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* ---- loading ------------------------------------------------------------------------------ */
+
+static void load_generation(ls_app_t *app);
+
+static int load_done(ls_task_t *task, int status, int nres) {
+  ls_app_t *app = task->data;
+  ls_runtime_t *rt = app->rt;
+  ls_gen_t *gen = task->gen;
+  int first = rt->gen == NULL;
+  (void)nres;
+  app->loading = 0;
+  if (status != LUA_OK) {
+    const char *msg = lua_tostring(task->co, -1);
+    if (first) {
+      /* The script failed at its top level: report it as the interpreter does and exit. */
+      fprintf(stderr, "luasrv: %s\n", msg != NULL ? msg : "(error object)");
+      fflush(stderr);
+      rt->exit_code = 1;
+      ls_gen_commit(gen);
+      ls_runtime_stop(rt, 0);
+      return 1;
+    }
+    ls_log(LS_LOG_ERROR, "reload of %s failed; generation %u goes on serving: %s", app->script,
+           rt->gen->id, msg != NULL ? msg : "(error object)");
+    ls_gen_abort(gen);
+  } else {
+    ls_gen_commit(gen);
+    if (!first)
+      ls_log(LS_LOG_INFO, "reloaded %s in %.0f ms (generation %u)", app->script,
+             (double)(uv_hrtime() - app->load_started) / 1e6, gen->id);
+    if (app->watch)
+      rewatch(app, gen);
+  }
+  if (app->again) {
+    app->again = 0;
+    load_generation(app);
+  }
+  return 1;
+}
+
+static void load_generation(ls_app_t *app) {
+  ls_runtime_t *rt = app->rt;
+  ls_gen_t *gen;
+  ls_task_t *task;
+  lua_State *L;
+  int nargs;
+  app->load_started = uv_hrtime();
+  gen = ls_gen_new(rt, NULL);
+  if (gen == NULL) {
+    ls_log(LS_LOG_ERROR, "cannot load %s: not enough memory", app->script);
+    return;
+  }
+  gen->alloc.limit = app->memory_limit;
+  L = gen->L;
+  lua_pushcfunction(L, setup_state);
+  lua_pushlightuserdata(L, gen);
+  if (ls_pcall(L, 1, 0) != LUA_OK || luaL_loadfile(L, app->script) != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    if (rt->gen == NULL) {
+      fprintf(stderr, "luasrv: %s\n", msg != NULL ? msg : "cannot load the script");
+      rt->exit_code = 1;
+    } else {
+      ls_log(LS_LOG_ERROR, "reload of %s failed; generation %u goes on serving: %s",
+             app->script, rt->gen->id, msg);
+    }
+    lua_pop(L, 1);
+    ls_gen_abort(gen);
+    return;
+  }
+  task = ls_task_new(gen, load_done, app);
+  if (task == NULL) {
+    lua_pop(L, 1);
+    ls_gen_abort(gen);
+    return;
+  }
+  lua_xmove(L, task->co, 1);
+  nargs = push_script_args(task->co, app->argc, app->argv, app->script_index);
+  rt->loading = gen;
+  app->loading = 1;
+  ls_task_start(task, nargs);
+}
+
+void ls_app_reload(ls_app_t *app) {
+  if (app->rt->stopping)
+    return;
+  if (app->loading) {
+    app->again = 1;
+    return;
+  }
+  load_generation(app);
+}
+
+static void sighup_cb(uv_signal_t *sig, int signum) {
+  (void)signum;
+  ls_app_reload(sig->data);
+}
+
+int ls_app_start(ls_app_t *app) {
+  uv_timer_init(app->rt->loop, &app->debounce);
+  app->debounce.data = app;
+  uv_signal_init(app->rt->loop, &app->sighup);
+  app->sighup.data = app;
+  uv_signal_start(&app->sighup, sighup_cb, SIGHUP);
+  uv_unref((uv_handle_t *)&app->sighup);
+  load_generation(app);
+  return app->rt->exit_code != 0 && app->rt->gen == NULL && !app->loading ? -1 : 0;
+}
+
+void ls_app_close(ls_app_t *app) {
+  unwatch_all(app);
+  uv_close((uv_handle_t *)&app->debounce, NULL);
+  uv_close((uv_handle_t *)&app->sighup, NULL);
+}
