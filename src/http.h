@@ -84,6 +84,9 @@ struct ls_http_conn_s {
   uint64_t deadline;          /* loop time (ms) the timer acts at; 0: none */
   ls_http_state_t state;
   int reject_status;          /* status to answer with after a parse error */
+  char *reject_msg;           /* body of that answer when a handler rejected the request */
+  size_t reject_msg_len;
+  struct ls_fs_tmp_s *tmpfiles; /* temporary files of the current request, removed at its end */
   int write_err;
   int read_err;
   uint32_t seq;               /* requests seen */

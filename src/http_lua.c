@@ -1,7 +1,10 @@
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "errors.h"
+#include "fs.h"
 #include "http.h"
 #include "log.h"
 
@@ -739,12 +742,268 @@ static int l_res_write(lua_State *L) {
   return res_write_k(L, LUA_OK, 0);
 }
 
+/* ---- res:sendfile ------------------------------------------------------------------------- */
+
+/* A file of at most this size goes out in one piece with the head (one read, one write for
+ * the whole response); a larger one is read in pieces of this size as the client takes them. */
+#define LS_SENDFILE_CHUNK (64 * 1024)
+/* After this many bytes read without waiting, a file's task gives the loop a turn, so other
+ * connections are served and one fast client cannot run the task past its CPU budget. */
+#define LS_SENDFILE_TURN (1024 * 1024)
+#define LS_SENDFILE_MT "luasrv.SendFile"
+
+/* The state of one res:sendfile, a userdata on the task's stack: it survives the yields and
+ * its __gc closes a descriptor the call opened itself, however the task ends. */
+typedef struct sendfile_s {
+  int fd;
+  int own_fd;          /* opened from a path by this call */
+  int64_t offset;      /* next byte of the file to read */
+  int64_t remaining;   /* bytes still to read */
+  int64_t since_turn;  /* bytes read since the task last gave the loop a turn */
+} sendfile_t;
+
+/* The stack index of the state (after res, file, offset, length, content type). */
+#define LS_SENDFILE_IDX 6
+
+static void sendfile_release(sendfile_t *sf) {
+  if (sf->own_fd && sf->fd >= 0)
+    close(sf->fd);
+  sf->fd = -1;
+  sf->own_fd = 0;
+}
+
+static int l_sendfile_gc(lua_State *L) {
+  sendfile_release(luaL_checkudata(L, 1, LS_SENDFILE_MT));
+  return 0;
+}
+
+/* Appends `n` bytes of the file from `offset` to the connection's output. Returns 0, or a
+ * negative error code (UV_EOF if the file is now shorter). */
+static int read_into_out(ls_http_conn_t *c, int fd, int64_t offset, size_t n) {
+  if (ls_buf_reserve(&c->out, n) != 0)
+    return LS_ENOMEM;
+  while (n > 0) {
+    ssize_t r = pread(fd, c->out.data + c->out.end, n, (off_t)offset);
+    if (r < 0) {
+      if (errno == EINTR)
+        continue;
+      return uv_translate_sys_error(errno);
+    }
+    if (r == 0)
+      return UV_EOF;
+    c->out.end += (size_t)r;
+    offset += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+static int sendfile_k(lua_State *L, int status, lua_KContext ctx) {
+  ls_http_res_ud_t *ud = check_res(L);
+  sendfile_t *sf = luaL_checkudata(L, LS_SENDFILE_IDX, LS_SENDFILE_MT);
+  ls_http_conn_t *c = ud->c;
+  ls_task_t *task;
+  (void)status;
+  (void)ctx;
+  if (c == NULL || c->closing || c->write_err != 0) {
+    sendfile_release(sf);
+    return ls_push_error(L, c != NULL && c->write_err ? c->write_err : LS_ECLOSED);
+  }
+  task = ls_task_current(c->gen, L);
+  if (task != NULL && c->writer == task)
+    c->writer = NULL;
+  while (sf->remaining > 0) {
+    size_t n = sf->remaining < LS_SENDFILE_CHUNK ? (size_t)sf->remaining : LS_SENDFILE_CHUNK;
+    int err;
+    if (!c->virtual_conn) {
+      if (ls_buf_len(&c->out) + ls_buf_len(&c->out_flight) > LS_HTTP_WRITE_HIWAT) {
+        task = ls_task_check(c->gen, L, "sendfile");
+        c->writer = task;
+        return ls_task_wait(task, -1, 0, sendfile_k);
+      }
+      if (sf->since_turn >= LS_SENDFILE_TURN) {
+        ls_task_check(c->gen, L, "sendfile");
+        sf->since_turn = 0;
+        return lua_yieldk(L, 0, 0, sendfile_k); /* the runtime resumes it on the next turn */
+      }
+    }
+    err = read_into_out(c, sf->fd, sf->offset, n);
+    if (err != 0) {
+      /* Part of the body is out and its length was promised: the response cannot be
+       * finished, so the connection ends here. */
+      ls_log(LS_LOG_ERROR, "sendfile: %s after %lld bytes; closing the connection",
+             ls_strerror(err), (long long)sf->offset);
+      sendfile_release(sf);
+      c->keep_alive = 0;
+      ls_http__close(c);
+      return ls_push_error(L, err);
+    }
+    sf->offset += (int64_t)n;
+    sf->remaining -= (int64_t)n;
+    sf->since_turn += (int64_t)n;
+    ls_http__flush(c);
+  }
+  sendfile_release(sf);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* res:sendfile(file [, offset [, length [, content_type]]]) -> res | nil, message, code.
+ * Sends the whole response: the status and headers set before (status 200 by default), a
+ * Content-Length, and bytes [offset, offset + length) of the file as the body (none for HEAD,
+ * 204 and 304). `file` is a path or a luasrv.File (which stays the caller's to close);
+ * `content_type` is used when no Content-Type header was set (default
+ * application/octet-stream). A file up to LS_SENDFILE_CHUNK goes out with the head in one
+ * piece; a larger one is read in bounded pieces while the client takes them, the task waiting
+ * whenever more than LS_HTTP_WRITE_HIWAT bytes are queued, so memory stays flat whatever the
+ * file's size. A file that cannot be opened or read before anything was queued returns
+ * nil, message, code and leaves the response unsent; a failure later closes the connection.
+ * Raises on misuse: a range outside the file, a response already sent, Content-Length set. */
+static int l_res_sendfile(lua_State *L) {
+  ls_http_res_ud_t *ud = check_res(L);
+  ls_http_conn_t *c = res_open(L, ud, "sendfile");
+  lua_Integer offset = luaL_optinteger(L, 3, 0);
+  lua_Integer length = luaL_optinteger(L, 4, -1);
+  const char *ctype = luaL_optstring(L, 5, "application/octet-stream");
+  sendfile_t *sf;
+  int64_t size;
+  size_t mark;
+  int status, saved_status, err, has_body;
+  unsigned char was_head;
+  luaL_argcheck(L, offset >= 0, 3, "offset must not be negative");
+  if (c->has_clen)
+    return luaL_error(L, "sendfile: Content-Length is set by sendfile, not by a header");
+  lua_settop(L, LS_SENDFILE_IDX - 1);
+  sf = lua_newuserdatauv(L, sizeof *sf, 0);
+  memset(sf, 0, sizeof *sf);
+  sf->fd = -1;
+  luaL_setmetatable(L, LS_SENDFILE_MT);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    err = ls_fs_open_regular(lua_tostring(L, 2), &sf->fd, &size);
+    if (err != 0)
+      return ls_push_error(L, err);
+    sf->own_fd = 1;
+  } else {
+    sf->fd = ls_fs_check_file(L, 2, &size);
+  }
+  if (offset > size) {
+    sendfile_release(sf);
+    return luaL_argerror(L, 3, "offset beyond the end of the file");
+  }
+  if (length < 0)
+    length = size - offset;
+  else if (length > size - offset) {
+    sendfile_release(sf);
+    return luaL_argerror(L, 4, "range beyond the end of the file");
+  }
+  /* The head, with Content-Length for `length` bytes: append_response writes no body for a
+   * HEAD request, so it is asked for a HEAD's head and the body follows from the file. */
+  status = c->status ? c->status : 200;
+  saved_status = c->status;
+  mark = ls_buf_len(&c->out);
+  was_head = c->is_head;
+  c->is_head = 1;
+  err = ls_http__append_response(c, status, ctype, NULL, (size_t)length);
+  c->is_head = was_head;
+  if (err != 0) {
+    c->out.end = c->out.start + mark;
+    sendfile_release(sf);
+    return luaL_error(L, "not enough memory");
+  }
+  ud->answered = 1;
+  has_body = status >= 200 && status != 204 && status != 304;
+  if (c->is_head || !has_body || length == 0) {
+    sendfile_release(sf);
+    lua_settop(L, 1);
+    return 1;
+  }
+  sf->offset = offset;
+  sf->remaining = length;
+  /* The first piece is read before anything can leave, so a file that cannot be read is
+   * still a plain failure: the head is taken back and the handler may answer otherwise. */
+  {
+    size_t n = length < LS_SENDFILE_CHUNK ? (size_t)length : LS_SENDFILE_CHUNK;
+    err = read_into_out(c, sf->fd, sf->offset, n);
+    if (err != 0) {
+      c->out.end = c->out.start + mark;
+      c->status = saved_status;
+      c->bytes_out = 0;
+      ud->answered = 0;
+      sendfile_release(sf);
+      return ls_push_error(L, err);
+    }
+    sf->offset += (int64_t)n;
+    sf->remaining -= (int64_t)n;
+    sf->since_turn = (int64_t)n;
+  }
+  if (sf->remaining == 0) {
+    /* Small: it leaves with whatever else this turn of the loop answers. */
+    sendfile_release(sf);
+    lua_settop(L, 1);
+    return 1;
+  }
+  ls_http__flush(c);
+  return sendfile_k(L, LUA_OK, 0);
+}
+
 static int l_res_gc(lua_State *L) {
   ls_http_res_ud_t *ud = check_res(L);
   if (ud->c != NULL && ud->c->res_ud == ud)
     ud->c->res_ud = NULL;
   ud->c = NULL;
   return 0;
+}
+
+/* ---- rejecting a request, temporary files ------------------------------------------------- */
+
+/* core.http_reject(req, status [, message]): marks the request to be answered with `status`
+ * and `message` (plain text; default the status line's text) when its handler raises, which
+ * the caller does next: the form parser uses it for a body over a limit (413) or malformed
+ * (400). The connection closes after that answer, since the rest of the body is unread. The
+ * body can no longer be read. Does nothing once the request has ended. */
+static int l_http_reject(lua_State *L) {
+  ls_http_conn_t *c = req_conn(L, 1);
+  int status = check_status(L, 2);
+  size_t len = 0;
+  const char *msg = luaL_optlstring(L, 3, NULL, &len);
+  if (c == NULL)
+    return 0;
+  if (c->reject_msg != NULL) {
+    ls_free(c->reject_msg, c->reject_msg_len + 1);
+    c->reject_msg = NULL;
+  }
+  if (msg != NULL && (c->reject_msg = ls_malloc(len + 1)) != NULL) {
+    memcpy(c->reject_msg, msg, len + 1);
+    c->reject_msg_len = len;
+  }
+  c->reject_status = status;
+  return 0;
+}
+
+/* Answers a request that core.http_reject marked, with its message. */
+static void reject_response(ls_http_conn_t *c) {
+  c->keep_alive = 0;
+  ls_buf_consume(&c->res_headers, ls_buf_len(&c->res_headers));
+  c->has_ctype = c->has_clen = 0;
+  ls_http__append_response(c, c->reject_status, "text/plain; charset=utf-8", c->reject_msg,
+                           c->reject_msg_len);
+  c->state = LS_HTTP_CLOSING;
+}
+
+/* core.http_tmpfile(req [, dir]) -> path | nil, message, code: a new empty file (mode 0600)
+ * in dir (default $TMPDIR or /tmp), removed when the request ends however it ends. */
+static int l_http_tmpfile(lua_State *L) {
+  ls_http_conn_t *c = req_conn(L, 1);
+  const char *dir = luaL_optstring(L, 2, NULL);
+  const char *path;
+  int err;
+  if (c == NULL)
+    return ls_push_error(L, LS_ECLOSED);
+  path = ls_fs_tmp_create(&c->tmpfiles, dir, &err);
+  if (path == NULL)
+    return ls_push_error(L, err);
+  lua_pushstring(L, path);
+  return 1;
 }
 
 /* ---- running the handler ------------------------------------------------------------------ */
@@ -827,8 +1086,12 @@ static int http_task_done(ls_task_t *task, int status, int nres) {
     return 0; /* the connection went away; the error, if any, is logged */
   c->task = NULL;
   if (status != LUA_OK && c->reject_status != 0 && !c->head_sent && !answered) {
-    /* req:body() found the body too large or malformed: answer with that status. */
-    ls_http__error_response(c, c->reject_status, 1);
+    /* req:body() found the body too large or malformed, or the handler rejected it (a form
+     * over a limit): answer with that status. */
+    if (c->reject_msg != NULL)
+      reject_response(c);
+    else
+      ls_http__error_response(c, c->reject_status, 1);
   } else if (status != LUA_OK) {
     const char *trace = lua_tostring(co, -1);
     log_failure(c, "handler failed", trace != NULL ? trace : "(error object)");
@@ -906,6 +1169,12 @@ void ls_http__dispatch(ls_http_conn_t *c) {
 }
 
 void ls_http__end_request(ls_http_conn_t *c) {
+  if (c->tmpfiles != NULL)
+    ls_fs_tmp_remove_all(&c->tmpfiles);
+  if (c->reject_msg != NULL) {
+    ls_free(c->reject_msg, c->reject_msg_len + 1);
+    c->reject_msg = NULL;
+  }
   if (c->req_ud != NULL) {
     c->req_ud->c = NULL;
     c->req_ud = NULL;

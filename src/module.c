@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fs.h"
 #include "http.h"
 #include "log.h"
 #include "shared.h"
@@ -197,6 +198,7 @@ int ls_module_open(lua_State *L) {
   ls_tcp_open(L, gen);
   lua_setfield(L, -2, "tcp");
   ls_http_open(L, gen);
+  ls_fs_open(L, gen);
   lua_newtable(L);
   ls_udp_open(L, gen);
   lua_setfield(L, -2, "udp");

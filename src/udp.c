@@ -63,14 +63,13 @@ typedef struct drop_log_s {
  * gets it as `sock`. */
 typedef struct ls_udp_s {
   uv_udp_t handle;
-  ls_res_t res;
-  ls_gen_t *gen;
-  udp_ud_t *ud;
+  /* base.gen owns the socket; for a listener, base.handler_ref is a table {handler, sock} in
+   * that generation, handed over to a new generation on reload. */
+  ls_listener_base_t base;
+  udp_ud_t *ud;            /* client sockets: their Lua object, cleared when either goes */
   char *rbuf;              /* receive buffer, made when receiving starts */
   size_t rbuf_size;
   size_t recv_max;         /* the largest datagram taken; larger ones are dropped */
-  int handler_ref;         /* listeners: the handler; LUA_NOREF for client sockets */
-  int self_ref;            /* listeners: the Lua object, handed to each handler */
   unsigned max_pending;
   unsigned pending;        /* handler tasks started and not yet finished */
   int64_t timeout_ms;      /* default for recv/recvfrom and name lookups; -1: none */
@@ -101,6 +100,7 @@ typedef struct ls_udp_s {
 struct udp_ud_s {
   ls_udp_t *udp;
   ls_gen_t *gen;
+  int listener;            /* a listener's object: checked with ls_listener_alive, no back link */
 };
 
 /* A host name lookup for sendto or connect. The waiting task owns it and frees it once done;
@@ -265,15 +265,18 @@ static void udp_close(ls_udp_t *u) {
     return;
   udp_batch_flush(u); /* replies gathered so far still go out */
   u->closing = 1;
-  ls_res_unlink(&u->res);
+  ls_res_unlink(&u->base.res);
   if (u->pending > 0) {
-    /* Detach the running handlers, whose done callback would otherwise touch freed memory. */
-    ls_gen_t *gen = u->gen;
-    unsigned i;
-    for (i = 0; i < gen->nslots; i++) {
-      ls_task_t *task = gen->slots[i];
-      if (task != NULL && task->done == udp_handler_done && task->data == u)
-        task->data = NULL;
+    /* Detach the running handlers (of any generation), whose done callback would otherwise
+     * touch freed memory. */
+    ls_gen_t *gen;
+    for (gen = u->base.gen->rt->gens; gen != NULL; gen = gen->next) {
+      unsigned i;
+      for (i = 0; i < gen->nslots; i++) {
+        ls_task_t *task = gen->slots[i];
+        if (task != NULL && task->done == udp_handler_done && task->data == u)
+          task->data = NULL;
+      }
     }
     u->pending = 0;
   }
@@ -290,14 +293,12 @@ static void udp_close(ls_udp_t *u) {
   u->lookups = NULL;
   if (u->reader != NULL)
     ls_task_wake(u->reader);
-  luaL_unref(u->gen->L, LUA_REGISTRYINDEX, u->handler_ref);
-  luaL_unref(u->gen->L, LUA_REGISTRYINDEX, u->self_ref);
-  u->handler_ref = u->self_ref = LUA_NOREF;
+  ls_listener_release(&u->base);
   uv_close((uv_handle_t *)&u->handle, udp_close_cb);
 }
 
 static void udp_res_close(ls_res_t *res) {
-  udp_close((ls_udp_t *)((char *)res - offsetof(ls_udp_t, res)));
+  udp_close((ls_udp_t *)((char *)res - offsetof(ls_udp_t, base.res)));
 }
 
 /* Pushes a new socket object and makes its C struct, linked into `list`. Raises on failure. */
@@ -307,6 +308,7 @@ static ls_udp_t *udp_new(lua_State *L, ls_gen_t *gen, ls_res_t *list, unsigned f
   int err;
   ud->udp = NULL;
   ud->gen = gen;
+  ud->listener = list == &gen->rt->servers;
   luaL_setmetatable(L, LS_UDP_MT);
   u = ls_malloc(sizeof *u);
   if (u == NULL)
@@ -318,14 +320,18 @@ static ls_udp_t *udp_new(lua_State *L, ls_gen_t *gen, ls_res_t *list, unsigned f
     luaL_error(L, "udp: %s", uv_strerror(err));
   }
   u->handle.data = u;
-  u->gen = gen;
-  u->handler_ref = u->self_ref = LUA_NOREF;
+  u->base.gen = gen;
+  u->base.handler_ref = u->base.staged_ref = LUA_NOREF;
   u->timeout_ms = -1;
   u->rbuf_size = u->recv_max = LS_UDP_RECV_SIZE;
   u->max_pending = LS_UDP_MAX_PENDING;
-  u->res.close = udp_res_close;
-  ls_res_link(list, &u->res);
-  u->ud = ud;
+  u->base.res.close = udp_res_close;
+  if (ud->listener) {
+    ls_res_link(list, &u->base.res);
+  } else {
+    ls_res_link_gen(list, &u->base.res, gen);
+    u->ud = ud;
+  }
   ud->udp = u;
   return u;
 }
@@ -335,7 +341,9 @@ static udp_ud_t *check_ud(lua_State *L) { return luaL_checkudata(L, 1, LS_UDP_MT
 /* The open socket at argument 1, or NULL when it is closed. */
 static ls_udp_t *check_udp(lua_State *L) {
   udp_ud_t *ud = check_ud(L);
-  return ud->udp != NULL && !ud->udp->closing ? ud->udp : NULL;
+  if (ud->udp == NULL || (ud->listener && !ls_listener_alive(ud->gen->rt, &ud->udp->base)))
+    return NULL;
+  return !ud->udp->closing ? ud->udp : NULL;
 }
 
 /* "udp://127.0.0.1:8888" from the bound address, or "udp://(unbound)". */
@@ -350,7 +358,7 @@ static void udp_set_url(ls_udp_t *u) {
 
 /* Counts a dropped datagram and logs it, at most once per interval per kind. */
 static void udp_log_drop(ls_udp_t *u, drop_log_t *dl, const char *why) {
-  uint64_t now = uv_now(u->gen->rt->loop);
+  uint64_t now = uv_now(u->base.gen->rt->loop);
   dl->unlogged++;
   if (dl->ever && now - dl->last_ms < LS_UDP_LOG_INTERVAL_MS)
     return;
@@ -412,10 +420,11 @@ static int udp_dispatch_k(lua_State *L, int status, lua_KContext ctx) {
 static int udp_dispatch(lua_State *L) {
   ls_udp_t *u = lua_touserdata(L, 1);
   lua_settop(L, 0);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, u->handler_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, u->base.handler_ref);
+  lua_rawgeti(L, 1, 1);
   lua_pushlstring(L, u->rx_data, u->rx_len);
   push_addr(L, u->rx_peer);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, u->self_ref);
+  lua_rawgeti(L, 1, 2);
   lua_callk(L, 3, 0, 0, udp_dispatch_k);
   return 0;
 }
@@ -446,7 +455,7 @@ static void udp_listener_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf
     udp_log_drop(u, &u->busy_log, "too many handlers running (max_pending)");
     return;
   }
-  task = ls_task_new(u->gen, udp_handler_done, u);
+  task = ls_task_new(u->base.gen, udp_handler_done, u);
   if (task == NULL) {
     u->dropped_busy++;
     udp_log_drop(u, &u->busy_log, "out of memory starting a handler");
@@ -495,6 +504,15 @@ static void udp_bind_opts(lua_State *L, ls_udp_t *u, const char *host, lua_Integ
   }
 }
 
+/* Pushes {handler, sock} from the stack indices: what a listener keeps per generation. */
+static void push_handler_pair(lua_State *L, int handler, int sock) {
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, handler);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, sock);
+  lua_rawseti(L, -2, 2);
+}
+
 /* srv.udp.listen(opts, handler) -> sock. opts: host (default "127.0.0.1"; "::1", "::", "*"),
  * port (0: any free one), max_pending (handlers running at once, default 1024), recv_size
  * (largest datagram taken whole, default and at most 65536), timeout (for name lookups of
@@ -507,6 +525,8 @@ static int l_udp_listen(lua_State *L) {
   udp_opts_t o;
   size_t max_pending;
   ls_udp_t *u;
+  ls_listener_base_t *claimed;
+  char key[160];
   int err;
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -524,6 +544,24 @@ static int l_udp_listen(lua_State *L) {
   if (max_pending > UINT_MAX)
     return luaL_error(L, "option 'max_pending' is too large");
   lua_settop(L, 2);
+  if (port != 0)
+    snprintf(key, sizeof key, "udp %s:%d", host, (int)port);
+  else
+    key[0] = '\0'; /* any free port: a reload gets a new one */
+  claimed = ls_listener_claim(gen, key);
+  if (claimed != NULL) {
+    /* A reload listening where the running generation does: keep the socket, stage the new
+     * handler (with a sock object of the new generation) for ls_gen_commit. */
+    udp_ud_t *ud = lua_newuserdatauv(L, sizeof *ud, 0);
+    ud->udp = (ls_udp_t *)((char *)claimed - offsetof(ls_udp_t, base));
+    ud->gen = gen;
+    ud->listener = 1;
+    luaL_setmetatable(L, LS_UDP_MT);
+    push_handler_pair(L, 2, 3);
+    claimed->staged_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    claimed->staged_gen = gen;
+    return 1;
+  }
   u = udp_new(L, gen, &gen->rt->servers, UV_UDP_RECVMMSG);
   udp_apply_opts(u, &o);
   /* Under load, one recvmmsg call takes several datagrams: a chunk of 64 KiB each, which
@@ -556,10 +594,9 @@ static int l_udp_listen(lua_State *L) {
     if (uv_udp_getsockname(&u->handle, (struct sockaddr *)&ss, &len) == 0)
       u->family = ss.ss_family;
   }
-  lua_pushvalue(L, 2);
-  u->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, 3);
-  u->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  push_handler_pair(L, 2, 3);
+  u->base.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  snprintf(u->base.key, sizeof u->base.key, "%s", key);
   udp_set_url(u);
   if (gen->rt->announce) {
     printf("listening on %s\n", u->url);
@@ -785,7 +822,7 @@ static int64_t udp_lookup_timeout(const ls_udp_t *u) {
  * calls udp_lookup_result. */
 static int udp_lookup_start(lua_State *L, ls_udp_t *u, const char *host, int port,
                             const char *what, lua_KFunction k) {
-  ls_task_t *task = ls_task_check(u->gen, L, what);
+  ls_task_t *task = ls_task_check(u->base.gen, L, what);
   struct addrinfo hints;
   char service[16];
   ls_sockaddr_u bound;
@@ -805,7 +842,7 @@ static int udp_lookup_start(lua_State *L, ls_udp_t *u, const char *host, int por
   lk->req.data = lk;
   lk->u = u;
   lk->task = task;
-  err = uv_getaddrinfo(u->gen->rt->loop, &lk->req, udp_gai_cb, host, service, &hints);
+  err = uv_getaddrinfo(u->base.gen->rt->loop, &lk->req, udp_gai_cb, host, service, &hints);
   if (err != 0) {
     ls_free(lk, sizeof *lk);
     return ls_push_error(L, err);
@@ -838,13 +875,13 @@ static int udp_lookup_result(lua_State *L, lua_KContext ctx, lua_KFunction k, ls
     uv_cancel((uv_req_t *)&lk->req);
     return ls_push_error(L, LS_ETIMEDOUT);
   }
-  return ls_task_wait(ls_task_check(u->gen, L, "udp lookup"), udp_lookup_timeout(u), ctx, k);
+  return ls_task_wait(ls_task_check(u->base.gen, L, "udp lookup"), udp_lookup_timeout(u), ctx, k);
 }
 
 static int udp_cache_get(ls_udp_t *u, const char *host, int port, ls_sockaddr_u *addr) {
   if (u->cache_port != port || strcmp(u->cache_host, host) != 0)
     return 0;
-  if (uv_now(u->gen->rt->loop) >= u->cache_expiry)
+  if (uv_now(u->base.gen->rt->loop) >= u->cache_expiry)
     return 0;
   *addr = u->cache_addr;
   return 1;
@@ -857,7 +894,7 @@ static void udp_cache_put(ls_udp_t *u, const char *host, int port, const ls_sock
   memcpy(u->cache_host, host, len + 1);
   u->cache_port = port;
   u->cache_addr = *addr;
-  u->cache_expiry = uv_now(u->gen->rt->loop) + LS_UDP_NAME_TTL_MS;
+  u->cache_expiry = uv_now(u->base.gen->rt->loop) + LS_UDP_NAME_TTL_MS;
 }
 
 /* ---- sock:sendto, sock:send --------------------------------------------------------------- */
@@ -1026,7 +1063,7 @@ static int udp_recv_k(lua_State *L, int status, lua_KContext ctx) {
     udp_reader_left(u);
     return ls_push_error(L, LS_ETIMEDOUT);
   }
-  task = ls_task_check(u->gen, L, what);
+  task = ls_task_check(u->base.gen, L, what);
   if (u->reader != NULL)
     return luaL_error(L, "%s: another task is already receiving on this socket", what);
   if (!u->receiving) {
@@ -1150,7 +1187,9 @@ static int l_udp_stats(lua_State *L) {
 
 static int l_udp_gc(lua_State *L) {
   udp_ud_t *ud = check_ud(L);
-  if (ud->udp != NULL) {
+  /* A listener's object is pinned while its generation serves it; once collected, the
+   * listener belongs to another generation or is already gone: leave it alone. */
+  if (ud->udp != NULL && !ud->listener) {
     ud->udp->ud = NULL;
     udp_close(ud->udp);
     ud->udp = NULL;
