@@ -159,6 +159,9 @@ void ls_http__set_log_format(int json, int enabled);
 void ls_http__dispatch(ls_http_conn_t *c);
 /* Detaches the Lua objects of the current request. */
 void ls_http__end_request(ls_http_conn_t *c);
+/* Makes the request and response metatables, and adds to the table on top of L (the core
+ * module) http_request_methods and http_response_methods (for methods written in Lua),
+ * http_reject and http_tmpfile. */
 void ls_http__open_lua(lua_State *L, ls_gen_t *gen);
 
 /* ---- public ---- */

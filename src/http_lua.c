@@ -265,8 +265,12 @@ static void target_parts(ls_http_conn_t *c, const char **path, size_t *path_len,
   }
 }
 
+/* Compares the looked-up key (key, klen) with a literal, length first. */
+#define KEY_IS(lit) (klen == sizeof(lit) - 1 && memcmp(key, lit, sizeof(lit) - 1) == 0)
+
 static int l_req_index(lua_State *L) {
-  ls_http_conn_t *c = req_conn(L, 1);
+  /* Only ever called through the Request metatable, so argument 1 is a request. */
+  ls_http_conn_t *c = ((ls_http_req_ud_t *)lua_touserdata(L, 1))->c;
   const char *key;
   size_t klen;
   if (push_cache(L, 1, 0)) {
@@ -283,24 +287,24 @@ static int l_req_index(lua_State *L) {
     size_t path_len, query_len;
     switch (key[0]) {
     case 'm':
-      if (strcmp(key, "method") == 0) {
+      if (KEY_IS("method")) {
         lua_pushstring(L, llhttp_method_name((llhttp_method_t)c->parser.method));
         return 1;
       }
       break;
     case 'p':
-      if (strcmp(key, "path") == 0) {
+      if (KEY_IS("path")) {
         lua_pushlstring(L, ls_buf_head(&c->head) + c->path_off, c->path_len);
         return 1;
       }
-      if (strcmp(key, "params") == 0) {
+      if (KEY_IS("params")) {
         push_cache(L, 1, 1);
         lua_newtable(L);
         lua_pushvalue(L, -1);
         lua_setfield(L, -3, "params");
         return 1;
       }
-      if (strcmp(key, "peer") == 0) {
+      if (KEY_IS("peer")) {
         struct sockaddr_storage ss;
         int len = sizeof ss;
         char host[INET6_ADDRSTRLEN];
@@ -317,20 +321,20 @@ static int l_req_index(lua_State *L) {
       }
       break;
     case 'r':
-      if (strcmp(key, "raw_path") == 0) {
+      if (KEY_IS("raw_path")) {
         target_parts(c, &path, &path_len, &query, &query_len);
         lua_pushlstring(L, path, path_len);
         return 1;
       }
       break;
     case 't':
-      if (strcmp(key, "target") == 0) {
+      if (KEY_IS("target")) {
         lua_pushlstring(L, ls_buf_head(&c->head), c->url_len);
         return 1;
       }
       break;
     case 'q':
-      if (strcmp(key, "query") == 0 || strcmp(key, "query_string") == 0) {
+      if (KEY_IS("query") || KEY_IS("query_string")) {
         target_parts(c, &path, &path_len, &query, &query_len);
         if (key[5] == '_') {
           lua_pushlstring(L, query, query_len);
@@ -344,7 +348,7 @@ static int l_req_index(lua_State *L) {
       }
       break;
     case 'h':
-      if (strcmp(key, "headers") == 0) {
+      if (KEY_IS("headers")) {
         push_cache(L, 1, 1);
         push_headers_table(L, c);
         lua_pushvalue(L, -1);
@@ -353,7 +357,7 @@ static int l_req_index(lua_State *L) {
       }
       break;
     case 'c':
-      if (strcmp(key, "cookies") == 0) {
+      if (KEY_IS("cookies")) {
         push_cache(L, 1, 1);
         push_cookies_table(L, c);
         lua_pushvalue(L, -1);
@@ -362,7 +366,7 @@ static int l_req_index(lua_State *L) {
       }
       break;
     case 'v':
-      if (strcmp(key, "version") == 0) {
+      if (KEY_IS("version")) {
         lua_pushstring(L, c->parser.http_minor == 0 ? "1.0" : "1.1");
         return 1;
       }
@@ -1008,34 +1012,33 @@ static int l_http_tmpfile(lua_State *L) {
 
 /* ---- running the handler ------------------------------------------------------------------ */
 
-/* Builds the response from the handler's return values (below the function: the conn as a
- * light userdata, then the values): body | status, body | status, headers, body, where a
- * string body is HTML and a table is JSON. Runs under lua_pcall. */
-static int finish_from_returns(lua_State *L) {
-  ls_http_conn_t *c = lua_touserdata(L, 1);
-  int n = lua_gettop(L) - 1;
-  int idx = 2, status = c->status ? c->status : 200;
+/* Builds the response from the handler's return values, at stack indices first..top:
+ * body | status, body | status, headers, body, where a string body is HTML and a table is
+ * JSON. Runs in the handler's task, so a bad value is that task's error (a 500). */
+static void finish_from_returns(lua_State *L, ls_http_conn_t *c, int first) {
+  int n = lua_gettop(L) - first + 1;
+  int idx = first, status = c->status ? c->status : 200;
   const char *ctype = "text/html; charset=utf-8";
   const char *body = "";
   size_t len = 0;
-  if (n >= 1 && lua_type(L, 2) == LUA_TNUMBER) {
-    status = check_status(L, 2);
-    idx = 3;
+  if (n >= 1 && lua_type(L, first) == LUA_TNUMBER) {
+    status = check_status(L, first);
+    idx = first + 1;
     if (n >= 3) {
-      if (!lua_isnil(L, 3)) {
-        luaL_checktype(L, 3, LUA_TTABLE);
+      if (!lua_isnil(L, first + 1)) {
+        luaL_checktype(L, first + 1, LUA_TTABLE);
         lua_pushnil(L);
-        while (lua_next(L, 3) != 0) {
+        while (lua_next(L, first + 1) != 0) {
           if (lua_type(L, -2) != LUA_TSTRING)
             luaL_error(L, "header names must be strings");
           add_header_value(L, c, lua_gettop(L) - 1, lua_gettop(L));
           lua_pop(L, 1);
         }
       }
-      idx = 4;
+      idx = first + 2;
     }
   }
-  if (idx <= n + 1 && idx <= lua_gettop(L)) {
+  if (idx <= lua_gettop(L)) {
     switch (lua_type(L, idx)) {
     case LUA_TSTRING:
     case LUA_TNUMBER:
@@ -1057,7 +1060,6 @@ static int finish_from_returns(lua_State *L) {
     }
   }
   ls_http__append_response(c, status, ctype, body, len);
-  return 0;
 }
 
 static void log_failure(ls_http_conn_t *c, const char *what, const char *msg) {
@@ -1107,27 +1109,23 @@ static int http_task_done(ls_task_t *task, int status, int nres) {
   } else if (c->head_sent) {
     if (c->chunked && !c->is_head)
       ls_buf_append(&c->out, "0\r\n\r\n", 5);
-  } else if (!answered) {
-    lua_pushcfunction(co, finish_from_returns);
-    lua_insert(co, -(nres + 1));
-    lua_pushlightuserdata(co, c);
-    lua_insert(co, -(nres + 1));
-    if (lua_pcall(co, nres + 1, 0, 0) != LUA_OK) {
-      const char *msg = lua_tostring(co, -1);
-      log_failure(c, "bad response", msg != NULL ? msg : "(error object)");
-      c->keep_alive = 0;
-      respond_500(c, msg);
-    }
   }
   ls_http__end_request(c);
   ls_http__process(c);
   return 1;
 }
 
+/* After the handler returned: stack is handler, req, res, then its results. Unless the
+ * response went out already (res:send, res:json, res:write...), the results make it. */
 static int http_task_body_k(lua_State *L, int status, lua_KContext ctx) {
+  ls_http_res_ud_t *res = lua_touserdata(L, 3);
   (void)status;
   (void)ctx;
-  return lua_gettop(L);
+  if (res->c != NULL && !res->answered && !res->c->head_sent) {
+    finish_from_returns(L, res->c, 4);
+    res->answered = 1;
+  }
+  return 0;
 }
 
 /* The body of a request's task: handler(req, res), its results left for http_task_done. */
@@ -1145,6 +1143,9 @@ static int http_task_body(lua_State *L) {
   luaL_setmetatable(L, LS_RES_MT);
   c->req_ud = req;
   c->res_ud = res;
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
   lua_callk(L, 2, LUA_MULTRET, 0, http_task_body_k);
   return http_task_body_k(L, LUA_OK, 0);
 }
@@ -1202,7 +1203,8 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
   static const luaL_Reg res_meth[] = {{"status", l_res_status}, {"header", l_res_header},
                                       {"write", l_res_write},   {"send", l_res_send},
                                       {"json", l_res_json},     {"redirect", l_res_redirect},
-                                      {NULL, NULL}};
+                                      {"sendfile", l_res_sendfile}, {NULL, NULL}};
+  int core = lua_gettop(L);
   (void)gen;
   if (luaL_newmetatable(L, LS_REQ_MT))
     luaL_setfuncs(L, req_metameth, 0);
@@ -1223,4 +1225,21 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
+  if (luaL_newmetatable(L, LS_SENDFILE_MT)) {
+    lua_pushcfunction(L, l_sendfile_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  /* The method tables, for lua/luasrv/http.lua to add the methods written in Lua (req:form,
+   * res:cookie), and the helpers those use. */
+  lua_getfield(L, LUA_REGISTRYINDEX, LS_REQ_METHODS_KEY);
+  lua_setfield(L, core, "http_request_methods");
+  luaL_getmetatable(L, LS_RES_MT);
+  lua_getfield(L, -1, "__index");
+  lua_setfield(L, core, "http_response_methods");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_http_reject);
+  lua_setfield(L, core, "http_reject");
+  lua_pushcfunction(L, l_http_tmpfile);
+  lua_setfield(L, core, "http_tmpfile");
 }

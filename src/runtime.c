@@ -323,6 +323,8 @@ ls_gen_t *ls_gen_new(ls_runtime_t *rt, lua_State *L) {
       return NULL;
     }
     gen->owns_state = 1;
+    /* Requests make short-lived garbage: the generational collector handles it for less. */
+    lua_gc(L, LUA_GCGEN, 0, 0);
   }
   gen->L = L;
   gen->id = ++rt->gen_count;
