@@ -20,28 +20,41 @@
 
 #define LS_DIR_MT "luasrv.Dir"
 #define LS_FILE_MT "luasrv.File"
-/* A root directory is opened again when it is older than this, so replacing the directory
- * (a deploy that swaps a symlink) takes effect within a second. */
+/* A root directory, and a file kept open in a root's cache, is opened again when it is older
+ * than this, so replacing it (a deploy that swaps a symlink) takes effect within a second. */
 #define LS_DIR_REOPEN_NS 1000000000ull
 
 #ifndef O_PATH
 #define O_PATH O_RDONLY
 #endif
 
-/* A directory that paths are confined to. */
+/* A directory that paths are confined to. Its user values: 1, the path as given; 2, the
+ * cache of open files (relative path -> File), when it has one.
+ *
+ * The cache saves an open and a close per request for the files asked for most (they are
+ * most of the cost of serving a small file). A cached file is checked with fstat on every
+ * use, so a file written in place is seen at once (size, time and tag come from that fstat)
+ * and one deleted or renamed over (no links left) is opened again at once; and it is opened
+ * again once it is a second old, which covers the rest (a symlink that now points elsewhere,
+ * changed permissions). */
 typedef struct dir_ud_s {
   int fd;                /* the directory, or -1 until it could be opened */
   uint64_t opened_ns;    /* uv_hrtime() of that open */
+  unsigned cached;       /* files in the cache */
+  unsigned cache_max;    /* 0: no cache */
   char real[PATH_MAX];   /* its canonical path, for the fallback check */
   size_t real_len;
 } dir_ud_t;
 
-/* An open regular file and what was read from its inode when it was opened. */
+/* An open regular file and what was read from its inode when it was opened (for a cached
+ * one: when it was last used). */
 typedef struct file_ud_s {
   int fd;
+  unsigned char shared;  /* owned by a root's cache: close() leaves it open */
   int64_t size;
   int64_t mtime;         /* seconds */
-  char tag[56];          /* inode, size and modification time in ns, in hex */
+  uint64_t opened_ns;
+  char tag[64];          /* entity tag: inode, size and modification time in ns */
 } file_ud_t;
 
 static int sys_err(void) { return uv_translate_sys_error(errno); }
@@ -58,14 +71,18 @@ static char *put_hex(char *p, uint64_t v) {
   return p;
 }
 
-/* "ino-size-mtime_ns" in hex: changes whenever the file is replaced or written. */
+/* An HTTP entity tag, "ino-size-mtime_ns" in hex with the quotes: it changes whenever the
+ * file is replaced or written, so it is a strong validator (RFC 9110 §8.8.3). */
 static void make_tag(char *out, const struct stat *st) {
   uint64_t ns = (uint64_t)st->st_mtim.tv_sec * 1000000000u + (uint64_t)st->st_mtim.tv_nsec;
-  char *p = put_hex(out, (uint64_t)st->st_ino);
+  char *p = out;
+  *p++ = '"';
+  p = put_hex(p, (uint64_t)st->st_ino);
   *p++ = '-';
   p = put_hex(p, (uint64_t)st->st_size);
   *p++ = '-';
   p = put_hex(p, ns);
+  *p++ = '"';
   *p = '\0';
 }
 
@@ -109,15 +126,25 @@ int ls_fs_check_file(lua_State *L, int idx, int64_t *size) {
   return f->fd;
 }
 
-/* file:close() -> true. Closing again does nothing. Also __gc and __close. */
+static void file_close(file_ud_t *f) {
+  if (f->fd >= 0)
+    close(f->fd);
+  f->fd = -1;
+}
+
+/* file:close() -> true. Closing again does nothing, and neither does closing a file that a
+ * root's cache holds (the cache closes it). Also __close. */
 static int l_file_close(lua_State *L) {
   file_ud_t *f = check_file(L, 1);
-  if (f->fd >= 0) {
-    close(f->fd);
-    f->fd = -1;
-  }
+  if (!f->shared)
+    file_close(f);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+static int l_file_gc(lua_State *L) {
+  file_close(check_file(L, 1));
+  return 0;
 }
 
 /* file:stat() -> size, mtime (seconds), tag, as read when the file was opened. */
@@ -227,19 +254,68 @@ static int check_rel(lua_State *L, int idx, const char **rel) {
   return 0;
 }
 
+static void file_set_stat(file_ud_t *f, const struct stat *st) {
+  f->size = (int64_t)st->st_size;
+  f->mtime = (int64_t)st->st_mtim.tv_sec;
+  make_tag(f->tag, st);
+}
+
+static int push_file(lua_State *L, file_ud_t *f) {
+  lua_pushinteger(L, (lua_Integer)f->size);
+  lua_pushinteger(L, (lua_Integer)f->mtime);
+  lua_pushstring(L, f->tag);
+  return 4;
+}
+
+/* Closes every file of the cache at `idx` and empties it. */
+static void cache_clear(lua_State *L, dir_ud_t *d, int idx) {
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    file_ud_t *f = lua_touserdata(L, -1);
+    file_close(f);
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushnil(L);
+    lua_rawset(L, idx); /* clearing a field during lua_next is allowed */
+  }
+  d->cached = 0;
+}
+
 /* dir:open(rel) -> file, size, mtime, tag | nil, message, code. Opens the regular file at
- * `rel` below the root for reading. A path that leaves the root (through "..", a symbolic
- * link or otherwise) fails as ENOENT; a directory as EISDIR; anything else that is no
- * regular file as EACCES. */
+ * `rel` below the root for reading; tag is an entity tag for it (with its quotes). A path
+ * that leaves the root (through "..", a symbolic link or otherwise) fails as ENOENT; a
+ * directory as EISDIR; anything else that is no regular file as EACCES. With a cache, the
+ * file may be one the root keeps open for the next calls: use it at once (res:sendfile), do
+ * not keep it; its close() does nothing. */
 static int l_dir_open(lua_State *L) {
   dir_ud_t *d = check_dir(L);
   const char *rel;
   struct stat st;
   file_ud_t *f;
-  int fd, err;
+  int fd, err, cache = 0;
   check_rel(L, 2, &rel);
+  lua_settop(L, 2);
   if ((err = dir_refresh(L, d)) != 0)
     return ls_push_error(L, err);
+  if (d->cache_max > 0 && lua_getiuservalue(L, 1, 2) == LUA_TTABLE) {
+    cache = 3;
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, cache) == LUA_TUSERDATA) {
+      f = lua_touserdata(L, -1);
+      if (f->fd >= 0 && uv_hrtime() - f->opened_ns < LS_DIR_REOPEN_NS &&
+          fstat(f->fd, &st) == 0 && st.st_nlink > 0 && S_ISREG(st.st_mode)) {
+        file_set_stat(f, &st);
+        return push_file(L, f);
+      }
+      /* Stale: forget it. A transfer that still reads it has its own descriptor. */
+      file_close(f);
+      lua_pushvalue(L, 2);
+      lua_pushnil(L);
+      lua_rawset(L, cache);
+      d->cached--;
+    }
+    lua_pop(L, 1);
+  }
   fd = open_below(d, rel, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0)
     return ls_push_error(L, fd);
@@ -254,14 +330,20 @@ static int l_dir_open(lua_State *L) {
   }
   f = lua_newuserdatauv(L, sizeof *f, 0);
   f->fd = fd;
-  f->size = (int64_t)st.st_size;
-  f->mtime = (int64_t)st.st_mtim.tv_sec;
-  make_tag(f->tag, &st);
+  f->shared = 0;
+  f->opened_ns = uv_hrtime();
+  file_set_stat(f, &st);
   luaL_setmetatable(L, LS_FILE_MT);
-  lua_pushinteger(L, (lua_Integer)f->size);
-  lua_pushinteger(L, (lua_Integer)f->mtime);
-  lua_pushstring(L, f->tag);
-  return 4;
+  if (cache) {
+    if (d->cached >= d->cache_max)
+      cache_clear(L, d, cache);
+    f->shared = 1;
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, cache);
+    d->cached++;
+  }
+  return push_file(L, f);
 }
 
 static int cmp_names(const void *a, const void *b) {
@@ -342,6 +424,7 @@ static int l_dir_gc(lua_State *L) {
   if (d->fd >= 0)
     close(d->fd);
   d->fd = -1;
+  /* The cached files close with their own __gc, in this cycle or the next. */
   return 0;
 }
 
@@ -352,21 +435,30 @@ static int l_dir_tostring(lua_State *L) {
   return 1;
 }
 
-/* fs.root(path) -> a Dir. Nothing is opened yet: the directory may appear later, and it is
+/* fs.root(path [, cache]) -> a Dir. `cache` is how many files it may keep open between
+ * calls (default 0: none). Nothing is opened yet: the directory may appear later, and it is
  * opened again every second while in use. */
 static int l_fs_root(lua_State *L) {
   size_t len;
   const char *path = luaL_checklstring(L, 1, &len);
+  lua_Integer cache = luaL_optinteger(L, 2, 0);
   dir_ud_t *d;
   luaL_argcheck(L, len > 0 && strlen(path) == len, 1, "expected a directory path");
-  d = lua_newuserdatauv(L, sizeof *d, 1);
+  luaL_argcheck(L, cache >= 0 && cache <= 65536, 2, "cache size out of range");
+  d = lua_newuserdatauv(L, sizeof *d, 2);
   d->fd = -1;
   d->opened_ns = 0;
+  d->cached = 0;
+  d->cache_max = (unsigned)cache;
   d->real[0] = '\0';
   d->real_len = 0;
   luaL_setmetatable(L, LS_DIR_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
+  if (cache > 0) {
+    lua_createtable(L, 0, (int)(cache < 64 ? cache : 64));
+    lua_setiuservalue(L, -2, 2);
+  }
   return 1;
 }
 
@@ -461,7 +553,7 @@ void ls_fs_open(lua_State *L, ls_gen_t *gen) {
   }
   lua_pop(L, 1);
   if (luaL_newmetatable(L, LS_FILE_MT)) {
-    lua_pushcfunction(L, l_file_close);
+    lua_pushcfunction(L, l_file_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, l_file_close);
     lua_setfield(L, -2, "__close");

@@ -61,7 +61,8 @@ struct ls_http_conn_s {
   uv_timer_t timer;           /* header deadline, keep-alive idle */
   uv_timer_t write_timer;     /* write progress */
   ls_res_t res;
-  ls_gen_t *gen;
+  ls_runtime_t *rt;
+  ls_gen_t *gen;              /* of the current request only: generations come and go */
   ls_http_listener_t *listener;
   llhttp_t parser;
   ls_buf_t in;                /* received, not yet parsed */
@@ -161,7 +162,7 @@ void ls_http__dispatch(ls_http_conn_t *c);
 void ls_http__end_request(ls_http_conn_t *c);
 /* Makes the request and response metatables, and adds to the table on top of L (the core
  * module) http_request_methods and http_response_methods (for methods written in Lua),
- * http_reject and http_tmpfile. */
+ * http_sendfile (res:sendfile itself), http_reject and http_tmpfile. */
 void ls_http__open_lua(lua_State *L, ls_gen_t *gen);
 
 /* ---- public ---- */

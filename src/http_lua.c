@@ -1,7 +1,14 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/sendfile.h>
+#define LS_HAVE_SENDFILE 1 /* Linux's sendfile(2): from a file to a socket, in the kernel */
+#else
+#define LS_HAVE_SENDFILE 0
+#endif
 
 #include "errors.h"
 #include "fs.h"
@@ -672,7 +679,7 @@ static void stream_head(ls_http_conn_t *c) {
   c->head_sent = 1;
   ls_buf_append(b, line, line_len);
   ls_buf_append(b, "Server: luasrv\r\n", 16);
-  ls_http__append_date(b, c->gen->rt->loop);
+  ls_http__append_date(b, c->rt->loop);
   if (!c->has_ctype)
     ls_buf_append(b, "Content-Type: text/html; charset=utf-8\r\n", 40);
   if (!c->has_clen) {
@@ -820,7 +827,9 @@ static int sendfile_k(lua_State *L, int status, lua_KContext ctx) {
     size_t n = sf->remaining < LS_SENDFILE_CHUNK ? (size_t)sf->remaining : LS_SENDFILE_CHUNK;
     int err;
     if (!c->virtual_conn) {
-      if (ls_buf_len(&c->out) + ls_buf_len(&c->out_flight) > LS_HTTP_WRITE_HIWAT) {
+      if (ls_buf_len(&c->out) + ls_buf_len(&c->out_flight) > LS_HTTP_WRITE_HIWAT ||
+          (LS_HAVE_SENDFILE && (c->writing || ls_buf_len(&c->out) > 0))) {
+        /* With sendfile(2), wait for what is queued to drain before sending more. */
         task = ls_task_check(c->gen, L, "sendfile");
         c->writer = task;
         return ls_task_wait(task, -1, 0, sendfile_k);
@@ -830,6 +839,37 @@ static int sendfile_k(lua_State *L, int status, lua_KContext ctx) {
         sf->since_turn = 0;
         return lua_yieldk(L, 0, 0, sendfile_k); /* the runtime resumes it on the next turn */
       }
+#if LS_HAVE_SENDFILE
+      {
+        /* Nothing is queued, so bytes written to the socket now cannot overtake any: the
+         * kernel copies from the page cache to the socket, no pass through this process. */
+        size_t want = sf->remaining < LS_SENDFILE_TURN ? (size_t)sf->remaining : LS_SENDFILE_TURN;
+        uv_os_fd_t sock;
+        off_t off = (off_t)sf->offset;
+        ssize_t r = -1;
+        if (uv_fileno((uv_handle_t *)&c->tcp, &sock) == 0) {
+          do
+            r = sendfile(sock, sf->fd, &off, want);
+          while (r < 0 && errno == EINTR);
+        }
+        if (r > 0) {
+          sf->offset += r;
+          sf->remaining -= r;
+          sf->since_turn += r;
+          continue;
+        }
+        if (r < 0 && errno != EAGAIN && errno != EINVAL && errno != ENOSYS) {
+          err = uv_translate_sys_error(errno);
+          sendfile_release(sf);
+          c->write_err = err;
+          ls_http__close(c);
+          return ls_push_error(L, err);
+        }
+        /* The socket is full (or sendfile cannot be used here): the next piece goes through
+         * the output buffer, whose write completing tells that the socket has room again.
+         * A file that ended early (r == 0) fails in that read below. */
+      }
+#endif
     }
     err = read_into_out(c, sf->fd, sf->offset, n);
     if (err != 0) {
@@ -869,25 +909,30 @@ static int l_res_sendfile(lua_State *L) {
   lua_Integer offset = luaL_optinteger(L, 3, 0);
   lua_Integer length = luaL_optinteger(L, 4, -1);
   const char *ctype = luaL_optstring(L, 5, "application/octet-stream");
-  sendfile_t *sf;
+  sendfile_t local, *sf = &local;
   int64_t size;
-  size_t mark;
+  size_t mark, n;
   int status, saved_status, err, has_body;
   unsigned char was_head;
   luaL_argcheck(L, offset >= 0, 3, "offset must not be negative");
   if (c->has_clen)
     return luaL_error(L, "sendfile: Content-Length is set by sendfile, not by a header");
   lua_settop(L, LS_SENDFILE_IDX - 1);
-  sf = lua_newuserdatauv(L, sizeof *sf, 0);
-  memset(sf, 0, sizeof *sf);
-  sf->fd = -1;
-  luaL_setmetatable(L, LS_SENDFILE_MT);
+  memset(&local, 0, sizeof local);
   if (lua_type(L, 2) == LUA_TSTRING) {
+    /* A descriptor this call opens is owned by a userdata from the start, so that it is
+     * closed even if something below raises. */
+    sf = lua_newuserdatauv(L, sizeof *sf, 0);
+    memset(sf, 0, sizeof *sf);
+    sf->fd = -1;
+    luaL_setmetatable(L, LS_SENDFILE_MT);
     err = ls_fs_open_regular(lua_tostring(L, 2), &sf->fd, &size);
     if (err != 0)
       return ls_push_error(L, err);
     sf->own_fd = 1;
   } else {
+    /* The caller's file: the common case (static files) makes no userdata unless the file
+     * is large enough to need waiting. */
     sf->fd = ls_fs_check_file(L, 2, &size);
   }
   if (offset > size) {
@@ -921,31 +966,41 @@ static int l_res_sendfile(lua_State *L) {
     lua_settop(L, 1);
     return 1;
   }
-  sf->offset = offset;
-  sf->remaining = length;
   /* The first piece is read before anything can leave, so a file that cannot be read is
    * still a plain failure: the head is taken back and the handler may answer otherwise. */
-  {
-    size_t n = length < LS_SENDFILE_CHUNK ? (size_t)length : LS_SENDFILE_CHUNK;
-    err = read_into_out(c, sf->fd, sf->offset, n);
-    if (err != 0) {
-      c->out.end = c->out.start + mark;
-      c->status = saved_status;
-      c->bytes_out = 0;
-      ud->answered = 0;
-      sendfile_release(sf);
-      return ls_push_error(L, err);
+  n = length < LS_SENDFILE_CHUNK ? (size_t)length : LS_SENDFILE_CHUNK;
+  err = read_into_out(c, sf->fd, offset, n);
+  if (err == 0 && (int64_t)n < length && sf == &local) {
+    /* Large: the transfer outlives this call, and the caller's file may be closed meanwhile
+     * (a root's cache closes files it drops), so it reads a descriptor of its own. */
+    int fd = fcntl(sf->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+      err = uv_translate_sys_error(errno);
+    } else {
+      sf = lua_newuserdatauv(L, sizeof *sf, 0);
+      memset(sf, 0, sizeof *sf);
+      sf->fd = fd;
+      sf->own_fd = 1;
+      luaL_setmetatable(L, LS_SENDFILE_MT);
     }
-    sf->offset += (int64_t)n;
-    sf->remaining -= (int64_t)n;
-    sf->since_turn = (int64_t)n;
   }
-  if (sf->remaining == 0) {
+  if (err != 0) {
+    c->out.end = c->out.start + mark;
+    c->status = saved_status;
+    c->bytes_out = 0;
+    ud->answered = 0;
+    sendfile_release(sf);
+    return ls_push_error(L, err);
+  }
+  if ((int64_t)n == length) {
     /* Small: it leaves with whatever else this turn of the loop answers. */
     sendfile_release(sf);
     lua_settop(L, 1);
     return 1;
   }
+  sf->offset = offset + (int64_t)n;
+  sf->remaining = length - (int64_t)n;
+  sf->since_turn = (int64_t)n;
   ls_http__flush(c);
   return sendfile_k(L, LUA_OK, 0);
 }
@@ -1071,7 +1126,7 @@ static void log_failure(ls_http_conn_t *c, const char *what, const char *msg) {
 static void respond_500(ls_http_conn_t *c, const char *trace) {
   ls_buf_consume(&c->res_headers, ls_buf_len(&c->res_headers));
   c->has_ctype = c->has_clen = 0;
-  if (c->gen->rt->dev && trace != NULL) {
+  if (c->rt->dev && trace != NULL) {
     ls_http__append_response(c, 500, "text/plain; charset=utf-8", trace, strlen(trace));
   } else {
     static const char page[] = "500 Internal Server Error\n";
@@ -1152,6 +1207,12 @@ static int http_task_body(lua_State *L) {
 
 void ls_http__dispatch(ls_http_conn_t *c) {
   ls_task_t *task;
+  if (c->listener->closed) {
+    /* The listener went away in a reload: nothing serves this address any more. Close as an
+     * idle keep-alive connection closes, so a client retries (and finds nothing there). */
+    ls_http__close(c);
+    return;
+  }
   /* Each request goes to the generation serving the listener now (after a reload, the new
    * one), even on a connection accepted before. */
   c->gen = c->listener->base.gen;
@@ -1238,6 +1299,8 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
   lua_getfield(L, -1, "__index");
   lua_setfield(L, core, "http_response_methods");
   lua_pop(L, 1);
+  lua_pushcfunction(L, l_res_sendfile); /* also here: lua/luasrv/http.lua wraps the method */
+  lua_setfield(L, core, "http_sendfile");
   lua_pushcfunction(L, l_http_reject);
   lua_setfield(L, core, "http_reject");
   lua_pushcfunction(L, l_http_tmpfile);

@@ -103,7 +103,7 @@ int ls_http__append_response(ls_http_conn_t *c, int status, const char *ctype, c
     return -1;
   err |= ls_buf_append(b, line, line_len);
   err |= ls_buf_append(b, "Server: luasrv\r\n", 16);
-  err |= ls_http__append_date(b, c->gen->rt->loop);
+  err |= ls_http__append_date(b, c->rt->loop);
   if (status_has_body(status)) {
     if (ctype != NULL && !c->has_ctype) {
       err |= ls_buf_append(b, "Content-Type: ", 14);

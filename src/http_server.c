@@ -27,7 +27,7 @@ static void conn_timer_cb(uv_timer_t *t);
 static void conn_deadline(ls_http_conn_t *c, uint64_t ms) {
   if (c->virtual_conn)
     return;
-  c->deadline = uv_now(c->gen->rt->loop) + ms;
+  c->deadline = uv_now(c->rt->loop) + ms;
   if (!uv_is_active((uv_handle_t *)&c->timer) || uv_timer_get_due_in(&c->timer) > ms)
     uv_timer_start(&c->timer, conn_timer_cb, ms, 0);
 }
@@ -343,7 +343,7 @@ static void conn_res_close(ls_res_t *res) {
 
 static void conn_timer_cb(uv_timer_t *t) {
   ls_http_conn_t *c = t->data;
-  uint64_t now = uv_now(c->gen->rt->loop);
+  uint64_t now = uv_now(c->rt->loop);
   if (c->deadline == 0)
     return; /* no deadline now; the next one starts the timer again */
   if (now < c->deadline) {
@@ -379,6 +379,7 @@ static ls_http_conn_t *conn_new(ls_http_listener_t *l, int virtual_conn) {
     ls_free(c, sizeof *c);
     return NULL;
   }
+  c->rt = l->base.gen->rt;
   c->gen = l->base.gen;
   c->listener = l;
   c->virtual_conn = (unsigned char)virtual_conn;
@@ -405,8 +406,8 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     buf->base = c->in.data + c->in.end;
     buf->len = c->in.cap - c->in.end;
   } else {
-    buf->base = c->gen->rt->scratch;
-    buf->len = c->gen->rt->scratch_size;
+    buf->base = c->rt->scratch;
+    buf->len = c->rt->scratch_size;
   }
 }
 
@@ -932,7 +933,7 @@ static int l_http_inject(lua_State *L) {
   read_limits(L, opts, &in->listener.limits);
   lua_pushvalue(L, 1);
   in->listener.base.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  in->listener.closed = 1; /* never freed through the listener path */
+  /* Not linked anywhere and never closed: conn_close_cb leaves it to inject_k to free. */
   snprintf(in->listener.url, sizeof in->listener.url, "inject");
   c = conn_new(&in->listener, 1);
   if (c == NULL || ls_buf_append(&c->in, bytes, len) != 0) {

@@ -12,6 +12,8 @@
 
 /* Changes within this many milliseconds become one reload (editors write in several steps). */
 #define LS_DEBOUNCE_MS 30
+/* Registry key of the list of files require() found in a generation. */
+#define LS_REQUIRED_KEY "luasrv.required_files"
 
 /* One watched directory and the file names in it that matter. */
 struct ls_watch_s {
@@ -69,6 +71,19 @@ static int setup_state(lua_State *L) {
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, ls_module_open);
   lua_setfield(L, -2, "luasrv.core");
+  /* Note every Lua file require() finds, loaded or not, so a module that fails to load is
+   * watched too: saving a fix to it reloads. */
+  if (luaL_loadstring(L, "local files, searchpath = ...\n"
+                         "table.insert(package.searchers, 2, function(name)\n"
+                         "  local path = searchpath(name, package.path)\n"
+                         "  if path then files[#files + 1] = path end\n"
+                         "end)\n") != LUA_OK)
+    return lua_error(L);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, LS_REQUIRED_KEY);
+  lua_getfield(L, -4, "searchpath");
+  lua_call(L, 2, 0);
   return 0;
 }
 
@@ -170,21 +185,20 @@ static void watch_file(ls_app_t *app, const char *path) {
   w->names[w->names_size - 1] = '\0';
 }
 
-/* The Lua files the generation loaded from the project: the script and every module whose
- * file lies under the script's directory (not system or luasrv modules). */
+/* The Lua files the generation's require() found, with the script first; rewatch keeps those
+ * under the script's directory (not system or luasrv modules). */
 static int list_project_files(lua_State *L) {
-  static const char code[] =
-      "local script = ...\n"
-      "local files = { script }\n"
-      "for name in pairs(package.loaded) do\n"
-      "  local path = type(name) == 'string' and package.searchpath(name, package.path)\n"
-      "  if path then files[#files + 1] = path end\n"
-      "end\n"
-      "return files\n";
-  if (luaL_loadstring(L, code) != LUA_OK)
-    return lua_error(L);
+  lua_Integer i, n;
+  lua_createtable(L, 8, 0);
   lua_pushvalue(L, 1);
-  lua_call(L, 1, 1);
+  lua_rawseti(L, -2, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, LS_REQUIRED_KEY);
+  n = lua_istable(L, -1) ? (lua_Integer)lua_rawlen(L, -1) : 0;
+  for (i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    lua_rawseti(L, -3, i + 1);
+  }
+  lua_pop(L, 1);
   return 1;
 }
 
@@ -240,6 +254,8 @@ static int load_done(ls_task_t *task, int status, int nres) {
     }
     ls_log(LS_LOG_ERROR, "reload of %s failed; generation %u goes on serving: %s", app->script,
            rt->gen->id, msg != NULL ? msg : "(error object)");
+    if (app->watch)
+      rewatch(app, gen); /* what the failed load required, so saving a fix reloads */
     ls_gen_abort(gen);
   } else {
     ls_gen_commit(gen);

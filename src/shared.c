@@ -33,6 +33,13 @@ static size_t entry_size(const entry_t *e) {
   return sizeof *e + e->key_len + (e->type == LUA_TSTRING ? e->v.str_len : 0);
 }
 
+/* The time now in the loop's clock: refreshed, since the loop may have been idle or busy in
+ * Lua since it last looked. */
+static uint64_t now_ms(const ls_shared_t *sh) {
+  uv_update_time(sh->loop);
+  return uv_now(sh->loop);
+}
+
 static uint32_t hash_key(const char *s, size_t len) {
   uint32_t h = 2166136261u; /* FNV-1a */
   size_t i;
@@ -76,7 +83,7 @@ void ls_shared_free(ls_shared_t *sh) {
 }
 
 static int expired(const ls_shared_t *sh, const entry_t *e) {
-  return e->expires != 0 && uv_now(sh->loop) >= e->expires;
+  return e->expires != 0 && now_ms(sh) >= e->expires;
 }
 
 /* The link that points at the entry for key (or at NULL where it would go). Expired entries
@@ -191,7 +198,8 @@ static void store(lua_State *L, ls_shared_t *sh, const char *key, size_t len, in
   } else {
     e->v.n = lua_tonumber(L, vidx);
   }
-  e->expires = ttl > 0 ? uv_now(sh->loop) + (uint64_t)(ttl * 1000) + 1 : 0;
+  /* A ttl too long to count in milliseconds (math.huge, 1e300) never expires. */
+  e->expires = ttl > 0 && ttl < 1e12 ? now_ms(sh) + (uint64_t)(ttl * 1000) + 1 : 0;
   if (sh->count >= sh->nbuckets)
     grow(sh);
   link = &sh->buckets[hash & (sh->nbuckets - 1)];

@@ -29,4 +29,27 @@ end
 --- srv.http.app() -> a router (see luasrv.router).
 M.app = Router.new
 
+-- Request and response methods written in Lua. The modules behind them load on first use.
+local req_methods, res_methods = core.http_request_methods, core.http_response_methods
+
+--- req:form([opts]) -> the urlencoded or multipart form (see luasrv.form).
+function req_methods.form(req, opts)
+  return require("luasrv.form").parse(req, opts)
+end
+
+--- res:cookie(name, value [, opts]) -> res: a Set-Cookie header (see luasrv.cookie).
+function res_methods.cookie(res, name, value, opts)
+  return require("luasrv.cookie").set(res, name, value, opts)
+end
+
+--- res:sendfile(file [, offset [, length]]) -> res | nil, message, code: the C method, with
+-- the Content-Type taken from a path's extension when no header set one.
+local c_sendfile = res_methods.sendfile
+function res_methods.sendfile(res, file, offset, length, ctype)
+  if ctype == nil and type(file) == "string" then
+    ctype = require("luasrv.mime").content_type(file)
+  end
+  return c_sendfile(res, file, offset, length, ctype)
+end
+
 return M

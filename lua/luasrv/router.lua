@@ -24,6 +24,7 @@ function Router.new()
     exact = {},        -- path -> node, for routes without parameters
     middleware = {},
     mounts = {},
+    statics = {},      -- app:static mounts, longest prefix first
     errors = {},
   }, Router)
 end
@@ -94,7 +95,11 @@ function Router:route(method, pattern, handler)
     error(("route %s %s is defined twice"):format(method, pattern), 2)
   end
   node.handlers[method] = handler
-  if not dynamic then self.exact[pattern] = node end
+  if dynamic then
+    self.dynamic = true
+  else
+    self.exact[pattern] = node
+  end
   return self
 end
 
@@ -130,6 +135,22 @@ function Router:mount(prefix, subapp)
   prefix = prefix:gsub("/+$", "")
   self.mounts[#self.mounts + 1] = { prefix = prefix, app = subapp }
   sort(self.mounts, function(a, b) return #a.prefix > #b.prefix end)
+  return self
+end
+
+--- app:static(prefix, dir [, opts]): serves the files below dir under prefix (see
+-- luasrv.static for opts). Consulted after the routes and mounted apps: a route always wins.
+function Router:static(prefix, dir, opts)
+  check_pattern(prefix, 2)
+  local server = require("luasrv.static").new(dir, opts, 2)
+  prefix = prefix:gsub("/+$", "")
+  local statics = self.statics
+  statics[#statics + 1] = { prefix = prefix, slash = prefix .. "/", server = server,
+                            order = #statics }
+  sort(statics, function(a, b)
+    if #a.prefix ~= #b.prefix then return #a.prefix > #b.prefix end
+    return a.order < b.order
+  end)
   return self
 end
 
@@ -179,6 +200,8 @@ end
 local function lookup(self, path)
   local node = self.exact[path]
   if node then return node, nil end
+  -- Without :param or *splat routes the exact table holds them all (static files skip this).
+  if not self.dynamic then return nil end
   if byte(path, 1) ~= 47 then return nil end
   local segs, n = split(path)
   return match(self.root, segs, 1, n, nil)
@@ -222,6 +245,16 @@ function Router:dispatch(req, res)
         return m.app:dispatch(req, res)
       end
     end
+    local statics = self.statics
+    for i = 1, #statics do
+      local st = statics[i]
+      local p = st.prefix
+      if p == "" or path == p or sub(path, 1, #p + 1) == st.slash then
+        -- The longest matching mount answers; what it does not find is the app's 404.
+        if st.server:serve(req, res, p == "" and path or sub(path, #p + 1)) then return end
+        break
+      end
+    end
     return fail(self, req, res, 404, "404 Not Found")
   end
   local method = req.method
@@ -247,6 +280,9 @@ function Router:dispatch(req, res)
   end
   local result = pack(xpcall(run_chain, traceback, mw, 1, handler, req, res))
   if result[1] then return select(2, unpack(result, 1, result.n)) end
+  local err = result[2]
+  -- A request the handler rejected on purpose (a form over a limit: 413) is no failure.
+  if type(err) == "table" and err.http_status then error(err, 0) end
   log("error", ("%s %s: handler failed: %s"):format(req.method, req.target, tostring(result[2])))
   return fail(self, req, res, 500, "500 Internal Server Error")
 end

@@ -1,0 +1,395 @@
+-- The tables of scripts/bench, from the raw results it collects (one record per line):
+--   config k=v ...                      machine key=value       version key=value
+--   run <scenario> <server> <rep> <rate/s> <p50_us|-> <p99_us|-> <cpu_us/req> <errors> <client_cpu%>
+--   rss <scenario> <server> <VmHWM KiB>
+--   status <scenario> <server> failed|skipped <reason...>
+--   idle <server> <conns> <baseline KiB> <KiB with conns> <held> <closed by server> <open_s>
+--   startup <server> <median_ms> <min_ms> <max_ms> <runs>
+-- Usage: lua5.4 bench/report.lua text|markdown RESULTS "COMMAND"
+-- Medians of the runs, each column on its own. Prints the tables (and, for markdown, the
+-- machine and versions); exits 1 if a target that was measured is missed.
+local mode, path, command = ...
+assert(mode == "text" or mode == "markdown", "usage: report.lua text|markdown RESULTS COMMAND")
+
+local config, machine, version = {}, {}, {}
+local version_order = {}
+local runs, rss, status, idle, startup = {}, {}, {}, {}, {}
+
+local function slot(t, a, b)
+  t[a] = t[a] or {}
+  if b == nil then return t[a] end
+  t[a][b] = t[a][b] or {}
+  return t[a][b]
+end
+
+for line in io.lines(path) do
+  local kind, rest = line:match("^(%S+)%s+(.*)$")
+  local f = {}
+  for w in (rest or ""):gmatch("%S+") do f[#f + 1] = w end
+  if kind == "config" then
+    for k, v in rest:gmatch("(%w[%w_]*)=(%S+)") do config[k] = v end
+  elseif kind == "machine" or kind == "version" then
+    local k, v = rest:match("^([%w_-]+)=(.*)$")
+    if kind == "machine" then
+      machine[k] = v
+    else
+      version[k] = v
+      version_order[#version_order + 1] = k
+    end
+  elseif kind == "run" then
+    local list = slot(runs, f[1], f[2])
+    list[#list + 1] = { rate = tonumber(f[4]), p50 = tonumber(f[5]), p99 = tonumber(f[6]),
+                        cpu = tonumber(f[7]), errors = tonumber(f[8]), client = tonumber(f[9]) }
+  elseif kind == "rss" then
+    slot(rss, f[1])[f[2]] = tonumber(f[3])
+  elseif kind == "status" then
+    slot(status, f[1])[f[2]] = { what = f[3], reason = table.concat(f, " ", 4) }
+  elseif kind == "idle" then
+    idle[f[1]] = { conns = tonumber(f[2]), base = tonumber(f[3]), rss = tonumber(f[4]),
+                   held = tonumber(f[5]), closed = tonumber(f[6]), open_s = tonumber(f[7]) }
+  elseif kind == "startup" then
+    startup[f[1]] = { median = tonumber(f[2]), min = tonumber(f[3]), max = tonumber(f[4]),
+                      runs = tonumber(f[5]) }
+  end
+end
+
+local function median(list, key)
+  local v = {}
+  for _, r in ipairs(list) do
+    if r[key] then v[#v + 1] = r[key] end
+  end
+  if #v == 0 then return nil end
+  table.sort(v)
+  if #v % 2 == 1 then return v[(#v + 1) // 2] end
+  return (v[#v // 2] + v[#v // 2 + 1]) / 2
+end
+
+local conns = config.conns or "50"
+local scenarios = {
+  { id = "pipelined", label = "hello, pipelined 16 deep (-c" .. conns .. ")",
+    servers = { "luasrv", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
+  { id = "hello", label = "hello via router (-c" .. conns .. ")",
+    servers = { "luasrv", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
+  { id = "json", label = "JSON /users/:id (-c" .. conns .. ")",
+    servers = { "luasrv", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
+  { id = "static", label = "1 KiB file (-c" .. conns .. ")",
+    servers = { "luasrv", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
+  { id = "c200", label = "hello, 200 connections (-c200)",
+    servers = { "luasrv", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
+  { id = "tcp_echo", label = "TCP echo, 64 B lines, 50 conns", unit = "msg",
+    servers = { "luasrv", "echo_ref" } },
+  { id = "udp_echo", label = "UDP echo, 64 B, 50 sockets", unit = "msg",
+    servers = { "luasrv", "udp_ref_mmsg", "udp_ref" } },
+}
+
+local function server_label(scn, srv)
+  local names = {
+    luasrv = scn == "static" and "luasrv (cached in Lua)" or "luasrv",
+    nginx_lua = scn == "static" and "nginx + Lua (cached in Lua)" or "nginx + Lua",
+    nginx = scn == "static" and "nginx (file, sendfile)" or "nginx (return 200)",
+    c_ref = "C ref (libuv+llhttp)",
+    c_ref_lua = "C ref + lua_pcall",
+    echo_ref = "C ref (echo_ref)",
+    udp_ref = "C ref (udp_echo_ref)",
+    udp_ref_mmsg = "C ref (udp_echo_ref --mmsg)",
+  }
+  return names[srv] or srv
+end
+
+-- Medians for one scenario/server, or nil.
+local function stats(scn, srv)
+  local list = runs[scn] and runs[scn][srv]
+  if not list or #list == 0 then return nil end
+  local errors, lo, hi = 0, math.huge, -math.huge
+  for _, r in ipairs(list) do
+    errors = errors + (r.errors or 0)
+    lo, hi = math.min(lo, r.rate), math.max(hi, r.rate)
+  end
+  local rate = median(list, "rate")
+  return { rate = rate, spread = #list > 1 and rate > 0 and 100 * (hi - lo) / rate or nil,
+           p50 = median(list, "p50"), p99 = median(list, "p99"),
+           cpu = median(list, "cpu"), client = median(list, "client"), errors = errors,
+           n = #list, rss = rss[scn] and rss[scn][srv] }
+end
+
+-- The C reference a scenario's ratios are taken against: the fixed-response server for HTTP,
+-- echo_ref for TCP, the faster udp_echo_ref variant for UDP (the practical limit).
+local function c_ref_of(scn)
+  if scn == "tcp_echo" then return stats(scn, "echo_ref"), "echo_ref" end
+  if scn == "udp_echo" then
+    local a, b = stats(scn, "udp_ref_mmsg"), stats(scn, "udp_ref")
+    if a and (not b or a.rate >= b.rate) then return a, "udp_echo_ref --mmsg" end
+    return b, b and "udp_echo_ref" or nil
+  end
+  return stats(scn, "c_ref"), "C ref"
+end
+
+local function fmt(v, f)
+  if v == nil then return "-" end
+  return string.format(f, v)
+end
+local function ratio(a, b)
+  if not a or not b or b == 0 then return "-" end
+  return string.format("%.2f", a / b)
+end
+
+-- ---- the main table -----------------------------------------------------------------------
+
+local header = { "scenario", "server", "CPU us/req", "req/s", "spread %", "p50 us", "p99 us", "peak RSS MiB",
+                 "errors", "client CPU %", "req/s vs nginx+Lua", "req/s vs C ref",
+                 "CPU vs nginx+Lua", "CPU vs C ref" }
+local rows = {}
+for _, s in ipairs(scenarios) do
+  if runs[s.id] or status[s.id] then
+    local ngx = stats(s.id, "nginx_lua")
+    local cref = c_ref_of(s.id)
+    for _, srv in ipairs(s.servers) do
+      local st = stats(s.id, srv)
+      local bad = status[s.id] and status[s.id][srv]
+      if st then
+        rows[#rows + 1] = { s.label, server_label(s.id, srv), fmt(st.cpu, "%.2f"),
+          fmt(st.rate, "%.0f"), fmt(st.spread, "%.0f"), fmt(st.p50, "%.0f"), fmt(st.p99, "%.0f"),
+          fmt(st.rss and st.rss / 1024, "%.1f"), tostring(st.errors), fmt(st.client, "%.0f"),
+          ngx and ratio(st.rate, ngx.rate) or "-", cref and ratio(st.rate, cref.rate) or "-",
+          ngx and ratio(st.cpu, ngx.cpu) or "-", cref and ratio(st.cpu, cref.cpu) or "-",
+          note = bad and (bad.what .. " after some runs: " .. bad.reason) }
+      elseif bad then
+        rows[#rows + 1] = { s.label, server_label(s.id, srv), bad.what .. ": " .. bad.reason,
+                            span = true }
+      end
+    end
+  end
+end
+
+-- ---- resources ----------------------------------------------------------------------------
+
+local idle_rows = {}
+for _, srv in ipairs({ "luasrv", "nginx_lua", "c_ref" }) do
+  local r = idle[srv]
+  local bad = status.idle and status.idle[srv]
+  if r then
+    idle_rows[#idle_rows + 1] = { server_label("idle", srv), tostring(r.conns),
+      fmt(r.base / 1024, "%.1f"), fmt(r.rss / 1024, "%.1f"),
+      fmt((r.rss - r.base) / r.conns, "%.2f"), string.format("%d / %d", r.held, r.closed),
+      fmt(r.open_s, "%.2f") }
+  elseif bad then
+    idle_rows[#idle_rows + 1] = { server_label("idle", srv), bad.what .. ": " .. bad.reason,
+                                  span = true }
+  end
+end
+local startup_rows = {}
+for _, srv in ipairs({ "luasrv", "c_ref" }) do
+  local r = startup[srv]
+  if r then
+    startup_rows[#startup_rows + 1] = { server_label("startup", srv), fmt(r.median, "%.1f"),
+      fmt(r.min, "%.1f"), fmt(r.max, "%.1f"), tostring(r.runs) }
+  end
+end
+
+-- ---- targets ------------------------------------------------------------------------------
+
+local targets, missed = {}, false
+local function target(what, ok, measured, why_not)
+  local result
+  if why_not then
+    result = why_not
+  elseif ok then
+    result = "PASS"
+  else
+    result, missed = "FAIL", true
+  end
+  targets[#targets + 1] = { what, measured or "-", result }
+end
+local function not_run(scn, srv)
+  local bad = status[scn] and status[scn][srv]
+  if bad then return bad.what .. ": " .. bad.reason end
+  return "not run"
+end
+
+do
+  local l, n = stats("hello", "luasrv"), stats("hello", "nginx_lua")
+  if l and n then
+    target("hello via router: luasrv server CPU/request <= 0.85x nginx + Lua's", l.cpu <= 0.85 * n.cpu,
+           string.format("%.2f vs %.2f us = %.2fx", l.cpu, n.cpu, l.cpu / n.cpu))
+    target("hello via router: luasrv p99 <= nginx + Lua's", l.p99 <= n.p99,
+           string.format("%.0f vs %.0f us", l.p99, n.p99))
+  else
+    target("hello via router: luasrv server CPU/request <= 0.85x nginx + Lua's", nil, nil,
+           not_run("hello", l and "nginx_lua" or "luasrv"))
+    target("hello via router: luasrv p99 <= nginx + Lua's", nil, nil,
+           not_run("hello", l and "nginx_lua" or "luasrv"))
+  end
+  local lp, np, cp = stats("pipelined", "luasrv"), stats("pipelined", "nginx_lua"),
+                     stats("pipelined", "c_ref_lua")
+  if lp and np then
+    target("pipelined 16: luasrv req/s >= 3x nginx + Lua's", lp.rate >= 3 * np.rate,
+           string.format("%.0f vs %.0f = %.2fx", lp.rate, np.rate, lp.rate / np.rate))
+  else
+    target("pipelined 16: luasrv req/s >= 3x nginx + Lua's", nil, nil,
+           not_run("pipelined", lp and "nginx_lua" or "luasrv"))
+  end
+  if lp and cp then
+    target("pipelined 16: luasrv req/s >= 0.9x C ref + lua_pcall", lp.rate >= 0.9 * cp.rate,
+           string.format("%.0f vs %.0f = %.2fx", lp.rate, cp.rate, lp.rate / cp.rate))
+  else
+    target("pipelined 16: luasrv req/s >= 0.9x C ref + lua_pcall", nil, nil,
+           not_run("pipelined", lp and "c_ref_lua" or "luasrv"))
+  end
+  local lt, ct = stats("tcp_echo", "luasrv"), stats("tcp_echo", "echo_ref")
+  if lt and ct then
+    target("TCP echo: luasrv msg/s >= 0.9x C echo_ref", lt.rate >= 0.9 * ct.rate,
+           string.format("%.0f vs %.0f = %.2fx", lt.rate, ct.rate, lt.rate / ct.rate))
+  else
+    target("TCP echo: luasrv msg/s >= 0.9x C echo_ref", nil, nil,
+           not_run("tcp_echo", lt and "echo_ref" or "luasrv"))
+  end
+  local lu = stats("udp_echo", "luasrv")
+  local cu, cu_name = c_ref_of("udp_echo")
+  if lu and cu then
+    target("UDP echo: luasrv msg/s >= 0.85x C UDP echo (" .. cu_name .. ")",
+           lu.rate >= 0.85 * cu.rate,
+           string.format("%.0f vs %.0f = %.2fx", lu.rate, cu.rate, lu.rate / cu.rate))
+  else
+    target("UDP echo: luasrv msg/s >= 0.85x C UDP echo", nil, nil,
+           not_run("udp_echo", lu and "udp_ref_mmsg" or "luasrv"))
+  end
+  local li = idle.luasrv
+  local what = string.format("%s idle keep-alive connections: luasrv RSS < 64 MiB",
+                             li and tostring(li.conns) or "10000")
+  if li then
+    target(what, li.rss < 64 * 1024 and li.conns >= 10000,
+           string.format("%.1f MiB (%.1f MiB before)%s", li.rss / 1024, li.base / 1024,
+                         li.conns < 10000 and "; fewer than 10000 connections: not the target" or ""))
+  else
+    target(what, nil, nil, not_run("idle", "luasrv"))
+  end
+  local ls = startup.luasrv
+  if ls then
+    target("startup to the first 'listening' line < 50 ms (median)", ls.median < 50,
+           string.format("%.1f ms (median of %d)", ls.median, ls.runs))
+  else
+    target("startup to the first 'listening' line < 50 ms (median)", nil, nil,
+           not_run("startup", "luasrv"))
+  end
+end
+
+-- ---- output -------------------------------------------------------------------------------
+
+local out = {}
+local function emit(s) out[#out + 1] = s end
+
+local function markdown_table(head, body, align)
+  emit("| " .. table.concat(head, " | ") .. " |")
+  local sep = {}
+  for i = 1, #head do sep[i] = (align and align[i] == "l") and "---" or "---:" end
+  emit("|" .. table.concat(sep, "|") .. "|")
+  for _, r in ipairs(body) do
+    local cells = {}
+    for i = 1, #head do cells[i] = r[i] or "" end
+    if r.span then
+      for i = #r + 1, #head do cells[i] = "" end
+    end
+    if r.note then cells[2] = cells[2] .. " (" .. r.note .. ")" end
+    emit("| " .. table.concat(cells, " | ") .. " |")
+  end
+end
+
+local function text_table(head, body, first_left)
+  local width = {}
+  for i, h in ipairs(head) do width[i] = #h end
+  for _, r in ipairs(body) do
+    if not r.span then
+      for i = 1, #head do width[i] = math.max(width[i], #(r[i] or "")) end
+    end
+  end
+  local function line(cells, upto)
+    local parts = {}
+    for i = 1, upto or #head do
+      local c = cells[i] or ""
+      if i <= first_left then
+        parts[i] = c .. string.rep(" ", width[i] - #c)
+      else
+        parts[i] = string.rep(" ", width[i] - #c) .. c
+      end
+    end
+    return (table.concat(parts, "  "):gsub("%s+$", ""))
+  end
+  emit(line(head))
+  for _, r in ipairs(body) do
+    if r.span and #r == 1 then
+      emit(r[1])
+    elseif r.span then
+      emit(line(r, #r - 1) .. "  " .. r[#r])
+    else
+      emit(line(r) .. (r.note and ("  [" .. r.note .. "]") or ""))
+    end
+  end
+end
+
+if mode == "markdown" then
+  emit("Measured " .. os.date("!%Y-%m-%d %H:%M UTC") .. " with `" .. command .. "`: " ..
+       (config.runs or "?") .. " run(s) of " .. (config.seconds or "?") .. " s after " ..
+       (config.warmup or "?") .. " s of warm-up, medians; servers on CPU " ..
+       (config.server_cpu or "0") .. ", clients on CPU " .. (config.client_cpu or "1") .. ".")
+  emit("")
+  emit("- Machine: " .. (machine.nproc or "?") .. " CPUs, " .. (machine.cpu or "?") .. "; " ..
+       (machine.kernel or "?") .. "; " .. (machine.os or "?"))
+  emit("- Load average (1, 5, 15 min) before / after: " .. (machine.loadavg_start or "?") ..
+       " / " .. (machine.loadavg_end or "?"))
+  local v = {}
+  for _, k in ipairs(version_order) do v[#v + 1] = k .. " " .. version[k] end
+  emit("- Versions: " .. table.concat(v, "; "))
+  emit("")
+  emit("#### Throughput, latency and cost per request")
+  emit("")
+  markdown_table(header, rows, { "l", "l" })
+  emit("")
+  emit("#### Resources")
+  emit("")
+  if #idle_rows > 0 then
+    markdown_table({ "idle keep-alive connections", "connections", "RSS before MiB",
+                     "RSS with them MiB", "KiB per connection", "held / closed by server",
+                     "open time s" }, idle_rows, { "l" })
+    emit("")
+  end
+  if #startup_rows > 0 then
+    markdown_table({ "startup (exec to 'listening')", "median ms", "min ms", "max ms", "runs" },
+                   startup_rows, { "l" })
+    emit("")
+  end
+  emit("#### Targets")
+  emit("")
+  markdown_table({ "target", "measured", "result" }, targets, { "l", "l", "l" })
+else
+  emit(string.format("luasrv benchmarks: %s run(s) of %s s after %s s warm-up, medians; %s",
+                     config.runs or "?", config.seconds or "?", config.warmup or "?",
+                     machine.cpu or ""))
+  emit("")
+  local current
+  local grouped = {}
+  for _, r in ipairs(rows) do
+    if r[1] ~= current then
+      current = r[1]
+      grouped[#grouped + 1] = { r[1], span = true }
+    end
+    local copy = { table.unpack(r, 2) }
+    copy[1] = "  " .. copy[1]
+    copy.span, copy.note = r.span, r.note
+    grouped[#grouped + 1] = copy
+  end
+  local h = { table.unpack(header, 2) }
+  text_table(h, grouped, 1)
+  if #idle_rows > 0 then
+    emit("")
+    text_table({ "idle keep-alive", "conns", "RSS before MiB", "RSS with MiB", "KiB/conn",
+                 "held/closed", "open s" }, idle_rows, 1)
+  end
+  if #startup_rows > 0 then
+    emit("")
+    text_table({ "startup", "median ms", "min ms", "max ms", "runs" }, startup_rows, 1)
+  end
+  emit("")
+  text_table({ "target", "measured", "result" }, targets, 3)
+end
+print(table.concat(out, "\n"))
+os.exit(missed and 1 or 0)
