@@ -23,7 +23,12 @@ function M.listen(opts, app)
   if type(opts) ~= "table" then
     error("bad argument #1 to 'listen' (table expected, got " .. type(opts) .. ")", 2)
   end
-  return core.http_listen(opts, as_handler(app, 2))
+  local ok, listener = pcall(core.http_listen, opts, as_handler(app, 2))
+  if not ok then
+    -- Under pcall the C error carries no position: report it at the caller's line.
+    error(listener, 2)
+  end
+  return listener
 end
 
 --- srv.http.app() -> a router (see luasrv.router).
