@@ -27,6 +27,7 @@ typedef struct ls_http_limits_s {
   uint64_t header_timeout_ms; /* whole head, from its first byte: 408 */
   uint64_t keepalive_ms;      /* idle between requests: close */
   uint64_t write_timeout_ms;  /* no progress sending: close */
+  uint64_t body_timeout_ms;   /* a waiting req:body() gets no more of the body: 408 */
 } ls_http_limits_t;
 
 typedef struct ls_http_header_s {
@@ -114,6 +115,7 @@ struct ls_http_conn_s {
   unsigned char dispatch_pending; /* a head is complete; its handler is to start */
   unsigned char parse_failed; /* the parser stopped on an error: nothing more is parsed */
   unsigned char shut;         /* shutdown sent after the last response */
+  unsigned char logged;       /* the current response has its access log line */
   unsigned char prev_lf;      /* the input parsed so far ends in a line feed (and blanks) */
   const char *exec_start;     /* the buffer given to the current llhttp_execute */
 };

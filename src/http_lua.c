@@ -445,6 +445,12 @@ static int body_k(lua_State *L, int status, lua_KContext ctx) {
   task = ls_task_check(c->gen, L, "body");
   if (c->body_waiter == task)
     c->body_waiter = NULL;
+  if (ls_task_take_timeout(task) && c->reject_status == 0) {
+    /* The client stopped sending its body: 408, as for a head that does not come. */
+    c->reject_status = 408;
+    c->parse_failed = 1;
+    c->keep_alive = 0;
+  }
   if (c->reject_status != 0)
     return body_failed(L, c);
   if (ctx == 1 && ls_buf_len(&c->body) > 0) {
@@ -470,7 +476,7 @@ static int body_k(lua_State *L, int status, lua_KContext ctx) {
     c->body_waiter = NULL;
     return body_k(L, LUA_OK, ctx);
   }
-  return ls_task_wait(task, -1, ctx, body_k);
+  return ls_task_wait(task, (int64_t)c->listener->limits.body_timeout_ms, ctx, body_k);
 }
 
 /* req:body() -> the whole request body (at most the listener's max_body; more answers 413). */
@@ -561,6 +567,14 @@ static int check_status(lua_State *L, int idx) {
   lua_Integer status = luaL_checkinteger(L, idx);
   luaL_argcheck(L, status >= 100 && status <= 599, idx, "status must be from 100 to 599");
   return (int)status;
+}
+
+/* res:sent() -> true once the response (or the head of a streamed one) is on its way: later
+ * status, header and send calls raise, and an error can no longer become a 500. */
+static int l_res_sent(lua_State *L) {
+  ls_http_res_ud_t *ud = check_res(L);
+  lua_pushboolean(L, ud->answered || ud->c == NULL || ud->c->head_sent);
+  return 1;
 }
 
 /* res:status(code) -> res */
@@ -701,8 +715,10 @@ static int res_write_k(lua_State *L, int status, lua_KContext ctx) {
   ls_task_t *task;
   (void)status;
   (void)ctx;
-  if (c == NULL || c->closing || c->write_err != 0)
-    return ls_push_error(L, c != NULL && c->write_err ? c->write_err : LS_ECLOSED);
+  if (c == NULL || c->closing || c->write_err != 0) {
+    int err = c != NULL && c->write_err ? c->write_err : LS_ECLOSED;
+    return ls_push_error(L, err == UV_ETIMEDOUT ? LS_ETIMEDOUT : err);
+  }
   task = ls_task_check(c->gen, L, "write");
   if (c->writer == task)
     c->writer = NULL;
@@ -1152,15 +1168,16 @@ static int http_task_done(ls_task_t *task, int status, int nres) {
   } else if (status != LUA_OK) {
     const char *trace = lua_tostring(co, -1);
     log_failure(c, "handler failed", trace != NULL ? trace : "(error object)");
-    if (c->head_sent || answered) {
-      /* Part of a response is out: all the client can be told is that it is cut short. */
-      c->keep_alive = 0;
+    c->keep_alive = 0;
+    if (c->head_sent) {
+      /* Part of a streamed response is out: all the client can be told is that it is cut
+       * short, so the connection is aborted rather than the body ended. */
       ls_http__end_request(c);
       ls_http__close(c);
       return 1;
     }
-    c->keep_alive = 0;
-    respond_500(c, trace);
+    if (!answered)
+      respond_500(c, trace); /* else the complete response already queued goes out */
   } else if (c->head_sent) {
     if (c->chunked && !c->is_head)
       ls_buf_append(&c->out, "0\r\n\r\n", 5);
@@ -1261,7 +1278,8 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
                                           {"__gc", l_req_gc},
                                           {"__tostring", l_req_tostring},
                                           {NULL, NULL}};
-  static const luaL_Reg res_meth[] = {{"status", l_res_status}, {"header", l_res_header},
+  static const luaL_Reg res_meth[] = {{"status", l_res_status}, {"sent", l_res_sent},
+                                      {"header", l_res_header},
                                       {"write", l_res_write},   {"send", l_res_send},
                                       {"json", l_res_json},     {"redirect", l_res_redirect},
                                       {"sendfile", l_res_sendfile}, {NULL, NULL}};

@@ -164,14 +164,18 @@ void ls_http__set_log_format(int json, int enabled) {
   log_enabled = enabled;
 }
 
-/* Copies at most `max` bytes of s into out as a log-safe string (quotes, backslashes and
- * control bytes escaped), so a client cannot forge log lines. */
+/* Copies s into out (at most `max` bytes) as a log-safe string, so a client cannot forge
+ * log lines: quotes, backslashes, control and non-ASCII bytes escaped as \xHH (nginx's
+ * style) or, for the JSON format, as \" \\ and \u00HH. */
 static size_t log_escape(char *out, size_t max, const char *s, size_t len) {
   size_t i, o = 0;
-  for (i = 0; i < len && o + 4 < max; i++) {
+  for (i = 0; i < len && o + 7 < max; i++) {
     unsigned char ch = (unsigned char)s[i];
-    if (ch == '"' || ch == '\\' || ch < 0x20 || ch >= 0x7f) {
-      o += (size_t)snprintf(out + o, max - o, "\\x%02x", ch);
+    if (log_json && (ch == '"' || ch == '\\')) {
+      out[o++] = '\\';
+      out[o++] = (char)ch;
+    } else if (ch == '"' || ch == '\\' || ch < 0x20 || ch >= 0x7f) {
+      o += (size_t)snprintf(out + o, max - o, log_json ? "\\u%04x" : "\\x%02x", ch);
     } else {
       out[o++] = (char)ch;
     }
@@ -190,8 +194,9 @@ void ls_http__access_log(ls_http_conn_t *c) {
   time_t now;
   struct tm tm;
   const char *method;
-  if (!log_enabled || c->virtual_conn)
+  if (!log_enabled || c->virtual_conn || c->logged)
     return;
+  c->logged = 1;
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0) {
     if (ss.ss_family == AF_INET6)
       uv_ip6_name((struct sockaddr_in6 *)&ss, addr, sizeof addr);

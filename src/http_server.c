@@ -327,10 +327,14 @@ void ls_http__close(ls_http_conn_t *c) {
   if (c->writer != NULL)
     ls_task_wake(c->writer);
   if (c->virtual_conn) {
-    /* No handles were ever opened: count the three callbacks down by hand. */
-    c->closing = 2;
-    conn_close_cb((uv_handle_t *)&c->tcp);
+    /* No handles: inject_k frees it once it has taken the output, never from under the
+     * code that closed it. */
     return;
+  }
+  if (c->writing) {
+    c->writing = 0;
+    c->rt->flushing--;
+    ls_runtime_check_drained(c->rt);
   }
   uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
   uv_close((uv_handle_t *)&c->timer, conn_close_cb);
@@ -466,7 +470,7 @@ static void conn_next_request(ls_http_conn_t *c) {
   c->reject_status = 0;
   c->status = 0;
   c->bytes_out = 0;
-  c->head_sent = c->chunked = c->has_ctype = c->has_clen = 0;
+  c->head_sent = c->chunked = c->has_ctype = c->has_clen = c->logged = 0;
   ls_buf_consume(&c->res_headers, ls_buf_len(&c->res_headers));
   if (c->state == LS_HTTP_IDLE)
     conn_deadline(c, c->listener->limits.keepalive_ms);
@@ -642,7 +646,11 @@ static void conn_finish(ls_http_conn_t *c) {
 
 static void conn_write_cb(uv_write_t *req, int status) {
   ls_http_conn_t *c = req->data;
-  c->writing = 0;
+  if (c->writing) {
+    c->writing = 0;
+    c->rt->flushing--;
+    ls_runtime_check_drained(c->rt);
+  }
   uv_timer_stop(&c->write_timer);
   ls_buf_consume(&c->out_flight, ls_buf_len(&c->out_flight));
   if (status < 0) {
@@ -690,6 +698,7 @@ void ls_http__flush(ls_http_conn_t *c) {
     return;
   }
   c->writing = 1;
+  c->rt->flushing++; /* a graceful stop waits for it */
   uv_timer_start(&c->write_timer, write_timer_cb, c->listener->limits.write_timeout_ms, 0);
 }
 
@@ -755,6 +764,7 @@ static void read_limits(lua_State *L, int opts, ls_http_limits_t *lim) {
   lim->header_timeout_ms = (uint64_t)opt_seconds(L, opts, "header_timeout", 10000);
   lim->keepalive_ms = (uint64_t)opt_seconds(L, opts, "keepalive_timeout", 5000);
   lim->write_timeout_ms = (uint64_t)opt_seconds(L, opts, "write_timeout", 30000);
+  lim->body_timeout_ms = (uint64_t)opt_seconds(L, opts, "body_timeout", 30000);
   if (lim->header_count > LS_HTTP_MAX_HEADERS_LIMIT)
     luaL_error(L, "option 'max_headers' must be at most %d", LS_HTTP_MAX_HEADERS_LIMIT);
 }
@@ -903,6 +913,8 @@ static int inject_k(lua_State *L, int status, lua_KContext ctx) {
   }
   lua_pushlstring(L, ls_buf_head(&c->out), ls_buf_len(&c->out));
   ls_http__close(c);
+  c->closing = 2; /* no handles: run the last close callback by hand */
+  conn_close_cb((uv_handle_t *)&c->tcp);
   luaL_unref(L, LUA_REGISTRYINDEX, in->listener.base.handler_ref);
   ls_free(in, sizeof *in);
   return 1;

@@ -549,6 +549,16 @@ static void task_finish(ls_task_t *task, int status, int nres) {
 }
 
 static void task_after_resume(ls_task_t *task, int status, int nres) {
+  if (status == LUA_YIELD && ls__watchdog_killed == task->co) {
+    /* Over its CPU budget twice, the error caught the first time: end it here. */
+    ls__watchdog_killed = NULL;
+    lua_pop(task->co, nres);
+    lua_pushliteral(task->co, "handler stopped: it went on past its CPU budget after the "
+                              "budget error was caught");
+    task->waiting = 0;
+    task_finish(task, LUA_ERRRUN, 1);
+    return;
+  }
   if (status == LUA_YIELD) {
     lua_pop(task->co, nres);
     if (!task->waiting) {

@@ -15,6 +15,8 @@
 
 extern _Atomic(lua_State *) ls__watchdog_running;
 extern atomic_uint ls__watchdog_seq;
+/* The coroutine the watchdog suspended for good (main thread only; see budget_hook). */
+extern lua_State *ls__watchdog_killed;
 
 /* Starts the watchdog with a budget in milliseconds (0 leaves it off). Returns 0 or -1. */
 int ls_watchdog_start(unsigned budget_ms);

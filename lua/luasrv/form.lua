@@ -186,7 +186,8 @@ function File:move(dest)
 end
 
 -- Parses the parameters of a header value ('form-data; name="a"; filename="b"') into a table
--- with lower-case keys. Quoted strings may hold backslash escapes.
+-- with lower-case keys. In a quoted string a backslash escapes only '"' and '\\': browsers
+-- do not escape (they send '"' as %22), and a Windows path keeps its backslashes.
 local function header_params(value)
   local params, pos, len = {}, 1, #value
   while pos <= len do
@@ -202,8 +203,9 @@ local function header_params(value)
         local buf, i = {}, pos + 1
         while i <= len do
           local ch = sub(value, i, i)
-          if ch == "\\" and i < len then
-            buf[#buf + 1] = sub(value, i + 1, i + 1)
+          local nxt = sub(value, i + 1, i + 1)
+          if ch == "\\" and (nxt == '"' or nxt == "\\") then
+            buf[#buf + 1] = nxt
             i = i + 2
           elseif ch == '"' then
             break

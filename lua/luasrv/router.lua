@@ -234,6 +234,10 @@ end
 --- Finds and runs the handler for a request; the result is the handler's return values.
 function Router:dispatch(req, res)
   local path = req.path
+  if path == "*" and req.method == "OPTIONS" then
+    -- OPTIONS * asks about the server as a whole (RFC 9110 §9.3.7).
+    return 204, { Allow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS" }, ""
+  end
   local node, params = lookup(self, path)
   local handlers = node and node.handlers
   if not handlers then
@@ -283,6 +287,9 @@ function Router:dispatch(req, res)
   local err = result[2]
   -- A request the handler rejected on purpose (a form over a limit: 413) is no failure.
   if type(err) == "table" and err.http_status then error(err, 0) end
+  -- Once the response is on its way a custom page cannot replace it: let the server cut the
+  -- connection, so a partly sent body is not taken for a complete one.
+  if res:sent() then error(err, 0) end
   log("error", ("%s %s: handler failed: %s"):format(req.method, req.target, tostring(result[2])))
   return fail(self, req, res, 500, "500 Internal Server Error")
 end

@@ -251,9 +251,9 @@ local function listing_page(self, res, rel, path)
   sort(entries, function(x, y) return x.name < y.name end)
   for _, e in pairs(entries) do
     if self.dotfiles or byte(e.name, 1) ~= 46 then
-      local name = e.kind == "directory" and e.name .. "/" or e.name
-      out[#out + 1] = format("<li><a href=\"%s\">%s</a></li>\n", html_escape(url_escape(name)),
-        html_escape(name))
+      local slash = e.kind == "directory" and "/" or ""
+      out[#out + 1] = format("<li><a href=\"%s%s\">%s%s</a></li>\n",
+        html_escape(url_escape(e.name)), slash, html_escape(e.name), slash)
     end
   end
   out[#out + 1] = "</ul></body></html>\n"
