@@ -1,19 +1,24 @@
 -- The luasrv side of two scripts/bench scenarios (hello world is examples/hello_http.lua):
 --   GET /users/:id   a route with a path parameter; the table answer goes out as JSON
 --   GET /1k.txt      a 1 KiB file, read once at startup and returned from a string
---                    ("cached in Lua": luasrv has no app:static yet, so no file I/O per request)
--- Run:  luasrv bench/bench_app.lua [port [file]]     (default 8080; no file, no /1k.txt route)
+--                    ("cached in Lua": no file I/O per request)
+-- Run:  luasrv bench/bench_app.lua [port [file [static]]]     (default port 8080)
+--   file      the file for /1k.txt (no file: no such route)
+--   static    serve the file's directory with app:static("/", dir) instead: an open, a read
+--             and the file's headers (ETag, Last-Modified) per request, as nginx does
 -- Try:  curl http://127.0.0.1:8080/users/42
 local srv = require "luasrv"
 
-local port, file = tonumber(arg[1]) or 8080, arg[2]
+local port, file, mode = tonumber(arg[1]) or 8080, arg[2], arg[3]
 local app = srv.http.app()
 
 app:get("/users/:id", function(req)
   return { id = req.params.id, name = "user" }
 end)
 
-if file then
+if file and mode == "static" then
+  app:static("/", file:match("^(.*)/[^/]*$") or ".")
+elseif file then
   local f = assert(io.open(file, "rb"))
   local body = f:read("a")
   f:close()

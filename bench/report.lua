@@ -73,7 +73,7 @@ local scenarios = {
   { id = "json", label = "JSON /users/:id (-c" .. conns .. ")",
     servers = { "luasrv", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
   { id = "static", label = "1 KiB file (-c" .. conns .. ")",
-    servers = { "luasrv", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
+    servers = { "luasrv", "luasrv_static", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
   { id = "c200", label = "hello, 200 connections (-c200)",
     servers = { "luasrv", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
   { id = "tcp_echo", label = "TCP echo, 64 B lines, 50 conns", unit = "msg",
@@ -85,6 +85,7 @@ local scenarios = {
 local function server_label(scn, srv)
   local names = {
     luasrv = scn == "static" and "luasrv (cached in Lua)" or "luasrv",
+    luasrv_static = "luasrv (app:static)",
     nginx_lua = scn == "static" and "nginx + Lua (cached in Lua)" or "nginx + Lua",
     nginx = scn == "static" and "nginx (file, sendfile)" or "nginx (return 200)",
     c_ref = "C ref (libuv+llhttp)",

@@ -45,3 +45,12 @@ int ls_addr_push(lua_State *L, const struct sockaddr_storage *ss) {
   }
   return 0;
 }
+
+void ls_addr_key(const char *kind, const char *host, int port, char *out, size_t size) {
+  struct sockaddr_storage ss;
+  if (port == 0 || ls_addr_parse(host, port, &ss) != 0) {
+    out[0] = '\0';
+    return;
+  }
+  ls_addr_url(kind, &ss, out, size);
+}

@@ -15,6 +15,7 @@
 
 typedef struct ls_http_listener_ud_s {
   ls_http_listener_t *listener; /* checked with ls_listener_alive before use */
+  uint64_t id;                  /* the listener's id when the object was made */
   ls_gen_t *gen;
 } listener_ud_t;
 
@@ -821,10 +822,7 @@ static int l_http_listen(lua_State *L) {
   ud->listener = NULL;
   ud->gen = gen;
   luaL_setmetatable(L, LS_HTTP_LISTENER_MT);
-  if (port != 0)
-    snprintf(key, sizeof key, "http %s:%d", host, (int)port);
-  else
-    key[0] = '\0'; /* any free port: a reload gets a new one */
+  ls_addr_key("http", host, (int)port, key, sizeof key); /* port 0: never kept */
   claimed = ls_listener_claim(gen, key);
   if (claimed != NULL) {
     /* A reload listening where the running generation does: keep the socket (and its
@@ -833,6 +831,7 @@ static int l_http_listen(lua_State *L) {
     claimed->staged_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     claimed->staged_gen = gen;
     ud->listener = (ls_http_listener_t *)((char *)claimed - offsetof(ls_http_listener_t, base));
+    ud->id = claimed->id;
     return 1;
   }
   l = listener_alloc(L, gen, 1);
@@ -852,6 +851,7 @@ static int l_http_listen(lua_State *L) {
     ls_addr_url("http", &ss, l->url, sizeof l->url);
   }
   ud->listener = l;
+  ud->id = l->base.id;
   if (gen->rt->announce) {
     printf("listening on %s\n", l->url);
     fflush(stdout);
@@ -862,7 +862,7 @@ static int l_http_listen(lua_State *L) {
 /* The open listener behind the Lua object at argument 1, or NULL once it has closed. */
 static ls_http_listener_t *check_listener(lua_State *L) {
   listener_ud_t *ud = luaL_checkudata(L, 1, LS_HTTP_LISTENER_MT);
-  if (ud->listener == NULL || !ls_listener_alive(ud->gen->rt, &ud->listener->base))
+  if (ud->listener == NULL || !ls_listener_alive(ud->gen->rt, &ud->listener->base, ud->id))
     return NULL;
   return ud->listener;
 }

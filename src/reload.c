@@ -167,8 +167,8 @@ static void watch_file(ls_app_t *app, const char *path) {
       uv_close((uv_handle_t *)&w->event, watch_close_cb);
       return;
     }
-    /* Watching must not keep a finished script alive. */
-    uv_unref((uv_handle_t *)&w->event);
+    /* With --reload the server waits for the next save even when the script has no
+     * listener (left), so a save that fixes it takes effect. */
     w->next = app->watches;
     app->watches = w;
   }

@@ -57,6 +57,7 @@ void ls_listener_init(ls_listener_base_t *base, ls_gen_t *gen, int ref, const ch
   base->staged_gen = NULL;
   base->staged_ref = LUA_NOREF;
   snprintf(base->key, sizeof base->key, "%s", key);
+  ls_listener_number(gen->rt, base);
   base->res.close = close;
   ls_res_link(&gen->rt->servers, &base->res);
 }
@@ -74,12 +75,16 @@ ls_listener_base_t *ls_listener_claim(ls_gen_t *gen, const char *key) {
   return NULL;
 }
 
-int ls_listener_alive(ls_runtime_t *rt, const ls_listener_base_t *base) {
+int ls_listener_alive(ls_runtime_t *rt, const ls_listener_base_t *base, uint64_t id) {
   const ls_res_t *res;
   for (res = rt->servers.next; res != &rt->servers; res = res->next)
     if (res == &base->res)
-      return 1;
+      return base->id == id;
   return 0;
+}
+
+void ls_listener_number(ls_runtime_t *rt, ls_listener_base_t *base) {
+  base->id = ++rt->listener_count;
 }
 
 void ls_listener_release(ls_listener_base_t *base) {
@@ -177,7 +182,16 @@ static void reap_idle_cb(uv_idle_t *idle) {
 
 void ls_gen_maybe_reap(ls_gen_t *gen) {
   ls_runtime_t *rt = gen->rt;
-  if (gen->retired && gen->live_tasks == 0 && gen->nres == 0 && !rt->closing)
+  if (!gen->retired || gen->live_tasks != 0 || rt->closing)
+    return;
+  if (gen->nres != 0 && !gen->sweeping) {
+    /* No code of this generation can run any more (no task, no timer, no listener): what it
+     * still holds open (client connections and sockets kept by its top level) goes too. */
+    gen->sweeping = 1;
+    close_gen_resources(&rt->resources, gen, 0);
+    gen->sweeping = 0;
+  }
+  if (gen->nres == 0)
     uv_idle_start(&rt->reap_idle, reap_idle_cb);
 }
 

@@ -58,6 +58,7 @@ struct ls_gen_s {
   unsigned id;             /* 1 for the first load, then one more per reload */
   unsigned nres;           /* resources owned (connections, timers) */
   int retired;             /* a newer generation took over */
+  int sweeping;            /* closing its last resources */
   lua_State *L;
   ls_alloc_t alloc;        /* counts this state's memory when the core created the state */
   ls_task_t **slots;
@@ -84,7 +85,8 @@ typedef struct ls_listener_base_s {
   int handler_ref;          /* the handler, in gen's registry */
   ls_gen_t *staged_gen;     /* a loading generation that claimed it */
   int staged_ref;           /* the new handler, in staged_gen's registry */
-  char key[160];            /* kind and address as asked for, e.g. "http 127.0.0.1:8080" */
+  char key[160];            /* kind and bound address, e.g. "http://127.0.0.1:8080" */
+  uint64_t id;              /* unique per listener: a stale pointer to reused memory fails */
 } ls_listener_base_t;
 
 struct ls_runtime_s {
@@ -94,6 +96,7 @@ struct ls_runtime_s {
   ls_gen_t *loading;             /* a generation whose script is being loaded */
   uv_idle_t reap_idle;           /* frees retired generations nobody uses any more */
   unsigned gen_count;            /* generations made so far */
+  uint64_t listener_count;       /* listeners made so far (their ids) */
   struct ls_shared_s *shared;    /* srv.shared: outlives the generations */
   int closing;                   /* ls_runtime_close runs */
   ls_task_t *ready_head, *ready_tail;
@@ -139,7 +142,9 @@ void ls_listener_init(ls_listener_base_t *base, ls_gen_t *gen, int ref, const ch
                       void (*close)(ls_res_t *));
 /* 1 if `base` is a listener still open on the runtime: Lua objects hold plain pointers to
  * listeners and check them here before use, so no back-pointer needs clearing. */
-int ls_listener_alive(ls_runtime_t *rt, const ls_listener_base_t *base);
+int ls_listener_alive(ls_runtime_t *rt, const ls_listener_base_t *base, uint64_t id);
+/* Gives the listener its id (ls_listener_init does; for listeners linked by hand). */
+void ls_listener_number(ls_runtime_t *rt, ls_listener_base_t *base);
 /* Releases the listener's handler references (its close function calls this). */
 void ls_listener_release(ls_listener_base_t *base);
 

@@ -95,6 +95,7 @@ typedef struct ls_listener_s {
 
 struct listener_ud_s {
   ls_listener_t *listener;   /* checked with ls_listener_alive before use */
+  uint64_t id;               /* the listener's id when the object was made */
   ls_gen_t *gen;
 };
 
@@ -1101,11 +1102,9 @@ static int l_tcp_listen(lua_State *L) {
   ud->gen = gen;
   luaL_setmetatable(L, LS_LISTENER_MT);
   if (path != NULL)
-    snprintf(key, sizeof key, "tcp unix:%s", path);
-  else if (port != 0)
-    snprintf(key, sizeof key, "tcp %s:%d", host, (int)port);
+    snprintf(key, sizeof key, "unix:%s", path);
   else
-    key[0] = '\0'; /* any free port: a reload gets a new one */
+    ls_addr_key("tcp", host, (int)port, key, sizeof key); /* port 0: never kept */
   claimed = (ls_listener_t *)ls_listener_claim(gen, key);
   if (claimed != NULL) {
     /* A reload listening where the running generation does: keep the socket, stage the
@@ -1115,6 +1114,7 @@ static int l_tcp_listen(lua_State *L) {
     claimed->base.staged_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     claimed->base.staged_gen = gen;
     ud->listener = claimed;
+    ud->id = claimed->base.id;
     return 1;
   }
   l = ls_malloc(sizeof *l);
@@ -1162,6 +1162,7 @@ static int l_tcp_listen(lua_State *L) {
   lua_pushvalue(L, 2);
   l->base.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   ud->listener = l;
+  ud->id = l->base.id;
   listener_set_url(l);
   if (gen->rt->announce) {
     printf("listening on %s\n", l->url);
@@ -1173,7 +1174,7 @@ static int l_tcp_listen(lua_State *L) {
 /* The open listener behind the Lua object at argument 1, or NULL once it has closed. */
 static ls_listener_t *check_listener(lua_State *L) {
   listener_ud_t *ud = luaL_checkudata(L, 1, LS_LISTENER_MT);
-  if (ud->listener == NULL || !ls_listener_alive(ud->gen->rt, &ud->listener->base))
+  if (ud->listener == NULL || !ls_listener_alive(ud->gen->rt, &ud->listener->base, ud->id))
     return NULL;
   return ud->listener;
 }

@@ -101,7 +101,10 @@ struct udp_ud_s {
   ls_udp_t *udp;
   ls_gen_t *gen;
   int listener;            /* a listener's object: checked with ls_listener_alive, no back link */
+  uint64_t id;             /* listeners: the listener's id when the object was made */
 };
+
+static ls_udp_t *ud_socket(udp_ud_t *ud);
 
 /* A host name lookup for sendto or connect. The waiting task owns it and frees it once done;
  * if the task gives up (timeout) or the socket closes first, it is orphaned (task or u NULL)
@@ -327,6 +330,8 @@ static ls_udp_t *udp_new(lua_State *L, ls_gen_t *gen, ls_res_t *list, unsigned f
   u->max_pending = LS_UDP_MAX_PENDING;
   u->base.res.close = udp_res_close;
   if (ud->listener) {
+    ls_listener_number(gen->rt, &u->base);
+    ud->id = u->base.id;
     ls_res_link(list, &u->base.res);
   } else {
     ls_res_link_gen(list, &u->base.res, gen);
@@ -340,10 +345,16 @@ static udp_ud_t *check_ud(lua_State *L) { return luaL_checkudata(L, 1, LS_UDP_MT
 
 /* The open socket at argument 1, or NULL when it is closed. */
 static ls_udp_t *check_udp(lua_State *L) {
-  udp_ud_t *ud = check_ud(L);
-  if (ud->udp == NULL || (ud->listener && !ls_listener_alive(ud->gen->rt, &ud->udp->base)))
+  ls_udp_t *u = ud_socket(check_ud(L));
+  return u != NULL && !u->closing ? u : NULL;
+}
+
+/* The socket behind a Lua object, or NULL once gone: a client socket clears the object's
+ * pointer when it is freed; a listener's pointer is checked against the open listeners. */
+static ls_udp_t *ud_socket(udp_ud_t *ud) {
+  if (ud->udp == NULL || (ud->listener && !ls_listener_alive(ud->gen->rt, &ud->udp->base, ud->id)))
     return NULL;
-  return !ud->udp->closing ? ud->udp : NULL;
+  return ud->udp;
 }
 
 /* "udp://127.0.0.1:8888" from the bound address, or "udp://(unbound)". */
@@ -544,10 +555,7 @@ static int l_udp_listen(lua_State *L) {
   if (max_pending > UINT_MAX)
     return luaL_error(L, "option 'max_pending' is too large");
   lua_settop(L, 2);
-  if (port != 0)
-    snprintf(key, sizeof key, "udp %s:%d", host, (int)port);
-  else
-    key[0] = '\0'; /* any free port: a reload gets a new one */
+  ls_addr_key("udp", host, (int)port, key, sizeof key); /* port 0: never kept */
   claimed = ls_listener_claim(gen, key);
   if (claimed != NULL) {
     /* A reload listening where the running generation does: keep the socket, stage the new
@@ -556,6 +564,7 @@ static int l_udp_listen(lua_State *L) {
     ud->udp = (ls_udp_t *)((char *)claimed - offsetof(ls_udp_t, base));
     ud->gen = gen;
     ud->listener = 1;
+    ud->id = claimed->id;
     luaL_setmetatable(L, LS_UDP_MT);
     push_handler_pair(L, 2, 3);
     claimed->staged_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -858,7 +867,7 @@ static int udp_lookup_start(lua_State *L, ls_udp_t *u, const char *host, int por
  * failure (closed socket, timeout, unknown name). Waits again after a spurious wake-up. */
 static int udp_lookup_result(lua_State *L, lua_KContext ctx, lua_KFunction k, ls_sockaddr_u *addr) {
   udp_ud_t *ud = check_ud(L);
-  ls_udp_t *u = ud->udp;
+  ls_udp_t *u = ud_socket(ud);
   udp_lookup_t *lk = (udp_lookup_t *)ctx;
   ls_task_t *task = ls_task_current(ud->gen, L);
   if (u == NULL || u->closing)
@@ -908,9 +917,9 @@ static int udp_sendto_lookup_k(lua_State *L, int status, lua_KContext ctx) {
   n = udp_lookup_result(L, ctx, udp_sendto_lookup_k, &addr);
   if (n != 0)
     return n;
-  udp_cache_put(check_ud(L)->udp, lua_tostring(L, 3), (int)lua_tointeger(L, 4), &addr);
+  udp_cache_put(ud_socket(check_ud(L)), lua_tostring(L, 3), (int)lua_tointeger(L, 4), &addr);
   data = lua_tolstring(L, 2, &len);
-  return udp_send_buf(L, check_ud(L)->udp, data, len, &addr.sa);
+  return udp_send_buf(L, ud_socket(check_ud(L)), data, len, &addr.sa);
 }
 
 /* sock:sendto(data, host, port) or sock:sendto(data, peer) -> true, or nil, message, code.
@@ -975,7 +984,7 @@ static int udp_connect_lookup_k(lua_State *L, int status, lua_KContext ctx) {
   n = udp_lookup_result(L, ctx, udp_connect_lookup_k, &addr);
   if (n != 0)
     return n;
-  return udp_connect_to(L, check_ud(L)->udp, &addr);
+  return udp_connect_to(L, ud_socket(check_ud(L)), &addr);
 }
 
 /* sock:connect(host, port) -> true, or nil, message, code. Afterwards send(data) and recv()
@@ -1036,7 +1045,7 @@ static void udp_client_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
 static int udp_recv_k(lua_State *L, int status, lua_KContext ctx) {
   udp_ud_t *ud = check_ud(L);
   ls_task_t *task = ls_task_current(ud->gen, L);
-  ls_udp_t *u = ud->udp;
+  ls_udp_t *u = ud_socket(ud);
   const char *what = ctx ? "recvfrom" : "recv";
   int err;
   (void)status;
@@ -1083,7 +1092,7 @@ static int udp_recv_common(lua_State *L, int with_peer) {
   if (!lua_isnoneornil(L, 2))
     luaL_checknumber(L, 2);
   lua_settop(L, 2);
-  if (ud->udp != NULL && ud->udp->is_listener)
+  if (ud_socket(ud) != NULL && ud->listener)
     return luaL_error(L, "%s: a listening socket hands its datagrams to its handler",
                       with_peer ? "recvfrom" : "recv");
   return udp_recv_k(L, LUA_OK, with_peer);
@@ -1155,7 +1164,7 @@ static int l_udp_url(lua_State *L) {
 static int l_udp_settimeout(lua_State *L) {
   udp_ud_t *ud = check_ud(L);
   int64_t ms = ls_opt_timeout_ms(L, 2, -1);
-  if (ud->udp != NULL)
+  if (ud_socket(ud) != NULL)
     ud->udp->timeout_ms = ms;
   lua_settop(L, 1);
   return 1;
@@ -1170,7 +1179,7 @@ static void set_count(lua_State *L, const char *name, uint64_t n) {
  * send_errors, pending }; counts since the socket opened (zeros once closed). */
 static int l_udp_stats(lua_State *L) {
   udp_ud_t *ud = check_ud(L);
-  ls_udp_t *u = ud->udp;
+  ls_udp_t *u = ud_socket(ud);
   static const ls_udp_t zero;
   if (u == NULL)
     u = (ls_udp_t *)&zero;
