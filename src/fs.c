@@ -96,6 +96,8 @@ static const char *kind_of(mode_t mode) {
 
 /* ---- files -------------------------------------------------------------------------------- */
 
+/* Opens `path` for reading if it is a regular file: 0 with *fd (the caller closes it) and
+ * *size; otherwise a negative error code and nothing is left open. */
 int ls_fs_open_regular(const char *path, int *fd, int64_t *size) {
   struct stat st;
   /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
@@ -118,6 +120,8 @@ int ls_fs_open_regular(const char *path, int *fd, int64_t *size) {
 
 static file_ud_t *check_file(lua_State *L, int idx) { return luaL_checkudata(L, idx, LS_FILE_MT); }
 
+/* The descriptor and size of the open File at idx; raises if it is no File or is closed. The
+ * descriptor stays the File's: valid until it is closed or collected. */
 int ls_fs_check_file(lua_State *L, int idx, int64_t *size) {
   file_ud_t *f = check_file(L, idx);
   if (f->fd < 0)
@@ -271,18 +275,24 @@ static int push_file(lua_State *L, file_ud_t *f) {
   return 4;
 }
 
-/* Closes every file of the cache at `idx` and empties it. */
-static void cache_clear(lua_State *L, dir_ud_t *d, int idx) {
+/* Makes room in the full cache at `idx`: drops the files opened more than two seconds ago.
+ * None of those can be in use: a file from the cache is used at once (a transfer that lasts
+ * reads a descriptor of its own), and one a second old is opened again before it is handed
+ * out. Returns 1 if there is room now. */
+static int cache_sweep(lua_State *L, dir_ud_t *d, int idx, uint64_t now) {
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
     file_ud_t *f = lua_touserdata(L, -1);
-    file_close(f);
     lua_pop(L, 1);
-    lua_pushvalue(L, -1);
-    lua_pushnil(L);
-    lua_rawset(L, idx); /* clearing a field during lua_next is allowed */
+    if (now - f->opened_ns > 2 * LS_DIR_REOPEN_NS) {
+      file_close(f);
+      lua_pushvalue(L, -1);
+      lua_pushnil(L);
+      lua_rawset(L, idx); /* clearing a field during lua_next is allowed */
+      d->cached--;
+    }
   }
-  d->cached = 0;
+  return d->cached < d->cache_max;
 }
 
 /* dir:open(rel) -> file, size, mtime, tag | nil, message, code. Opens the regular file at
@@ -338,9 +348,8 @@ static int l_dir_open(lua_State *L) {
   f->opened_ns = uv_hrtime();
   file_set_stat(f, &st);
   luaL_setmetatable(L, LS_FILE_MT);
-  if (cache) {
-    if (d->cached >= d->cache_max)
-      cache_clear(L, d, cache);
+  /* A full cache that cannot be swept leaves this file to the caller to close. */
+  if (cache && (d->cached < d->cache_max || cache_sweep(L, d, cache, f->opened_ns))) {
     f->shared = 1;
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);
@@ -496,6 +505,8 @@ struct ls_fs_tmp_s {
   char path[];
 };
 
+/* Creates the file with mkostemp (so no other process can have or guess it first), closes
+ * it and records its path at the head of *list. The path belongs to the list. */
 const char *ls_fs_tmp_create(ls_fs_tmp_t **list, const char *dir, int *err) {
   static const char name[] = "/luasrv-XXXXXX";
   size_t size;
@@ -526,6 +537,8 @@ const char *ls_fs_tmp_create(ls_fs_tmp_t **list, const char *dir, int *err) {
   return node->path;
 }
 
+/* Unlinks every path of *list (one moved away or removed already is no error), frees the
+ * nodes and leaves *list empty. */
 void ls_fs_tmp_remove_all(ls_fs_tmp_t **list) {
   ls_fs_tmp_t *node = *list;
   *list = NULL;
@@ -539,6 +552,8 @@ void ls_fs_tmp_remove_all(ls_fs_tmp_t **list) {
 
 /* ---- registration ------------------------------------------------------------------------- */
 
+/* Makes the Dir and File metatables and sets t.fs = { root, stat, mkdir } on the table t on
+ * top of L (the core module). */
 void ls_fs_open(lua_State *L, ls_gen_t *gen) {
   static const luaL_Reg dir_meth[] = {{"open", l_dir_open}, {"list", l_dir_list},
                                       {"path", l_dir_path}, {NULL, NULL}};

@@ -231,6 +231,19 @@ local function run_chain(mw, i, handler, req, res)
   return fn(req, res, function() return run_chain(mw, i + 1, handler, req, res) end)
 end
 
+local run -- below
+
+-- The handler of a static mount (made on first use): the files, then the app's 404.
+local function static_handler(app, st)
+  local server, plen = st.server, #st.prefix
+  st.handler = function(req, res)
+    local path = req.path
+    if server:serve(req, res, plen == 0 and path or sub(path, plen + 1)) then return end
+    return fail(app, req, res, 404, "404 Not Found")
+  end
+  return st.handler
+end
+
 --- Finds and runs the handler for a request; the result is the handler's return values.
 function Router:dispatch(req, res)
   local path = req.path
@@ -249,17 +262,19 @@ function Router:dispatch(req, res)
         return m.app:dispatch(req, res)
       end
     end
-    local statics = self.statics
+    -- Static files: the longest matching mount answers, through the middleware as a route
+    -- does; what it does not find is the app's 404.
+    local statics, handler = self.statics, nil
     for i = 1, #statics do
       local st = statics[i]
       local p = st.prefix
       if p == "" or path == p or sub(path, 1, #p + 1) == st.slash then
-        -- The longest matching mount answers; what it does not find is the app's 404.
-        if st.server:serve(req, res, p == "" and path or sub(path, #p + 1)) then return end
+        handler = st.handler or static_handler(self, st)
         break
       end
     end
-    return fail(self, req, res, 404, "404 Not Found")
+    if not handler then return fail(self, req, res, 404, "404 Not Found") end
+    return run(self, handler, req, res)
   end
   local method = req.method
   local handler = handlers[method] or handlers["*"]
@@ -275,6 +290,11 @@ function Router:dispatch(req, res)
     end
   end
   if params then req.params = params end
+  return run(self, handler, req, res)
+end
+
+-- Runs a handler through the app's middleware and its custom 500 page, if it has them.
+function run(self, handler, req, res)
   local mw = self.middleware
   if mw[1] == nil and not self.errors[500] then
     return handler(req, res)

@@ -14,12 +14,12 @@
 local core = require "luasrv.core"
 local mime = require "luasrv.mime"
 
-local type, error, pairs, tostring, tonumber, setmetatable = type, error, pairs, tostring,
-  tonumber, setmetatable
+local type, error, pairs, ipairs, tostring, tonumber, setmetatable = type, error, pairs, ipairs,
+  tostring, tonumber, setmetatable
 local floor = math.floor
 local find, sub, byte, gsub, gmatch, match, lower, format, date = string.find, string.sub,
   string.byte, string.gsub, string.gmatch, string.match, string.lower, string.format, os.date
-local concat, sort = table.concat, table.sort
+local concat = table.concat
 local fs_root = core.fs.root
 local sendfile = core.http_sendfile
 -- Called directly rather than as req:header(...): a request's __index is a C function that
@@ -65,7 +65,13 @@ function M.new(dir, opts, level)
   local index = opts.index
   if index == nil then index = "index.html" end
   local extra = {}
-  for name, value in pairs(opts.headers or {}) do extra[#extra + 1] = { name, value } end
+  for name, value in pairs(opts.headers or {}) do
+    if type(name) ~= "string" or not find(name, "^[!#$%%&'*+%-.^_`|~%w]+$")
+        or (type(value) ~= "string" and type(value) ~= "number") or find(tostring(value), "[\r\n%z]") then
+      error(("static: invalid header %s"):format(tostring(name)), level)
+    end
+    extra[#extra + 1] = { name, value }
+  end
   return setmetatable({
     dir = dir,
     root = fs_root(dir, floor(opts.open_files or 128)),
@@ -248,8 +254,7 @@ local function listing_page(self, res, rel, path)
   local out = { "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of ", title,
     "</title></head>\n<body><h1>Index of ", title, "</h1>\n<ul>\n" }
   if path ~= "/" then out[#out + 1] = "<li><a href=\"../\">../</a></li>\n" end
-  sort(entries, function(x, y) return x.name < y.name end)
-  for _, e in pairs(entries) do
+  for _, e in ipairs(entries) do -- sorted by name
     if self.dotfiles or byte(e.name, 1) ~= 46 then
       local slash = e.kind == "directory" and "/" or ""
       out[#out + 1] = format("<li><a href=\"%s%s\">%s%s</a></li>\n",

@@ -19,7 +19,9 @@ describe("static files", function()
   end)
 
   after_each(function()
-    assert.is_true(server:alive(), "the server died:\n" .. server:stderr())
+    if server.status == nil then
+      assert.is_true(server:alive(), "the server died:\n" .. server:stderr())
+    end
   end)
 
   -- One request: method, target, extra header lines; the response.
@@ -113,6 +115,18 @@ describe("static files", function()
         assert.equal("0", r.headers["content-length"])
         assert.equal("", r.body)
         assert.equal("space in the name\n", get("/a%20b.txt").body)
+      end)
+    end)
+
+    it("runs the app's middleware for files too", function()
+      srv.run(function()
+        local r = get("/style.css?mw=seen")
+        assert.equal(200, r.status)
+        assert.equal("seen", r.headers["x-middleware"])
+        r = get("/style.css?deny=1")
+        assert.equal(403, r.status)
+        assert.equal("denied\n", r.body)
+        assert.equal("seen", get("/missing?mw=seen").headers["x-middleware"])
       end)
     end)
 
@@ -395,6 +409,8 @@ describe("static files", function()
       assert.has_error(function() app:static("/", "dir", { listing = "yes" }) end)
       assert.has_error(function() app:static("static", "dir") end)
       assert.has_error(function() app:static("/", nil) end)
+      assert.has_error(function() app:static("/", "dir", { headers = { ["X-A"] = "a\r\nb" } }) end)
+      assert.has_error(function() app:static("/", "dir", { headers = { ["bad name"] = "v" } }) end)
     end)
   end)
 
@@ -482,11 +498,51 @@ describe("static files", function()
       assert.is_nil(static.parse_date("yesterday"))
     end)
 
+    it("open files below a root, keeping a bounded number open", function()
+      local fs = require("luasrv.core").fs
+      local d = fs.root(root .. "/site", 2)
+      local a, size, mtime, tag = d:open("style.css")
+      assert.equal(20, size)
+      assert.is_number(mtime)
+      assert.matches('^"%x+%-14%-%x+"$', tag)
+      assert.equal(a, (d:open("style.css")), "the second open is the cached file")
+      local b = d:open("data.bin")
+      local c = d:open("index.html") -- the cache is full: c is the caller's
+      a:close() -- does nothing to a cached file
+      assert.same({ 20 }, { (a:stat()) })
+      assert.equal(1000, (b:stat()))
+      c:close()
+      assert.matches("closed", tostring(c))
+      assert.same({ nil, "illegal operation on a directory", "EISDIR" }, { d:open("sub") })
+      assert.same({ nil, "no such file or directory", "ENOENT" }, { d:open("../secret.txt") })
+      assert.same({ nil, "no such file or directory", "ENOENT" }, { d:open("escape.txt") })
+      assert.has_error(function() d:open("a\0b") end)
+    end)
+
+    it("luasrv.fs: stat, mkdir, list", function()
+      local fs = require "luasrv.fs"
+      local kind, size = fs.stat(root .. "/site/style.css")
+      assert.equal("file", kind)
+      assert.equal(20, size)
+      assert.equal("directory", (fs.stat(root .. "/site")))
+      local made = root .. "/made"
+      assert.is_true(fs.mkdir(made))
+      assert.equal("EEXIST", select(3, fs.mkdir(made)))
+      local names = {}
+      for _, e in ipairs(fs.list(root .. "/site/sub")) do names[#names + 1] = e.name .. ":" .. e.kind end
+      assert.same({ "a.txt:file" }, names)
+      assert.equal("ENOENT", select(3, fs.list(root .. "/nope")))
+    end)
+
     it("pick the encoding", function()
       assert.equal("br", static.accepted_encoding("gzip, br"))
       assert.equal("gzip", static.accepted_encoding("gzip;q=0.5, br;q=0"))
       assert.equal("br", static.accepted_encoding("*"))
       assert.is_nil(static.accepted_encoding("identity"))
     end)
+  end)
+
+  it("stops cleanly on SIGTERM, with no sanitizer report", function()
+    H.assert_clean_stop(server)
   end)
 end)

@@ -6,13 +6,23 @@ local helper = H.helper
 
 local S = {}
 
+local q = helper.shell_quote
+
+-- Under the sanitizer build the spec's interpreter runs with the sanitizer runtimes in
+-- LD_PRELOAD, which would be inherited by the tools run here: curl hangs with them. Commands
+-- run without.
+local function clean(cmd)
+  if os.getenv("LD_PRELOAD") and os.getenv("LD_PRELOAD") ~= "" then
+    return "LD_PRELOAD= exec sh -c " .. q(cmd)
+  end
+  return cmd
+end
+
 local function sh(cmd)
-  local ok = os.execute(cmd)
+  local ok = os.execute(clean(cmd))
   assert(ok, "command failed: " .. cmd)
 end
 S.sh = sh
-
-local q = helper.shell_quote
 
 --- 1000 bytes: "0123456789" a hundred times, so any range's content is easy to predict.
 S.DATA = ("0123456789"):rep(100)
@@ -92,15 +102,15 @@ end
 
 --- How many descriptors the process has open.
 function S.fd_count(pid)
-  local p = io.popen("ls /proc/" .. pid .. "/fd 2>/dev/null | wc -l")
+  local p = io.popen(clean("ls /proc/" .. pid .. "/fd 2>/dev/null | wc -l"))
   local n = tonumber(p:read("a"))
   p:close()
   return n
 end
 
---- Runs a shell command and returns its standard output.
+--- Runs a shell command (without the sanitizer preload) and returns its standard output.
 function S.capture(cmd)
-  local p = assert(io.popen(cmd))
+  local p = assert(io.popen(clean(cmd)))
   local out = p:read("a")
   p:close()
   return out
