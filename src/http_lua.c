@@ -25,7 +25,9 @@
 
 /* The Lua objects point at their connection while the request is current; at its end the
  * pointer is cleared, so a kept reference answers nil, "closed" and never touches a later
- * request's data. */
+ * request's data. They need no finaliser: the handler's task holds them until the request
+ * ends, and the end clears both links. Objects with __gc cost every minor collection of the
+ * generational collector a walk, so two per request would be a steady price. */
 struct ls_http_req_ud_s {
   ls_http_conn_t *c;
 };
@@ -531,14 +533,6 @@ static int l_req_json(lua_State *L) {
   return json_k(L, LUA_OK, 0);
 }
 
-static int l_req_gc(lua_State *L) {
-  ls_http_req_ud_t *ud = luaL_checkudata(L, 1, LS_REQ_MT);
-  if (ud->c != NULL && ud->c->req_ud == ud)
-    ud->c->req_ud = NULL;
-  ud->c = NULL;
-  return 0;
-}
-
 static int l_req_tostring(lua_State *L) {
   ls_http_conn_t *c = req_conn(L, 1);
   if (c == NULL)
@@ -1021,14 +1015,6 @@ static int l_res_sendfile(lua_State *L) {
   return sendfile_k(L, LUA_OK, 0);
 }
 
-static int l_res_gc(lua_State *L) {
-  ls_http_res_ud_t *ud = check_res(L);
-  if (ud->c != NULL && ud->c->res_ud == ud)
-    ud->c->res_ud = NULL;
-  ud->c = NULL;
-  return 0;
-}
-
 /* ---- rejecting a request, temporary files ------------------------------------------------- */
 
 /* core.http_reject(req, status [, message]): marks the request to be answered with `status`
@@ -1275,7 +1261,6 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
                                       {NULL, NULL}};
   static const luaL_Reg req_metameth[] = {{"__index", l_req_index},
                                           {"__newindex", l_req_newindex},
-                                          {"__gc", l_req_gc},
                                           {"__tostring", l_req_tostring},
                                           {NULL, NULL}};
   static const luaL_Reg res_meth[] = {{"status", l_res_status}, {"sent", l_res_sent},
@@ -1292,8 +1277,6 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
   luaL_setfuncs(L, req_meth, 0);
   lua_setfield(L, LUA_REGISTRYINDEX, LS_REQ_METHODS_KEY);
   if (luaL_newmetatable(L, LS_RES_MT)) {
-    lua_pushcfunction(L, l_res_gc);
-    lua_setfield(L, -2, "__gc");
     lua_newtable(L);
     luaL_setfuncs(L, res_meth, 0);
     lua_setfield(L, -2, "__index");
