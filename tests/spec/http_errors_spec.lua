@@ -11,21 +11,10 @@ local function line(tag) return H.line_of(fixture, tag) end
 
 describe("http errors", function()
   local server, port
-
-  setup(function()
-    server = H.start("http_errors.lua")
-    port = server.port
-  end)
-
-  teardown(function()
-    if server then server:cleanup() end
-  end)
-
-  after_each(function()
-    if server.status == nil then
-      assert.is_true(server:alive(), "the server died:\n" .. server:stderr())
-    end
-  end)
+  local life = H.serve("http_errors.lua", function(s) server, port = s, s.port end)
+  setup(life.setup)
+  teardown(life.teardown)
+  after_each(life.check)
 
   it("answers 500 with a plain page and logs file:line and the traceback", function()
     srv.run(function()

@@ -19,6 +19,29 @@ function H.start(name, opts)
 end
 
 --- The line number of the first line of `path` containing `needle` (plain text).
+--- The life cycle of one fixture server shared by a describe block:
+--   local life = H.serve("http_app.lua", function(s) server, port = s, s.port end)
+--   setup(life.setup); teardown(life.teardown); after_each(life.check)
+-- check fails the test that killed the server, with its stderr.
+function H.serve(name, on_start, opts)
+  local f = {}
+  function f.setup()
+    f.server = H.start(name, opts)
+    on_start(f.server)
+  end
+  function f.teardown()
+    if f.server then f.server:cleanup() end
+  end
+  function f.check()
+    local server = f.server
+    -- Plain error: busted's assert lives in the spec files' environment, not here.
+    if server.status == nil and not server:alive() then
+      error("the server died:\n" .. server:stderr(), 2)
+    end
+  end
+  return f
+end
+
 function H.line_of(path, needle)
   local n = 0
   for line in io.lines(path) do

@@ -20,21 +20,10 @@ end
 
 describe("http protocol", function()
   local server, port
-
-  setup(function()
-    server = H.start("http_app.lua")
-    port = server.port
-  end)
-
-  teardown(function()
-    if server then server:cleanup() end
-  end)
-
-  after_each(function()
-    if server.status == nil then
-      assert.is_true(server:alive(), "the server died:\n" .. server:stderr())
-    end
-  end)
+  local life = H.serve("http_app.lua", function(s) server, port = s, s.port end)
+  setup(life.setup)
+  teardown(life.teardown)
+  after_each(life.check)
 
   describe("response heads", function()
     it("answers a GET with a status line, Server, Date, Content-Type and Content-Length", function()

@@ -6,21 +6,10 @@ local H = require "http_helper"
 
 describe("http request", function()
   local server, port
-
-  setup(function()
-    server = H.start("http_app.lua")
-    port = server.port
-  end)
-
-  teardown(function()
-    if server then server:cleanup() end
-  end)
-
-  after_each(function()
-    if server.status == nil then
-      assert.is_true(server:alive(), "the server died:\n" .. server:stderr())
-    end
-  end)
+  local life = H.serve("http_app.lua", function(s) server, port = s, s.port end)
+  setup(life.setup)
+  teardown(life.teardown)
+  after_each(life.check)
 
   -- Sends bytes, expects a 200 JSON answer from /inspect and decodes it.
   local function inspect(bytes)
