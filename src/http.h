@@ -97,6 +97,7 @@ struct ls_http_conn_s {
   uint64_t bytes_out;         /* body bytes sent, for the log */
   ls_buf_t res_headers;       /* "Name: value\r\n" lines set through res:header */
   unsigned char head_sent;    /* streaming: the head went out */
+  unsigned char answered;     /* the handler wrote a complete response (send, json...) */
   unsigned char chunked;      /* streaming with chunked framing */
   unsigned char has_ctype;
   unsigned char has_clen;

@@ -33,8 +33,10 @@ struct ls_http_req_ud_s {
 };
 struct ls_http_res_ud_s {
   ls_http_conn_t *c;
-  unsigned char answered; /* a complete response was written (send, json, redirect) */
 };
+
+/* Registry keys of the two metatables: a light userdata key is found without hashing a name. */
+static const char req_mt_key, res_mt_key;
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -552,7 +554,7 @@ static ls_http_res_ud_t *check_res(lua_State *L) { return luaL_checkudata(L, 1, 
 static ls_http_conn_t *res_open(lua_State *L, ls_http_res_ud_t *ud, const char *what) {
   if (ud->c == NULL)
     luaL_error(L, "%s: the request has ended", what);
-  if (ud->answered || ud->c->head_sent)
+  if (ud->c->answered || ud->c->head_sent)
     luaL_error(L, "%s: the response has already been sent", what);
   return ud->c;
 }
@@ -567,7 +569,7 @@ static int check_status(lua_State *L, int idx) {
  * status, header and send calls raise, and an error can no longer become a 500. */
 static int l_res_sent(lua_State *L) {
   ls_http_res_ud_t *ud = check_res(L);
-  lua_pushboolean(L, ud->answered || ud->c == NULL || ud->c->head_sent);
+  lua_pushboolean(L, ud->c == NULL || ud->c->answered || ud->c->head_sent);
   return 1;
 }
 
@@ -630,7 +632,7 @@ static int l_res_header(lua_State *L) {
 /* Writes the whole response now; later return values of the handler are ignored. */
 static void res_send(ls_http_res_ud_t *ud, int status, const char *ctype, const char *body,
                      size_t len) {
-  ud->answered = 1;
+  ud->c->answered = 1;
   ls_http__append_response(ud->c, status, ctype, body, len);
 }
 
@@ -739,7 +741,7 @@ static int l_res_write(lua_State *L) {
   }
   if (c == NULL || c->closing)
     return ls_push_error(L, LS_ECLOSED);
-  if (ud->answered)
+  if (c->answered)
     return luaL_error(L, "write: the response has already been sent");
   if (!c->head_sent)
     stream_head(c);
@@ -969,7 +971,7 @@ static int l_res_sendfile(lua_State *L) {
     sendfile_release(sf);
     return luaL_error(L, "not enough memory");
   }
-  ud->answered = 1;
+  c->answered = 1;
   has_body = status >= 200 && status != 204 && status != 304;
   if (c->is_head || !has_body || length == 0) {
     sendfile_release(sf);
@@ -998,7 +1000,7 @@ static int l_res_sendfile(lua_State *L) {
     c->out.end = c->out.start + mark;
     c->status = saved_status;
     c->bytes_out = 0;
-    ud->answered = 0;
+    c->answered = 0;
     sendfile_release(sf);
     return ls_push_error(L, err);
   }
@@ -1139,10 +1141,10 @@ static void respond_500(ls_http_conn_t *c, const char *trace) {
 static int http_task_done(ls_task_t *task, int status, int nres) {
   ls_http_conn_t *c = task->data;
   lua_State *co = task->co;
-  ls_http_res_ud_t *res = c != NULL ? c->res_ud : NULL;
-  int answered = res != NULL && res->answered;
+  int answered;
   if (c == NULL)
     return 0; /* the connection went away; the error, if any, is logged */
+  answered = c->answered;
   c->task = NULL;
   if (status != LUA_OK && c->reject_status != 0 && !c->head_sent && !answered) {
     /* req:body() found the body too large or malformed, or the handler rejected it (a form
@@ -1173,39 +1175,80 @@ static int http_task_done(ls_task_t *task, int status, int nres) {
   return 1;
 }
 
-/* After the handler returned: stack is handler, req, res, then its results. Unless the
- * response went out already (res:send, res:json, res:write...), the results make it. */
+/* After the handler returned: its results are on the stack from index ctx up. Unless the
+ * response went out already (res:send, res:json, res:write...), they make it. */
 static int http_task_body_k(lua_State *L, int status, lua_KContext ctx) {
-  ls_http_res_ud_t *res = lua_touserdata(L, 3);
+  ls_task_t *task = lua_touserdata(L, 1);
+  ls_http_conn_t *c = task->data; /* NULL once the connection is gone */
   (void)status;
-  (void)ctx;
-  if (res->c != NULL && !res->answered && !res->c->head_sent) {
-    finish_from_returns(L, res->c, 4);
-    res->answered = 1;
+  if (c != NULL && !c->answered && !c->head_sent) {
+    finish_from_returns(L, c, (int)ctx);
+    c->answered = 1;
   }
   return 0;
 }
 
-/* The body of a request's task: handler(req, res), its results left for http_task_done. */
+/* If the handler at index 2 is an app that offers exact routes (a `routes` table: path ->
+ * {METHOD = function}, which luasrv.router keeps while nothing else runs between a request
+ * and such a route), and one matches this request, puts its function at index 2 instead:
+ * the route is called straight, without the app's dispatch in Lua. */
+static void take_route(lua_State *L, ls_http_conn_t *c) {
+  if (lua_type(L, 2) != LUA_TTABLE)
+    return;
+  lua_pushliteral(L, "routes");
+  if (lua_rawget(L, 2) == LUA_TTABLE) {
+    lua_pushlstring(L, ls_buf_head(&c->head) + c->path_off, c->path_len);
+    if (lua_rawget(L, -2) == LUA_TTABLE) {
+      lua_pushstring(L, llhttp_method_name((llhttp_method_t)c->parser.method));
+      if (lua_rawget(L, -2) == LUA_TFUNCTION) {
+        lua_replace(L, 2);
+        lua_pop(L, 2);
+        return;
+      }
+    }
+  }
+  lua_settop(L, 2);
+}
+
+/* Whether the function at index 2 is a Lua function declared without parameters: nothing it
+ * runs can reach the request and response objects, so they are not made. */
+static int takes_nothing(lua_State *L) {
+  lua_Debug ar;
+  lua_pushvalue(L, 2);
+  lua_getinfo(L, ">u", &ar);
+  return ar.nparams == 0 && !ar.isvararg;
+}
+
+/* The body of a request's task, with the task (light userdata) and the handler on the stack:
+ * handler(req, res), whose results http_task_body_k turns into the response. */
 static int http_task_body(lua_State *L) {
-  ls_http_conn_t *c = lua_touserdata(L, 2);
+  ls_task_t *task = lua_touserdata(L, 1);
+  ls_http_conn_t *c = task->data;
   ls_http_req_ud_t *req;
   ls_http_res_ud_t *res;
-  lua_settop(L, 1);
+  take_route(L, c);
+  if (takes_nothing(L)) {
+    lua_pushvalue(L, 2);
+    lua_callk(L, 0, LUA_MULTRET, 3, http_task_body_k);
+    return http_task_body_k(L, LUA_OK, 3);
+  }
+  /* The objects stay at indexes 3 and 4 for the whole request: the connection points at
+   * them, so they must outlive whatever the handler keeps. */
   req = lua_newuserdatauv(L, sizeof *req, 1);
   req->c = c;
-  luaL_setmetatable(L, LS_REQ_MT);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &req_mt_key);
+  lua_setmetatable(L, -2);
   res = lua_newuserdatauv(L, sizeof *res, 0);
   res->c = c;
-  res->answered = 0;
-  luaL_setmetatable(L, LS_RES_MT);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &res_mt_key);
+  lua_setmetatable(L, -2);
   c->req_ud = req;
   c->res_ud = res;
-  lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
-  lua_callk(L, 2, LUA_MULTRET, 0, http_task_body_k);
-  return http_task_body_k(L, LUA_OK, 0);
+  lua_pushvalue(L, 4);
+  lua_callk(L, 2, LUA_MULTRET, 5, http_task_body_k);
+  return http_task_body_k(L, LUA_OK, 5);
 }
 
 void ls_http__dispatch(ls_http_conn_t *c) {
@@ -1225,11 +1268,12 @@ void ls_http__dispatch(ls_http_conn_t *c) {
     return;
   }
   c->task = task;
+  c->answered = 0;
   c->started_ns = uv_hrtime();
   task->budgeted = 1;
   lua_pushcfunction(task->co, http_task_body);
+  lua_pushlightuserdata(task->co, task);
   lua_rawgeti(task->co, LUA_REGISTRYINDEX, c->listener->base.handler_ref);
-  lua_pushlightuserdata(task->co, c);
   ls_task_start(task, 2);
 }
 
@@ -1272,7 +1316,7 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
   (void)gen;
   if (luaL_newmetatable(L, LS_REQ_MT))
     luaL_setfuncs(L, req_metameth, 0);
-  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &req_mt_key);
   lua_newtable(L);
   luaL_setfuncs(L, req_meth, 0);
   lua_setfield(L, LUA_REGISTRYINDEX, LS_REQ_METHODS_KEY);
@@ -1281,7 +1325,7 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
     luaL_setfuncs(L, res_meth, 0);
     lua_setfield(L, -2, "__index");
   }
-  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &res_mt_key);
   if (luaL_newmetatable(L, LS_HEADERS_MT)) {
     lua_pushcfunction(L, l_headers_index);
     lua_setfield(L, -2, "__index");

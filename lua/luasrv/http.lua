@@ -1,14 +1,14 @@
 --- srv.http: the HTTP/1.1 server (the protocol core is C, the router Lua).
 local core = require "luasrv.core"
-local Router = require "luasrv.router"
 
 local type, getmetatable = type, getmetatable
 
 local M = {}
 
+-- An app is given as it is (it is callable): the core then finds its exact routes itself
+-- (app.routes, see luasrv.router) and calls their handlers without a dispatch in Lua.
 local function as_handler(app, level)
   if type(app) == "function" then return app end
-  if getmetatable(app) == Router then return app:handler() end
   local mt = getmetatable(app)
   if mt and mt.__call then return app end
   error("bad argument #2 to 'listen' (handler function or app expected, got " .. type(app) .. ")",
@@ -32,7 +32,7 @@ function M.listen(opts, app)
 end
 
 --- srv.http.app() -> a router (see luasrv.router).
-M.app = Router.new
+M.app = require("luasrv.router").new
 
 -- Request and response methods written in Lua. The modules behind them load on first use.
 local req_methods, res_methods = core.http_request_methods, core.http_response_methods

@@ -2,6 +2,11 @@
 -- 405 with Allow, automatic HEAD and OPTIONS, middleware, mounted sub-apps and custom error
 -- handlers. Routes live in a segment trie, so finding one costs the same however many there
 -- are; fixed paths are also kept in a table for a single lookup.
+--
+-- app.routes (path -> {METHOD = handler}) is the part of that table the HTTP core may use on
+-- its own: for a request whose path and method it finds there, the core calls the handler
+-- straight, as dispatch would. It is there only while dispatch would do nothing else for
+-- such a request: middleware or a custom 500 page take it away.
 local log = require("luasrv.core").log
 
 local concat, sort, type, error, select = table.concat, table.sort, type, error, select
@@ -22,6 +27,7 @@ function Router.new()
   return setmetatable({
     root = new_node(),
     exact = {},        -- path -> node, for routes without parameters
+    routes = {},       -- path -> node.handlers, for the core (see above); nil once unsafe
     middleware = {},
     mounts = {},
     statics = {},      -- app:static mounts, longest prefix first
@@ -99,6 +105,7 @@ function Router:route(method, pattern, handler)
     self.dynamic = true
   else
     self.exact[pattern] = node
+    if self.routes then self.routes[pattern] = node.handlers end
   end
   return self
 end
@@ -122,6 +129,7 @@ function Router:use(fn)
     error("bad argument #1 to 'use' (function expected, got " .. type(fn) .. ")", 2)
   end
   self.middleware[#self.middleware + 1] = fn
+  self.routes = nil -- every request passes the middleware now
   return self
 end
 
@@ -161,6 +169,7 @@ function Router:error(status, fn)
     error("usage: app:error(status, function(req, res, status, message) ... end)", 2)
   end
   self.errors[status] = fn
+  if status == 500 then self.routes = nil end -- handlers run under its xpcall now
   return self
 end
 
