@@ -146,6 +146,8 @@ const char *ls_http__header(ls_http_conn_t *c, const char *name, size_t name_len
 const char *ls_http__status_line(int status, size_t *len);
 /* Appends "Date: ...\r\n" (cached for the second). */
 int ls_http__append_date(ls_buf_t *b, uv_loop_t *loop);
+/* The "Date: ...\r\n" line for now (cached for the current second). */
+const char *ls_http__date(uv_loop_t *loop, size_t *len);
 /* 1 if the name is an RFC 9110 token; 1 if the value has no CR, LF or NUL. */
 int ls_http__valid_name(const char *s, size_t len);
 int ls_http__valid_value(const char *s, size_t len);

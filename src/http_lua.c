@@ -35,8 +35,16 @@ struct ls_http_res_ud_s {
   ls_http_conn_t *c;
 };
 
-/* Registry keys of the two metatables: a light userdata key is found without hashing a name. */
-static const char req_mt_key, res_mt_key;
+/* Registry keys (a light userdata key is found without hashing a name): the two metatables,
+ * and the function each request's task starts with (http_task_body, a closure over what it
+ * needs on every request; see ls_http__open_lua). */
+static const char req_mt_key, res_mt_key, task_body_key;
+
+/* http_task_body's upvalues. */
+#define UP_ROUTES lua_upvalueindex(1)  /* the string "routes" */
+#define UP_METHODS lua_upvalueindex(2) /* method names, indexed by llhttp's number + 1 */
+#define UP_REQ_MT lua_upvalueindex(3)
+#define UP_RES_MT lua_upvalueindex(4)
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -1195,11 +1203,11 @@ static int http_task_body_k(lua_State *L, int status, lua_KContext ctx) {
 static void take_route(lua_State *L, ls_http_conn_t *c) {
   if (lua_type(L, 2) != LUA_TTABLE)
     return;
-  lua_pushliteral(L, "routes");
+  lua_pushvalue(L, UP_ROUTES);
   if (lua_rawget(L, 2) == LUA_TTABLE) {
     lua_pushlstring(L, ls_buf_head(&c->head) + c->path_off, c->path_len);
     if (lua_rawget(L, -2) == LUA_TTABLE) {
-      lua_pushstring(L, llhttp_method_name((llhttp_method_t)c->parser.method));
+      lua_rawgeti(L, UP_METHODS, c->parser.method + 1);
       if (lua_rawget(L, -2) == LUA_TFUNCTION) {
         lua_replace(L, 2);
         lua_pop(L, 2);
@@ -1236,11 +1244,11 @@ static int http_task_body(lua_State *L) {
    * them, so they must outlive whatever the handler keeps. */
   req = lua_newuserdatauv(L, sizeof *req, 1);
   req->c = c;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &req_mt_key);
+  lua_pushvalue(L, UP_REQ_MT);
   lua_setmetatable(L, -2);
   res = lua_newuserdatauv(L, sizeof *res, 0);
   res->c = c;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &res_mt_key);
+  lua_pushvalue(L, UP_RES_MT);
   lua_setmetatable(L, -2);
   c->req_ud = req;
   c->res_ud = res;
@@ -1271,7 +1279,7 @@ void ls_http__dispatch(ls_http_conn_t *c) {
   c->answered = 0;
   c->started_ns = uv_hrtime();
   task->budgeted = 1;
-  lua_pushcfunction(task->co, http_task_body);
+  lua_rawgetp(task->co, LUA_REGISTRYINDEX, &task_body_key);
   lua_pushlightuserdata(task->co, task);
   lua_rawgeti(task->co, LUA_REGISTRYINDEX, c->listener->base.handler_ref);
   ls_task_start(task, 2);
@@ -1331,6 +1339,16 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
+  lua_pushliteral(L, "routes");
+  lua_createtable(L, HTTP_FLUSH + 1, 0); /* HTTP_FLUSH: llhttp's last method */
+  for (int m = 0; m <= HTTP_FLUSH; m++) {
+    lua_pushstring(L, llhttp_method_name((llhttp_method_t)m));
+    lua_rawseti(L, -2, m + 1);
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &req_mt_key);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &res_mt_key);
+  lua_pushcclosure(L, http_task_body, 4);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &task_body_key);
   if (luaL_newmetatable(L, LS_SENDFILE_MT)) {
     lua_pushcfunction(L, l_sendfile_gc);
     lua_setfield(L, -2, "__gc");

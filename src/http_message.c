@@ -33,24 +33,31 @@ static const status_t status_lines[] = {
     {0, NULL}};
 
 const char *ls_http__status_line(int status, size_t *len) {
-  static char other[600][40];
-  const status_t *s;
+  /* Every code's line and length, found by index: registered phrases first, then the bare
+   * "HTTP/1.1 NNN " for the rest (the phrase is optional, RFC 9112 §4). Filled once. */
+  static char other[600][16];
+  static const char *lines[600];
+  static unsigned char lens[600];
   if (status < 100 || status > 599)
     return NULL;
-  for (s = status_lines; s->code != 0; s++) {
-    if (s->code == status) {
-      *len = strlen(s->line);
-      return s->line;
+  if (lines[status] == NULL) {
+    const status_t *s;
+    const char *l = NULL;
+    for (s = status_lines; s->code != 0 && l == NULL; s++)
+      if (s->code == status)
+        l = s->line;
+    if (l == NULL) {
+      snprintf(other[status], sizeof other[status], "HTTP/1.1 %d \r\n", status);
+      l = other[status];
     }
+    lens[status] = (unsigned char)strlen(l);
+    lines[status] = l;
   }
-  /* A code without a registered reason phrase: the phrase is optional (RFC 9112 §4). */
-  if (other[status][0] == '\0')
-    snprintf(other[status], sizeof other[status], "HTTP/1.1 %d \r\n", status);
-  *len = strlen(other[status]);
-  return other[status];
+  *len = lens[status];
+  return lines[status];
 }
 
-int ls_http__append_date(ls_buf_t *b, uv_loop_t *loop) {
+const char *ls_http__date(uv_loop_t *loop, size_t *len) {
   static char line[64];
   static size_t line_len;
   static time_t cached = -1;
@@ -63,7 +70,14 @@ int ls_http__append_date(ls_buf_t *b, uv_loop_t *loop) {
     line_len = strftime(line, sizeof line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
     cached = now;
   }
-  return ls_buf_append(b, line, line_len);
+  *len = line_len;
+  return line;
+}
+
+int ls_http__append_date(ls_buf_t *b, uv_loop_t *loop) {
+  size_t len;
+  const char *line = ls_http__date(loop, &len);
+  return ls_buf_append(b, line, len);
 }
 
 int ls_http__valid_name(const char *s, size_t len) {
@@ -95,46 +109,57 @@ static int status_has_body(int status) { return status >= 200 && status != 204 &
 int ls_http__append_response(ls_http_conn_t *c, int status, const char *ctype, const char *body,
                              size_t body_len) {
   ls_buf_t *b = &c->out;
-  size_t line_len;
+  size_t line_len, date_len, ctype_len = 0, extra_len = ls_buf_len(&c->res_headers);
   const char *line = ls_http__status_line(status, &line_len);
-  char num[48];
-  int err = 0;
+  const char *date = ls_http__date(c->rt->loop, &date_len);
+  int has_body = status_has_body(status);
+  int send_body = has_body && !c->is_head && body_len > 0;
+  char num[24], *p, *digits = num + sizeof num;
   if (line == NULL)
     return -1;
-  err |= ls_buf_append(b, line, line_len);
-  err |= ls_buf_append(b, "Server: luasrv\r\n", 16);
-  err |= ls_http__append_date(b, c->rt->loop);
-  if (status_has_body(status)) {
-    if (ctype != NULL && !c->has_ctype) {
-      err |= ls_buf_append(b, "Content-Type: ", 14);
-      err |= ls_buf_append(b, ctype, strlen(ctype));
-      err |= ls_buf_append(b, "\r\n", 2);
-    }
-    if (!c->has_clen) {
-      /* Digits written backwards: cheaper than snprintf on every response. */
-      char *p = num + sizeof num;
-      size_t v = body_len;
-      *--p = '\n';
-      *--p = '\r';
-      do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-      } while (v != 0);
-      err |= ls_buf_append(b, "Content-Length: ", 16);
-      err |= ls_buf_append(b, p, (size_t)(num + sizeof num - p));
-    }
+  if (has_body && ctype != NULL && !c->has_ctype)
+    ctype_len = strlen(ctype);
+  /* Content-Length: digits written backwards, cheaper than snprintf on every response. */
+  if (has_body && !c->has_clen) {
+    size_t v = body_len;
+    do {
+      *--digits = (char)('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
   }
-  err |= ls_buf_append(b, ls_buf_head(&c->res_headers), ls_buf_len(&c->res_headers));
+  /* One reservation for the whole response, then plain copies. */
+  if (ls_buf_reserve(b, line_len + date_len + ctype_len + extra_len + (send_body ? body_len : 0) +
+                            sizeof num + 128) != 0)
+    return -1;
+  p = b->data + b->end;
+#define PUT(s, n) (memcpy(p, (s), (n)), p += (n))
+  PUT(line, line_len);
+  PUT("Server: luasrv\r\n", 16);
+  PUT(date, date_len);
+  if (ctype_len > 0) {
+    PUT("Content-Type: ", 14);
+    PUT(ctype, ctype_len);
+    PUT("\r\n", 2);
+  }
+  if (has_body && !c->has_clen) {
+    PUT("Content-Length: ", 16);
+    PUT(digits, (size_t)(num + sizeof num - digits));
+    PUT("\r\n", 2);
+  }
+  if (extra_len > 0)
+    PUT(ls_buf_head(&c->res_headers), extra_len);
   if (!c->keep_alive)
-    err |= ls_buf_append(b, "Connection: close\r\n", 19);
+    PUT("Connection: close\r\n", 19);
   else if (c->parser.http_minor == 0)
-    err |= ls_buf_append(b, "Connection: keep-alive\r\n", 24);
-  err |= ls_buf_append(b, "\r\n", 2);
-  if (!c->is_head && status_has_body(status))
-    err |= ls_buf_append(b, body, body_len);
+    PUT("Connection: keep-alive\r\n", 24);
+  PUT("\r\n", 2);
+  if (send_body)
+    PUT(body, body_len);
+#undef PUT
+  b->end = (size_t)(p - b->data);
   c->status = status;
   c->bytes_out = body_len;
-  return err;
+  return 0;
 }
 
 void ls_http__error_response(ls_http_conn_t *c, int status, int close) {
