@@ -35,10 +35,10 @@ struct ls_http_res_ud_s {
   ls_http_conn_t *c;
 };
 
-/* Registry keys (a light userdata key is found without hashing a name): the two metatables,
- * and the function each request's task starts with (http_task_body, a closure over what it
- * needs on every request; see ls_http__open_lua). */
-static const char req_mt_key, res_mt_key, task_body_key;
+/* Registry keys of the two metatables (a light userdata key is found without hashing a
+ * name). The function each request's task starts with, http_task_body, is a closure over what
+ * it needs on every request, kept in the registry under gen->http_task_ref. */
+static const char req_mt_key, res_mt_key;
 
 /* http_task_body's upvalues. */
 #define UP_ROUTES lua_upvalueindex(1)  /* the string "routes" */
@@ -1279,7 +1279,7 @@ void ls_http__dispatch(ls_http_conn_t *c) {
   c->answered = 0;
   c->started_ns = uv_hrtime();
   task->budgeted = 1;
-  lua_rawgetp(task->co, LUA_REGISTRYINDEX, &task_body_key);
+  lua_rawgeti(task->co, LUA_REGISTRYINDEX, c->gen->http_task_ref);
   lua_pushlightuserdata(task->co, task);
   lua_rawgeti(task->co, LUA_REGISTRYINDEX, c->listener->base.handler_ref);
   ls_task_start(task, 2);
@@ -1321,7 +1321,6 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
                                       {"json", l_res_json},     {"redirect", l_res_redirect},
                                       {"sendfile", l_res_sendfile}, {NULL, NULL}};
   int core = lua_gettop(L);
-  (void)gen;
   if (luaL_newmetatable(L, LS_REQ_MT))
     luaL_setfuncs(L, req_metameth, 0);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &req_mt_key);
@@ -1348,7 +1347,7 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &req_mt_key);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &res_mt_key);
   lua_pushcclosure(L, http_task_body, 4);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &task_body_key);
+  gen->http_task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (luaL_newmetatable(L, LS_SENDFILE_MT)) {
     lua_pushcfunction(L, l_sendfile_gc);
     lua_setfield(L, -2, "__gc");

@@ -66,6 +66,7 @@ struct ls_gen_s {
   ls_task_t *free_tasks;   /* finished tasks whose coroutines can be reused */
   unsigned live_tasks;     /* tasks started and not yet finished */
   int owns_state;          /* 1 if lua_close is ours to call */
+  int http_task_ref;       /* registry ref of the HTTP request task's body (src/http_lua.c) */
 };
 
 /* Something that owns libuv handles (a listener, a connection, a timer). Its close function
