@@ -6,8 +6,10 @@
 --   idle <server> <conns> <baseline KiB> <KiB with conns> <held> <closed by server> <open_s>
 --   startup <server> <median_ms> <min_ms> <max_ms> <runs>
 -- Usage: lua5.4 bench/report.lua text|markdown RESULTS "COMMAND"
--- Medians of the runs, each column on its own. Prints the tables (and, for markdown, the
--- machine and versions); exits 1 if a target that was measured is missed.
+-- Each column is the median of the runs. A ratio between two servers is the median of the
+-- per-run ratios: within one run the servers are measured back to back, so load on the machine
+-- that drifts from run to run hits both sides of each ratio alike. Prints the tables (and, for
+-- markdown, the machine and versions); exits 1 if a target that was measured is missed.
 local mode, path, command = ...
 assert(mode == "text" or mode == "markdown", "usage: report.lua text|markdown RESULTS COMMAND")
 
@@ -38,7 +40,7 @@ for line in io.lines(path) do
     end
   elseif kind == "run" then
     local list = slot(runs, f[1], f[2])
-    list[#list + 1] = { rate = tonumber(f[4]), p50 = tonumber(f[5]), p99 = tonumber(f[6]),
+    list[#list + 1] = { rep = f[3], rate = tonumber(f[4]), p50 = tonumber(f[5]), p99 = tonumber(f[6]),
                         cpu = tonumber(f[7]), errors = tonumber(f[8]), client = tonumber(f[9]) }
   elseif kind == "rss" then
     slot(rss, f[1])[f[2]] = tonumber(f[3])
@@ -62,6 +64,23 @@ local function median(list, key)
   table.sort(v)
   if #v % 2 == 1 then return v[(#v + 1) // 2] end
   return (v[#v // 2] + v[#v // 2 + 1]) / 2
+end
+
+-- The median of a / b over the runs both servers made (paired by run number), the per-run
+-- ratios, or nil when they share no run.
+local function paired(scn, a, b, key)
+  local la, lb = runs[scn] and runs[scn][a], runs[scn] and runs[scn][b]
+  if not la or not lb then return nil end
+  local by_rep, ratios = {}, {}
+  for _, r in ipairs(lb) do by_rep[r.rep] = r[key] end
+  for _, r in ipairs(la) do
+    local v = by_rep[r.rep]
+    if r[key] and v and v > 0 then ratios[#ratios + 1] = { q = r[key] / v } end
+  end
+  if #ratios == 0 then return nil end
+  local list = {}
+  for i, r in ipairs(ratios) do list[i] = string.format("%.2f", r.q) end
+  return median(ratios, "q"), table.concat(list, " ")
 end
 
 local conns = config.conns or "50"
@@ -115,23 +134,24 @@ end
 
 -- The C reference a scenario's ratios are taken against: the fixed-response server for HTTP,
 -- echo_ref for TCP, the faster udp_echo_ref variant for UDP (the practical limit).
+-- Returns its stats, its label and its server key.
 local function c_ref_of(scn)
-  if scn == "tcp_echo" then return stats(scn, "echo_ref"), "echo_ref" end
+  if scn == "tcp_echo" then return stats(scn, "echo_ref"), "echo_ref", "echo_ref" end
   if scn == "udp_echo" then
     local a, b = stats(scn, "udp_ref_mmsg"), stats(scn, "udp_ref")
-    if a and (not b or a.rate >= b.rate) then return a, "udp_echo_ref --mmsg" end
-    return b, b and "udp_echo_ref" or nil
+    if a and (not b or a.rate >= b.rate) then return a, "udp_echo_ref --mmsg", "udp_ref_mmsg" end
+    return b, b and "udp_echo_ref" or nil, "udp_ref"
   end
-  return stats(scn, "c_ref"), "C ref"
+  return stats(scn, "c_ref"), "C ref", "c_ref"
 end
 
 local function fmt(v, f)
   if v == nil then return "-" end
   return string.format(f, v)
 end
-local function ratio(a, b)
-  if not a or not b or b == 0 then return "-" end
-  return string.format("%.2f", a / b)
+local function ratio(scn, a, b, key)
+  local q = paired(scn, a, b, key)
+  return q and string.format("%.2f", q) or "-"
 end
 
 -- ---- the main table -----------------------------------------------------------------------
@@ -142,8 +162,7 @@ local header = { "scenario", "server", "CPU us/req", "req/s", "spread %", "p50 u
 local rows = {}
 for _, s in ipairs(scenarios) do
   if runs[s.id] or status[s.id] then
-    local ngx = stats(s.id, "nginx_lua")
-    local cref = c_ref_of(s.id)
+    local _, _, cref = c_ref_of(s.id)
     for _, srv in ipairs(s.servers) do
       local st = stats(s.id, srv)
       local bad = status[s.id] and status[s.id][srv]
@@ -151,8 +170,8 @@ for _, s in ipairs(scenarios) do
         rows[#rows + 1] = { s.label, server_label(s.id, srv), fmt(st.cpu, "%.2f"),
           fmt(st.rate, "%.0f"), fmt(st.spread, "%.0f"), fmt(st.p50, "%.0f"), fmt(st.p99, "%.0f"),
           fmt(st.rss and st.rss / 1024, "%.1f"), tostring(st.errors), fmt(st.client, "%.0f"),
-          ngx and ratio(st.rate, ngx.rate) or "-", cref and ratio(st.rate, cref.rate) or "-",
-          ngx and ratio(st.cpu, ngx.cpu) or "-", cref and ratio(st.cpu, cref.cpu) or "-",
+          ratio(s.id, srv, "nginx_lua", "rate"), ratio(s.id, srv, cref, "rate"),
+          ratio(s.id, srv, "nginx_lua", "cpu"), ratio(s.id, srv, cref, "cpu"),
           note = bad and (bad.what .. " after some runs: " .. bad.reason) }
       elseif bad then
         rows[#rows + 1] = { s.label, server_label(s.id, srv), bad.what .. ": " .. bad.reason,
@@ -207,53 +226,33 @@ local function not_run(scn, srv)
   return "not run"
 end
 
+-- A target on the paired ratio a/b of `key` in scenario scn: ok(ratio) decides; the medians
+-- of both servers are shown beside it, formatted with `f`.
+local function ratio_target(what, scn, a, b, key, ok, f)
+  local sa, sb = stats(scn, a), stats(scn, b)
+  if not (sa and sb) then
+    return target(what, nil, nil, not_run(scn, sa and b or a))
+  end
+  local q, each = paired(scn, a, b, key)
+  if not q then return target(what, nil, nil, "no run measured both") end
+  target(what, ok(q), string.format("%.3fx (runs: %s); medians " .. f .. " vs " .. f,
+                                   q, each, sa[key], sb[key]))
+end
+
 do
-  local l, n = stats("hello", "luasrv"), stats("hello", "nginx_lua")
-  if l and n then
-    target("hello via router: luasrv server CPU/request <= 0.85x nginx + Lua's", l.cpu <= 0.85 * n.cpu,
-           string.format("%.2f vs %.2f us = %.2fx", l.cpu, n.cpu, l.cpu / n.cpu))
-    target("hello via router: luasrv p99 <= nginx + Lua's", l.p99 <= n.p99,
-           string.format("%.0f vs %.0f us", l.p99, n.p99))
-  else
-    target("hello via router: luasrv server CPU/request <= 0.85x nginx + Lua's", nil, nil,
-           not_run("hello", l and "nginx_lua" or "luasrv"))
-    target("hello via router: luasrv p99 <= nginx + Lua's", nil, nil,
-           not_run("hello", l and "nginx_lua" or "luasrv"))
-  end
-  local lp, np, cp = stats("pipelined", "luasrv"), stats("pipelined", "nginx_lua"),
-                     stats("pipelined", "c_ref_lua")
-  if lp and np then
-    target("pipelined 16: luasrv req/s >= 3x nginx + Lua's", lp.rate >= 3 * np.rate,
-           string.format("%.0f vs %.0f = %.2fx", lp.rate, np.rate, lp.rate / np.rate))
-  else
-    target("pipelined 16: luasrv req/s >= 3x nginx + Lua's", nil, nil,
-           not_run("pipelined", lp and "nginx_lua" or "luasrv"))
-  end
-  if lp and cp then
-    target("pipelined 16: luasrv req/s >= 0.9x C ref + lua_pcall", lp.rate >= 0.9 * cp.rate,
-           string.format("%.0f vs %.0f = %.2fx", lp.rate, cp.rate, lp.rate / cp.rate))
-  else
-    target("pipelined 16: luasrv req/s >= 0.9x C ref + lua_pcall", nil, nil,
-           not_run("pipelined", lp and "c_ref_lua" or "luasrv"))
-  end
-  local lt, ct = stats("tcp_echo", "luasrv"), stats("tcp_echo", "echo_ref")
-  if lt and ct then
-    target("TCP echo: luasrv msg/s >= 0.9x C echo_ref", lt.rate >= 0.9 * ct.rate,
-           string.format("%.0f vs %.0f = %.2fx", lt.rate, ct.rate, lt.rate / ct.rate))
-  else
-    target("TCP echo: luasrv msg/s >= 0.9x C echo_ref", nil, nil,
-           not_run("tcp_echo", lt and "echo_ref" or "luasrv"))
-  end
-  local lu = stats("udp_echo", "luasrv")
-  local cu, cu_name = c_ref_of("udp_echo")
-  if lu and cu then
-    target("UDP echo: luasrv msg/s >= 0.85x C UDP echo (" .. cu_name .. ")",
-           lu.rate >= 0.85 * cu.rate,
-           string.format("%.0f vs %.0f = %.2fx", lu.rate, cu.rate, lu.rate / cu.rate))
-  else
-    target("UDP echo: luasrv msg/s >= 0.85x C UDP echo", nil, nil,
-           not_run("udp_echo", lu and "udp_ref_mmsg" or "luasrv"))
-  end
+  ratio_target("hello via router: luasrv server CPU/request <= 0.85x nginx + Lua's", "hello",
+               "luasrv", "nginx_lua", "cpu", function(q) return q <= 0.85 end, "%.2f us")
+  ratio_target("hello via router: luasrv p99 <= nginx + Lua's", "hello", "luasrv", "nginx_lua",
+               "p99", function(q) return q <= 1 end, "%.0f us")
+  ratio_target("pipelined 16: luasrv req/s >= 3x nginx + Lua's", "pipelined", "luasrv",
+               "nginx_lua", "rate", function(q) return q >= 3 end, "%.0f")
+  ratio_target("pipelined 16: luasrv req/s >= 0.9x C ref + lua_pcall", "pipelined", "luasrv",
+               "c_ref_lua", "rate", function(q) return q >= 0.9 end, "%.0f")
+  ratio_target("TCP echo: luasrv msg/s >= 0.9x C echo_ref", "tcp_echo", "luasrv", "echo_ref",
+               "rate", function(q) return q >= 0.9 end, "%.0f")
+  local _, cu_name, cu_key = c_ref_of("udp_echo")
+  ratio_target("UDP echo: luasrv msg/s >= 0.85x C UDP echo (" .. (cu_name or "udp_echo_ref") .. ")",
+               "udp_echo", "luasrv", cu_key, "rate", function(q) return q >= 0.85 end, "%.0f")
   local li = idle.luasrv
   local what = string.format("%s idle keep-alive connections: luasrv RSS < 64 MiB",
                              li and tostring(li.conns) or "10000")

@@ -82,7 +82,6 @@ struct ls_http_conn_s {
   ls_task_t *writer;          /* task waiting for output to drain (res:write) */
   ls_http_req_ud_t *req_ud;   /* the current request's Lua objects, cleared at its end */
   ls_http_res_ud_t *res_ud;
-  uint64_t started_ns;        /* when the current request's head completed */
   uint64_t deadline;          /* loop time (ms) the timer acts at; 0: none */
   ls_http_state_t state;
   int reject_status;          /* status to answer with after a parse error */

@@ -1277,7 +1277,6 @@ void ls_http__dispatch(ls_http_conn_t *c) {
   }
   c->task = task;
   c->answered = 0;
-  c->started_ns = uv_hrtime();
   task->budgeted = 1;
   lua_rawgeti(task->co, LUA_REGISTRYINDEX, c->gen->http_task_ref);
   lua_pushlightuserdata(task->co, task);
