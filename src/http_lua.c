@@ -1222,6 +1222,8 @@ static void take_route(lua_State *L, ls_http_conn_t *c) {
  * runs can reach the request and response objects, so they are not made. */
 static int takes_nothing(lua_State *L) {
   lua_Debug ar;
+  if (lua_type(L, 2) != LUA_TFUNCTION)
+    return 0; /* a callable table: an app that dispatches with the objects */
   lua_pushvalue(L, 2);
   lua_getinfo(L, ">u", &ar);
   return ar.nparams == 0 && !ar.isvararg;
