@@ -20,17 +20,8 @@ function M.line_of(path, needle)
   error(("%s does not contain %q"):format(path, needle), 2)
 end
 
---- Starts fn(...) as a separate task on the loop (through srv.after(0, ...)); call from inside
--- srv.run. Returns a record whose `done`, `ok` and `err` fields fill in when fn ends.
-function M.spawn(fn, ...)
-  local args = table.pack(...)
-  local rec = { done = false }
-  srv.after(0, function()
-    local ok, err = xpcall(fn, debug.traceback, table.unpack(args, 1, args.n))
-    rec.ok, rec.err, rec.done = ok, err, true
-  end)
-  return rec
-end
+--- Starts fn(...) as a separate task on the loop (see helper.spawn).
+M.spawn = helper.spawn
 
 --- Waits (polling with srv.sleep) until cond() is true; raises after `timeout` seconds.
 function M.wait_until(cond, timeout, what)

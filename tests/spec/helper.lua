@@ -119,6 +119,18 @@ function Server:cleanup()
 end
 
 --- Runs `luasrv args...` to completion: returns exit status, stdout, stderr.
+--- Starts fn(...) as a separate task on the loop (through srv.after(0, ...)); call from inside
+-- srv.run. Returns a record whose `done`, `ok` and `err` fields fill in when fn ends.
+function M.spawn(fn, ...)
+  local args = table.pack(...)
+  local rec = { done = false }
+  srv.after(0, function()
+    local ok, err = xpcall(fn, debug.traceback, table.unpack(args, 1, args.n))
+    rec.ok, rec.err, rec.done = ok, err, true
+  end)
+  return rec
+end
+
 function M.exec(args, input)
   local out, err, inp = M.tmpname(".out"), M.tmpname(".err"), M.tmpname(".in")
   M.write_file(inp, input or "")

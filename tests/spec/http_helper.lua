@@ -73,17 +73,8 @@ function H.wait_output(server, which, needle, timeout)
   end
 end
 
---- Starts fn(...) as its own task on the loop; returns a record whose done/ok/err fields fill
--- in when it ends. Call from inside srv.run.
-function H.spawn(fn, ...)
-  local args = table.pack(...)
-  local rec = { done = false }
-  srv.after(0, function()
-    local ok, err = xpcall(fn, debug.traceback, table.unpack(args, 1, args.n))
-    rec.ok, rec.err, rec.done = ok, err, true
-  end)
-  return rec
-end
+--- Starts fn(...) as its own task on the loop (see helper.spawn).
+H.spawn = helper.spawn
 
 --- Waits for spawned records, then re-raises the first failure.
 function H.join(recs, timeout)
