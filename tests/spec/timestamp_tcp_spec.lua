@@ -3,21 +3,8 @@
 local srv = require "luasrv"
 local helper = require "helper"
 
--- Every os.date("%c") a stamp made between `from` and `to` (epoch seconds) could read.
-local function stamps_between(from, to)
-  local set = {}
-  for t = math.floor(from) - 1, math.ceil(to) + 1 do set[os.date("%c", t)] = true end
-  return set
-end
-
--- Asserts `reply` is "[<a date from the set>] <message>".
-local function assert_stamped(reply, message, dates)
-  assert.is_string(reply)
-  local date, rest = reply:match("^%[(.-)%] (.*)$")
-  assert(date, "not a stamped reply: " .. reply)
-  assert.equal(message, rest)
-  assert(dates[date], ("the stamp %q is not the time of the request"):format(date))
-end
+local stamp = require "stamp_helper"
+local stamps_between, assert_stamped = stamp.stamps_between, stamp.assert_stamped
 
 describe("examples/timestamp_tcp.lua", function()
   local server
