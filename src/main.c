@@ -12,6 +12,7 @@
 #include "module.h"
 #include "reload.h"
 #include "runtime.h"
+#include "signals.h"
 #include "watchdog.h"
 
 #define EXIT_USAGE 2
@@ -176,7 +177,8 @@ int main(int argc, char **argv) {
   rt.grace = opts.grace;
   rt.announce = 1;
   rt.dev = opts.dev;
-  ls_runtime_handle_signals(&rt);
+  if (ls_signals_start(&rt) != 0)
+    ls_log(LS_LOG_WARN, "cannot handle SIGINT and SIGTERM; they end the process at once");
   if (ls_watchdog_start((unsigned)(opts.cpu_budget * 1000)) != 0)
     ls_log(LS_LOG_WARN, "cannot start the CPU budget watchdog; handlers run unbounded");
   uv_timer_init(rt.loop, &flush_timer);
@@ -195,6 +197,7 @@ int main(int argc, char **argv) {
   if (ls_app_start(&app) == 0 && !rt.stopping)
     uv_run(rt.loop, UV_RUN_DEFAULT);
   rt.in_loop = 0;
+  ls_signals_close(&rt);
   ls_app_close(&app);
   uv_close((uv_handle_t *)&flush_timer, NULL);
   ls_watchdog_stop();

@@ -258,10 +258,6 @@ void ls_runtime_close(ls_runtime_t *rt) {
   uv_close((uv_handle_t *)&rt->reap_idle, NULL);
   uv_close((uv_handle_t *)&rt->ready_idle, NULL);
   uv_close((uv_handle_t *)&rt->grace_timer, NULL);
-  if (uv_is_active((uv_handle_t *)&rt->sig_int) || rt->sig_int.loop != NULL) {
-    uv_close((uv_handle_t *)&rt->sig_int, NULL);
-    uv_close((uv_handle_t *)&rt->sig_term, NULL);
-  }
   /* Let every close callback run so all memory is back before the caller frees the loop. */
   uv_run(rt->loop, UV_RUN_DEFAULT);
   ls_free(rt->scratch, rt->scratch_size);
@@ -297,28 +293,6 @@ void ls_runtime_stop(ls_runtime_t *rt, int graceful) {
   uv_timer_start(&rt->grace_timer, grace_timer_cb, (uint64_t)(rt->grace * 1000), 0);
   uv_unref((uv_handle_t *)&rt->grace_timer);
   ls_runtime_check_drained(rt);
-}
-
-static void signal_cb(uv_signal_t *sig, int signum) {
-  ls_runtime_t *rt = sig->data;
-  /* SIGTERM (a service manager) finishes running handlers; SIGINT (Ctrl-C at a terminal)
-   * stops at once, as does any second signal. */
-  ls_runtime_stop(rt, signum == SIGTERM);
-}
-
-int ls_runtime_handle_signals(ls_runtime_t *rt) {
-  int err = uv_signal_init(rt->loop, &rt->sig_int);
-  if (err == 0)
-    err = uv_signal_init(rt->loop, &rt->sig_term);
-  if (err != 0)
-    return err;
-  rt->sig_int.data = rt->sig_term.data = rt;
-  uv_signal_start(&rt->sig_int, signal_cb, SIGINT);
-  uv_signal_start(&rt->sig_term, signal_cb, SIGTERM);
-  /* Signal watchers alone must not keep a finished script running. */
-  uv_unref((uv_handle_t *)&rt->sig_int);
-  uv_unref((uv_handle_t *)&rt->sig_term);
-  return 0;
 }
 
 /* ---- generations -------------------------------------------------------------------------- */
@@ -414,6 +388,20 @@ static int task_make_thread(lua_State *L) {
   ls_task_t *task = lua_touserdata(L, 1);
   task->co = lua_newthread(L);
   task->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+/* Gives a task a fresh coroutine in place of one that ended with an error, under lua_pcall
+ * like task_make_thread. */
+static int task_renew_thread(lua_State *L) {
+  ls_task_t *task = lua_touserdata(L, 1);
+  lua_State *co = lua_newthread(L);
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  luaL_unref(L, LUA_REGISTRYINDEX, task->ref);
+  *(uintptr_t *)lua_getextraspace(task->co) = 0;
+  task->co = co;
+  task->ref = ref;
+  *(uintptr_t *)lua_getextraspace(co) = task->slot;
   return 0;
 }
 
@@ -534,6 +522,20 @@ static void task_take_error(ls_task_t *task, int status) {
   }
 }
 
+/* Replaces the task's coroutine with a new one. Returns 1, or 0 when out of memory. */
+static int task_renew(ls_task_t *task) {
+  lua_State *L = task->gen->L;
+  if (!lua_checkstack(L, 3))
+    return 0;
+  lua_pushcfunction(L, task_renew_thread);
+  lua_pushlightuserdata(L, task);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
 static void task_finish(ls_task_t *task, int status, int nres) {
   ls_gen_t *gen = task->gen;
   int handled = 0;
@@ -555,9 +557,16 @@ static void task_finish(ls_task_t *task, int status, int nres) {
   task->done = NULL;
   task->data = NULL;
   task->budgeted = 0;
-  task->next = gen->free_tasks;
-  gen->free_tasks = task;
   gen->live_tasks--;
+  /* A coroutine that ended with an error is not reused: Lua 5.4.4 leaves an error raised
+   * inside a hook (the CPU budget's) with the thread's hooks disabled for good, and
+   * lua_resetthread does not enable them again, so the budget would never fire in it again.
+   * Errors are rare; a new coroutine costs one allocation. If even that fails, the task is
+   * left out of the free list (its slot stays until the generation is freed). */
+  if (status == LUA_OK || task_renew(task)) {
+    task->next = gen->free_tasks;
+    gen->free_tasks = task;
+  }
   ls_runtime_check_drained(gen->rt);
   ls_gen_maybe_reap(gen);
 }

@@ -102,7 +102,7 @@ struct ls_runtime_s {
   int closing;                   /* ls_runtime_close runs */
   ls_task_t *ready_head, *ready_tail;
   uv_idle_t ready_idle;          /* runs the ready queue without blocking the loop */
-  uv_signal_t sig_int, sig_term;
+  uv_async_t stop_async;         /* SIGINT/SIGTERM reach the loop through it (src/signals.c) */
   uv_timer_t grace_timer;
   ls_res_t servers;              /* listeners: closed when the runtime stops */
   ls_res_t resources;            /* everything else, closed when the runtime closes */
@@ -122,8 +122,6 @@ int ls_runtime_init(ls_runtime_t *rt, uv_loop_t *loop);
 /* Closes every handle on the loop, runs it until they are gone and frees the generations.
  * The loop itself is the caller's. */
 void ls_runtime_close(ls_runtime_t *rt);
-/* SIGINT and SIGTERM stop gracefully; a second signal stops at once (see ls_runtime_stop). */
-int ls_runtime_handle_signals(ls_runtime_t *rt);
 /* Closes the servers. With graceful set, the loop runs on until the running tasks finish or
  * rt->grace seconds pass; otherwise it stops now. */
 void ls_runtime_stop(ls_runtime_t *rt, int graceful);

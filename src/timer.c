@@ -50,6 +50,7 @@ static void timer_fire_cb(uv_timer_t *handle) {
   if (task == NULL) {
     ls_log(LS_LOG_ERROR, "timer: out of memory starting its callback");
   } else {
+    task->budgeted = 1; /* a timer callback is a handler: the CPU budget applies */
     lua_rawgeti(task->co, LUA_REGISTRYINDEX, timer->fn_ref);
     /* The one-shot timer is done before its callback runs, so the callback may start others. */
     if (!timer->repeat)
