@@ -30,6 +30,9 @@ typedef struct ls_http_limits_s {
   uint64_t body_timeout_ms;   /* a waiting req:body() gets no more of the body: 408 */
 } ls_http_limits_t;
 
+/* Where the parser is in the header section (ls_http_conn_t.hdr_state). */
+enum { LS_HDR_BETWEEN = 0, LS_HDR_NAME = 1, LS_HDR_VALUE = 2 };
+
 typedef struct ls_http_header_s {
   uint32_t name_off, name_len, value_off, value_len; /* into conn->head */
 } ls_http_header_t;
@@ -101,7 +104,8 @@ struct ls_http_conn_s {
   unsigned char has_ctype;
   unsigned char has_clen;
   /* Flags of the current request. */
-  unsigned char in_field;     /* the parser is inside a header name (else a value) */
+  unsigned char hdr_state;    /* LS_HDR_*: between header lines, in a name, in a value */
+  unsigned char at_chunk_line; /* the next input starts a chunk-size line (see chunk_line) */
   unsigned char msg_done;     /* llhttp reported the end of the message */
   unsigned char keep_alive;   /* the connection may carry another request */
   unsigned char is_head;      /* HEAD: no body in the response */
