@@ -122,6 +122,11 @@ struct ls_http_conn_s {
   unsigned char logged;       /* the current response has its access log line */
   unsigned char prev_lf;      /* the input parsed so far ends in a line feed (and blanks) */
   const char *exec_start;     /* the buffer given to the current llhttp_execute */
+  union {                     /* the peer's address, taken at accept (family 0: none) */
+    struct sockaddr sa;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+  } peer;
 };
 
 /* The value of a hex digit, or -1. */
@@ -143,6 +148,12 @@ void ls_http__close(ls_http_conn_t *c);
 void ls_http__want_body(ls_http_conn_t *c);
 /* The value of the first header named `name` (lower case), or NULL. */
 const char *ls_http__header(ls_http_conn_t *c, const char *name, size_t name_len, size_t *len);
+/* Writes the peer's address as text into out (INET6_ADDRSTRLEN bytes); `def` when unknown.
+ * The address is the one taken at accept, so it is still there after the peer has gone. */
+/* Writes the request target for a log line into out: escaped (log_escape's rules) and cut
+ * to fit `size`, ending in "..." when cut. */
+void ls_http__target_text(const ls_http_conn_t *c, char *out, size_t size);
+void ls_http__peer_name(const ls_http_conn_t *c, char *out, size_t size, const char *def);
 
 /* ---- http_message.c ---- */
 /* "HTTP/1.1 404 Not Found\r\n" for a status, or NULL for one outside 100..599. */

@@ -324,17 +324,8 @@ static int l_req_index(lua_State *L) {
         return 1;
       }
       if (KEY_IS("peer")) {
-        struct sockaddr_storage ss;
-        int len = sizeof ss;
         char host[INET6_ADDRSTRLEN];
-        if (c->virtual_conn || uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0) {
-          lua_pushliteral(L, "127.0.0.1");
-          return 1;
-        }
-        if (ss.ss_family == AF_INET6)
-          uv_ip6_name((struct sockaddr_in6 *)&ss, host, sizeof host);
-        else
-          uv_ip4_name((struct sockaddr_in *)&ss, host, sizeof host);
+        ls_http__peer_name(c, host, sizeof host, "127.0.0.1"); /* virtual: a local test */
         lua_pushstring(L, host);
         return 1;
       }
@@ -1130,8 +1121,10 @@ static void finish_from_returns(lua_State *L, ls_http_conn_t *c, int first) {
 }
 
 static void log_failure(ls_http_conn_t *c, const char *what, const char *msg) {
-  ls_log(LS_LOG_ERROR, "%s %.*s: %s: %s", llhttp_method_name((llhttp_method_t)c->parser.method),
-         (int)c->url_len, ls_buf_head(&c->head), what, msg);
+  char target[1024];
+  ls_http__target_text(c, target, sizeof target);
+  ls_log(LS_LOG_ERROR, "%s %s: %s: %s", llhttp_method_name((llhttp_method_t)c->parser.method),
+         target, what, msg);
 }
 
 /* Answers 500 for a failed handler: with the traceback in --dev, a plain page otherwise. */

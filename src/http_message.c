@@ -191,7 +191,7 @@ void ls_http__set_log_format(int json, int enabled) {
 
 /* Copies s into out (at most `max` bytes) as a log-safe string, so a client cannot forge
  * log lines: quotes, backslashes, control and non-ASCII bytes escaped as \xHH (nginx's
- * style) or, for the JSON format, as \" \\ and \u00HH. */
+ * style) or, for the JSON format, as \" \\ and \u00HH. Returns how many bytes of s it took. */
 static size_t log_escape(char *out, size_t max, const char *s, size_t len) {
   size_t i, o = 0;
   for (i = 0; i < len && o + 7 < max; i++) {
@@ -206,13 +206,17 @@ static size_t log_escape(char *out, size_t max, const char *s, size_t len) {
     }
   }
   out[o] = '\0';
-  return o;
+  return i;
+}
+
+void ls_http__target_text(const ls_http_conn_t *c, char *out, size_t size) {
+  /* A target longer than fits is cut, and says so. */
+  if (log_escape(out, size - 3, ls_buf_head(&c->head), c->url_len) < c->url_len)
+    strcat(out, "...");
 }
 
 void ls_http__access_log(ls_http_conn_t *c) {
-  struct sockaddr_storage ss;
-  int sslen = sizeof ss;
-  char addr[INET6_ADDRSTRLEN] = "-";
+  char addr[INET6_ADDRSTRLEN];
   char target[1024], ua[256], referer[256], stamp[40];
   const char *v;
   size_t vlen;
@@ -222,13 +226,8 @@ void ls_http__access_log(ls_http_conn_t *c) {
   if (!log_enabled || c->virtual_conn || c->logged)
     return;
   c->logged = 1;
-  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sslen) == 0) {
-    if (ss.ss_family == AF_INET6)
-      uv_ip6_name((struct sockaddr_in6 *)&ss, addr, sizeof addr);
-    else
-      uv_ip4_name((struct sockaddr_in *)&ss, addr, sizeof addr);
-  }
-  log_escape(target, sizeof target, ls_buf_head(&c->head), c->url_len);
+  ls_http__peer_name(c, addr, sizeof addr, "-");
+  ls_http__target_text(c, target, sizeof target);
   v = ls_http__header(c, "user-agent", 10, &vlen);
   log_escape(ua, sizeof ua, v != NULL ? v : "-", v != NULL ? vlen : 1);
   v = ls_http__header(c, "referer", 7, &vlen);

@@ -159,6 +159,15 @@ const char *ls_http__header(ls_http_conn_t *c, const char *name, size_t name_len
   return NULL;
 }
 
+void ls_http__peer_name(const ls_http_conn_t *c, char *out, size_t size, const char *def) {
+  if (c->peer.sa.sa_family == AF_INET6)
+    uv_ip6_name(&c->peer.in6, out, size);
+  else if (c->peer.sa.sa_family == AF_INET)
+    uv_ip4_name(&c->peer.in4, out, size);
+  else
+    snprintf(out, size, "%s", def);
+}
+
 static unsigned header_count(ls_http_conn_t *c, const char *name, size_t name_len) {
   unsigned i, n = 0;
   const char *base = ls_buf_head(&c->head);
@@ -945,6 +954,11 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  {
+    int len = sizeof c->peer;
+    if (uv_tcp_getpeername(&c->tcp, &c->peer.sa, &len) != 0)
+      c->peer.sa.sa_family = 0;
+  }
   conn_deadline(c, l->limits.header_timeout_ms);
   conn_update_reading(c);
 }

@@ -220,8 +220,15 @@ local function html_escape(s)
                                 ['"'] = "&quot;", ["'"] = "&#39;" }))
 end
 
+local function escape_byte(c) return format("%%%02X", byte(c)) end
+
 local function url_escape(s)
-  return (gsub(s, "[^%w%-._~!$&'()*+,;=:@]", function(c) return format("%%%02X", byte(c)) end))
+  return (gsub(s, "[^%w%-._~!$&'()*+,;=:@]", escape_byte))
+end
+
+-- A path for a Location header: each segment escaped, the slashes kept.
+local function path_escape(s)
+  return (gsub(s, "[^%w%-._~!$&'()*+,;=:@/]", escape_byte))
 end
 
 -- ---- responses ------------------------------------------------------------------------------
@@ -373,7 +380,8 @@ function Static:serve(req, res, path)
   else
     rel = normalize(path, self.dotfiles)
     if not rel then return self:not_found(req, res) end
-    if rel ~= "" and byte(path, -1) == 47 then rel = rel .. "/" end
+    -- "/a/", "/a/." and "/a/b/.." all name a directory: a file asked for that way is 404.
+    if rel ~= "" and (byte(path, -1) == 47 or find(path, "/%.%.?$")) then rel = rel .. "/" end
   end
   local method = req.method
   if method ~= "GET" and method ~= "HEAD" then
@@ -396,9 +404,15 @@ function Static:serve(req, res, path)
   local code = mtime -- nil, message, code
   if code == "EISDIR" then
     if byte(path, -1) ~= 47 then
-      -- /dir -> /dir/, so that the index page's relative links resolve below it.
+      -- /dir -> /dir/, so that the index page's relative links resolve below it. The
+      -- target is built from the normalised path, never from the raw one: "//evil.com/.."
+      -- must not become "//evil.com/../", a protocol-relative URL to another host.
       local q = req.query_string
-      res:redirect(raw .. "/" .. (q ~= "" and "?" .. q or ""), 301)
+      local full = req.path
+      local prefix = sub(full, 1, #full - #path)
+      local dir = gsub(prefix, "/+$", "") .. "/" .. (rel ~= "" and rel .. "/" or "")
+      local target = gsub(path_escape(dir), "^/+", "/")
+      res:redirect(target .. (q ~= "" and "?" .. q or ""), 301)
       return true
     end
     if rel ~= "" and byte(rel, -1) ~= 47 then rel = rel .. "/" end

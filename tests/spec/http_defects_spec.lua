@@ -8,8 +8,8 @@ local function inspect(r)
 end
 
 describe("HTTP parser defects", function()
-  local port
-  local life = H.serve("http_app.lua", function(s) port = s.port end)
+  local port, server
+  local life = H.serve("http_app.lua", function(s) server, port = s, s.port end)
   setup(life.setup)
   teardown(life.teardown)
   after_each(life.check)
@@ -134,6 +134,38 @@ describe("HTTP parser defects", function()
       local r = assert(c:response())
       assert.equal(400, r.status)
       c:close()
+    end)
+  end)
+
+  it("cuts a long request target in the error log, as the access log does", function()
+    srv.run(function()
+      local long = "/r/header-then-error?" .. ("q"):rep(7000) .. "END"
+      assert.equal(500, H.exchange(port, H.get(long)).status)
+      local line
+      H.wait_for(function()
+        line = server:stderr():match("[^\n]*/r/header%-then%-error[^\n]*")
+        return line ~= nil
+      end, 5)
+      assert.is_true(#line < 1200, "error log line of " .. #line .. " bytes")
+      assert.matches("q%.%.%.: ", line)
+      assert.falsy(line:find("END", 1, true))
+    end)
+  end)
+
+  it("logs the client's address even when the client left before the answer", function()
+    srv.run(function()
+      -- The client resets the connection (SO_LINGER 0): getpeername fails from then on.
+      local py = ("import socket, struct, time; s = socket.create_connection(('127.0.0.1', %d)); " ..
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); " ..
+        "s.sendall(b'GET /seq?n=gone&ms=300 HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n'); time.sleep(0.1); s.close()")
+        :format(port)
+      assert.is_true(os.execute("python3 -c " .. H.helper.shell_quote(py)))
+      local line
+      H.wait_for(function()
+        line = server:stdout():match("[^\n]*/seq%?n=gone[^\n]*")
+        return line ~= nil
+      end, 5)
+      assert.matches("^127%.0%.0%.1 ", line)
     end)
   end)
 end)

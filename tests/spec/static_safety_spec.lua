@@ -57,6 +57,36 @@ describe(title, function()
     end)
   end)
 
+  it("redirects a directory to its normalised path, never to another host", function()
+    srv.run(function()
+      local cases = {
+        ["/sub"] = "/sub/", ["//sub"] = "/sub/", ["///sub"] = "/sub/", ["/sub/./"] = nil,
+        ["//evil.com/.."] = "/", ["/\\evil.com/.."] = "/", ["//evil.com/../sub"] = "/sub/",
+        ["/%2fevil.com/.."] = false, ["/plain//sub"] = "/plain/sub/", ["/sub?x=1"] = "/sub/?x=1",
+      }
+      for target, want in pairs(cases) do
+        local r = get(target)
+        local loc = r.headers["location"]
+        if want then
+          assert.equal(301, r.status, target)
+          assert.equal(want, loc, target)
+        end
+        if loc then
+          assert.falsy(loc:find("^//") or loc:find("^/\\"), target .. " -> " .. loc)
+        end
+      end
+    end)
+  end)
+
+  it("treats a file asked for as a directory as missing, however it is spelt", function()
+    srv.run(function()
+      for _, target in ipairs({ "/style.css/", "/style.css/.", "/sub/a.txt/.", "/sub/a.txt/x/.." }) do
+        assert.equal(404, get(target).status, target)
+      end
+      assert.equal(200, get("/sub/./a.txt").status)
+    end)
+  end)
+
   it("resolves .. that stays inside the root", function()
     srv.run(function()
       assert.equal("in sub\n", get("/docs/../sub/a.txt").body)
