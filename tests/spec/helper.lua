@@ -35,6 +35,28 @@ local function shell_quote(s)
 end
 M.shell_quote = shell_quote
 
+--- A shell command line that runs `cmd` without the sanitizer runtimes the spec interpreter
+-- is preloaded with in the sanitizer build (curl, python3 and friends hang or fail under them).
+function M.clean(cmd)
+  if os.getenv("LD_PRELOAD") and os.getenv("LD_PRELOAD") ~= "" then
+    return "LD_PRELOAD= exec sh -c " .. shell_quote(cmd)
+  end
+  return cmd
+end
+
+--- Runs a shell command (without the sanitizer preload) and returns its standard output.
+function M.capture(cmd)
+  local p = assert(io.popen(M.clean(cmd)))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+--- Runs a shell command (without the sanitizer preload); returns os.execute's results.
+function M.run(cmd)
+  return os.execute(M.clean(cmd))
+end
+
 local function sleep(s)
   os.execute("sleep " .. s)
 end

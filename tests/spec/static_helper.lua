@@ -11,12 +11,7 @@ local q = helper.shell_quote
 -- Under the sanitizer build the spec's interpreter runs with the sanitizer runtimes in
 -- LD_PRELOAD, which would be inherited by the tools run here: curl hangs with them. Commands
 -- run without.
-local function clean(cmd)
-  if os.getenv("LD_PRELOAD") and os.getenv("LD_PRELOAD") ~= "" then
-    return "LD_PRELOAD= exec sh -c " .. q(cmd)
-  end
-  return cmd
-end
+local clean = helper.clean
 
 local function sh(cmd)
   local ok = os.execute(clean(cmd))
@@ -109,12 +104,7 @@ function S.fd_count(pid)
 end
 
 --- Runs a shell command (without the sanitizer preload) and returns its standard output.
-function S.capture(cmd)
-  local p = assert(io.popen(clean(cmd)))
-  local out = p:read("a")
-  p:close()
-  return out
-end
+S.capture = helper.capture
 
 S.q = q
 
