@@ -16,6 +16,7 @@
 
 #include "buffer.h"
 #include "runtime.h"
+#include "stream.h"
 
 #define LS_HTTP_MAX_HEADERS_LIMIT 1000
 
@@ -61,20 +62,15 @@ typedef enum {
 } ls_http_state_t;
 
 struct ls_http_conn_s {
-  uv_tcp_t tcp;
+  ls_stream_t s;              /* the socket: input (s.in), queued responses (s.out) */
   uv_timer_t timer;           /* header deadline, keep-alive idle */
-  uv_timer_t write_timer;     /* write progress */
   ls_res_t res;
   ls_runtime_t *rt;
   ls_gen_t *gen;              /* of the current request only: generations come and go */
   ls_http_listener_t *listener;
   llhttp_t parser;
-  ls_buf_t in;                /* received, not yet parsed */
   ls_buf_t head;              /* target and header bytes of the current request */
   ls_buf_t body;              /* request body received for the handler */
-  ls_buf_t out;               /* responses not yet handed to libuv */
-  ls_buf_t out_flight;        /* the bytes of the uv_write in flight */
-  uv_write_t wreq;
   ls_http_header_t *headers;  /* limits.header_count entries */
   unsigned nheaders;
   uint32_t url_len;           /* the target is head[0 .. url_len) */
@@ -91,8 +87,6 @@ struct ls_http_conn_s {
   char *reject_msg;           /* body of that answer when a handler rejected the request */
   size_t reject_msg_len;
   struct ls_fs_tmp_s *tmpfiles; /* temporary files of the current request, removed at its end */
-  int write_err;
-  int read_err;
   uint32_t seq;               /* requests seen */
   /* The current response. */
   int status;
@@ -111,14 +105,11 @@ struct ls_http_conn_s {
   unsigned char is_head;      /* HEAD: no body in the response */
   unsigned char expect_continue;
   unsigned char continue_sent;
-  unsigned char reading;
-  unsigned char writing;
-  unsigned char closing;      /* uv_close called */
+  unsigned char closing;      /* closing: the stream and the timer are being closed */
   unsigned char in_process;   /* ls_http__process is on the stack */
   unsigned char virtual_conn; /* no socket: in-process testing writes into `out` only */
   unsigned char dispatch_pending; /* a head is complete; its handler is to start */
   unsigned char parse_failed; /* the parser stopped on an error: nothing more is parsed */
-  unsigned char shut;         /* shutdown sent after the last response */
   unsigned char logged;       /* the current response has its access log line */
   unsigned char prev_lf;      /* the input parsed so far ends in a line feed (and blanks) */
   const char *exec_start;     /* the buffer given to the current llhttp_execute */

@@ -680,7 +680,7 @@ static int l_res_redirect(lua_State *L) {
 /* Sends the head of a streamed response: chunked on HTTP/1.1 unless the handler set a
  * Content-Length; on HTTP/1.0 the body ends when the connection closes. */
 static void stream_head(ls_http_conn_t *c) {
-  ls_buf_t *b = &c->out;
+  ls_buf_t *b = &c->s.out;
   size_t line_len;
   int status = c->status ? c->status : 200;
   const char *line = ls_http__status_line(status, &line_len);
@@ -710,14 +710,14 @@ static int res_write_k(lua_State *L, int status, lua_KContext ctx) {
   ls_task_t *task;
   (void)status;
   (void)ctx;
-  if (c == NULL || c->closing || c->write_err != 0) {
-    int err = c != NULL && c->write_err ? c->write_err : LS_ECLOSED;
+  if (c == NULL || c->closing || c->s.write_err != 0) {
+    int err = c != NULL && c->s.write_err ? c->s.write_err : LS_ECLOSED;
     return ls_push_error(L, err == UV_ETIMEDOUT ? LS_ETIMEDOUT : err);
   }
   task = ls_task_check(c->gen, L, "write");
   if (c->writer == task)
     c->writer = NULL;
-  if (ls_buf_len(&c->out) + ls_buf_len(&c->out_flight) > LS_HTTP_WRITE_HIWAT &&
+  if (ls_buf_len(&c->s.out) + ls_buf_len(&c->s.out_flight) > LS_HTTP_WRITE_HIWAT &&
       !c->virtual_conn) {
     c->writer = task;
     return ls_task_wait(task, -1, 0, res_write_k);
@@ -748,16 +748,16 @@ static int l_res_write(lua_State *L) {
     char size[24];
     if (c->chunked) {
       int len = snprintf(size, sizeof size, "%zx\r\n", total);
-      ls_buf_append(&c->out, size, (size_t)len);
+      ls_buf_append(&c->s.out, size, (size_t)len);
     }
     for (i = 2; i <= n; i++) {
       size_t len;
       const char *s = lua_tolstring(L, i, &len);
-      if (ls_buf_append(&c->out, s, len) != 0)
+      if (ls_buf_append(&c->s.out, s, len) != 0)
         return luaL_error(L, "not enough memory");
     }
     if (c->chunked)
-      ls_buf_append(&c->out, "\r\n", 2);
+      ls_buf_append(&c->s.out, "\r\n", 2);
     c->bytes_out += total;
   }
   ls_http__flush(c);
@@ -802,10 +802,10 @@ static int l_sendfile_gc(lua_State *L) {
 /* Appends `n` bytes of the file from `offset` to the connection's output. Returns 0, or a
  * negative error code (UV_EOF if the file is now shorter). */
 static int read_into_out(ls_http_conn_t *c, int fd, int64_t offset, size_t n) {
-  if (ls_buf_reserve(&c->out, n) != 0)
+  if (ls_buf_reserve(&c->s.out, n) != 0)
     return LS_ENOMEM;
   while (n > 0) {
-    ssize_t r = pread(fd, c->out.data + c->out.end, n, (off_t)offset);
+    ssize_t r = pread(fd, c->s.out.data + c->s.out.end, n, (off_t)offset);
     if (r < 0) {
       if (errno == EINTR)
         continue;
@@ -813,7 +813,7 @@ static int read_into_out(ls_http_conn_t *c, int fd, int64_t offset, size_t n) {
     }
     if (r == 0)
       return UV_EOF;
-    c->out.end += (size_t)r;
+    c->s.out.end += (size_t)r;
     offset += r;
     n -= (size_t)r;
   }
@@ -827,9 +827,9 @@ static int sendfile_k(lua_State *L, int status, lua_KContext ctx) {
   ls_task_t *task;
   (void)status;
   (void)ctx;
-  if (c == NULL || c->closing || c->write_err != 0) {
+  if (c == NULL || c->closing || c->s.write_err != 0) {
     sendfile_release(sf);
-    return ls_push_error(L, c != NULL && c->write_err ? c->write_err : LS_ECLOSED);
+    return ls_push_error(L, c != NULL && c->s.write_err ? c->s.write_err : LS_ECLOSED);
   }
   task = ls_task_current(c->gen, L);
   if (task != NULL && c->writer == task)
@@ -838,8 +838,8 @@ static int sendfile_k(lua_State *L, int status, lua_KContext ctx) {
     size_t n = sf->remaining < LS_SENDFILE_CHUNK ? (size_t)sf->remaining : LS_SENDFILE_CHUNK;
     int err;
     if (!c->virtual_conn) {
-      if (ls_buf_len(&c->out) + ls_buf_len(&c->out_flight) > LS_HTTP_WRITE_HIWAT ||
-          (LS_HAVE_SENDFILE && (c->writing || ls_buf_len(&c->out) > 0))) {
+      if (ls_buf_len(&c->s.out) + ls_buf_len(&c->s.out_flight) > LS_HTTP_WRITE_HIWAT ||
+          (LS_HAVE_SENDFILE && (c->s.writing || ls_buf_len(&c->s.out) > 0))) {
         /* With sendfile(2), wait for what is queued to drain before sending more. */
         task = ls_task_check(c->gen, L, "sendfile");
         c->writer = task;
@@ -858,7 +858,7 @@ static int sendfile_k(lua_State *L, int status, lua_KContext ctx) {
         uv_os_fd_t sock;
         off_t off = (off_t)sf->offset;
         ssize_t r = -1;
-        if (uv_fileno((uv_handle_t *)&c->tcp, &sock) == 0) {
+        if (uv_fileno((uv_handle_t *)&c->s.u.tcp, &sock) == 0) {
           do
             r = sendfile(sock, sf->fd, &off, want);
           while (r < 0 && errno == EINTR);
@@ -872,7 +872,7 @@ static int sendfile_k(lua_State *L, int status, lua_KContext ctx) {
         if (r < 0 && errno != EAGAIN && errno != EINVAL && errno != ENOSYS) {
           err = uv_translate_sys_error(errno);
           sendfile_release(sf);
-          c->write_err = err;
+          c->s.write_err = err;
           ls_http__close(c);
           return ls_push_error(L, err);
         }
@@ -960,13 +960,13 @@ static int l_res_sendfile(lua_State *L) {
    * HEAD request, so it is asked for a HEAD's head and the body follows from the file. */
   status = c->status ? c->status : 200;
   saved_status = c->status;
-  mark = ls_buf_len(&c->out);
+  mark = ls_buf_len(&c->s.out);
   was_head = c->is_head;
   c->is_head = 1;
   err = ls_http__append_response(c, status, ctype, NULL, (size_t)length);
   c->is_head = was_head;
   if (err != 0) {
-    c->out.end = c->out.start + mark;
+    c->s.out.end = c->s.out.start + mark;
     sendfile_release(sf);
     return luaL_error(L, "not enough memory");
   }
@@ -996,7 +996,7 @@ static int l_res_sendfile(lua_State *L) {
     }
   }
   if (err != 0) {
-    c->out.end = c->out.start + mark;
+    c->s.out.end = c->s.out.start + mark;
     c->status = saved_status;
     c->bytes_out = 0;
     c->answered = 0;
@@ -1169,7 +1169,7 @@ static int http_task_done(ls_task_t *task, int status, int nres) {
       respond_500(c, trace); /* else the complete response already queued goes out */
   } else if (c->head_sent) {
     if (c->chunked && !c->is_head)
-      ls_buf_append(&c->out, "0\r\n\r\n", 5);
+      ls_buf_append(&c->s.out, "0\r\n\r\n", 5);
   }
   ls_http__end_request(c);
   ls_http__process(c);

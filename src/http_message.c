@@ -108,7 +108,7 @@ static int status_has_body(int status) { return status >= 200 && status != 204 &
 
 int ls_http__append_response(ls_http_conn_t *c, int status, const char *ctype, const char *body,
                              size_t body_len) {
-  ls_buf_t *b = &c->out;
+  ls_buf_t *b = &c->s.out;
   size_t line_len, date_len, ctype_len = 0, extra_len = ls_buf_len(&c->res_headers);
   const char *line = ls_http__status_line(status, &line_len);
   const char *date = ls_http__date(c->rt->loop, &date_len);

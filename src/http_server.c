@@ -386,18 +386,13 @@ static const llhttp_settings_t parser_settings = {
 
 static void listener_maybe_free(ls_http_listener_t *l);
 
-static void conn_close_cb(uv_handle_t *h) {
-  ls_http_conn_t *c = h->data;
-  if (--c->closing > 1)
-    return;
+/* The last of the connection's handles is closed: the struct goes. */
+static void conn_free(ls_http_conn_t *c) {
   ls_http__end_request(c);
   if (c->task != NULL)
     c->task->data = NULL;
-  ls_buf_free(&c->in);
   ls_buf_free(&c->head);
   ls_buf_free(&c->body);
-  ls_buf_free(&c->out);
-  ls_buf_free(&c->out_flight);
   ls_buf_free(&c->res_headers);
   ls_free(c->headers, c->listener->limits.header_count * sizeof *c->headers);
   c->listener->conns--;
@@ -405,11 +400,20 @@ static void conn_close_cb(uv_handle_t *h) {
   ls_free(c, sizeof *c);
 }
 
-/* Closes the connection now; the struct goes once the three handles have closed. */
+/* One of the two things a closing connection waits for (the stream, the timer) is gone. */
+static void conn_closed_one(ls_http_conn_t *c) {
+  if (--c->closing > 1)
+    return;
+  conn_free(c);
+}
+
+static void conn_timer_close_cb(uv_handle_t *h) { conn_closed_one(h->data); }
+
+/* Closes the connection now; the struct goes once the stream and the timer have closed. */
 void ls_http__close(ls_http_conn_t *c) {
   if (c->closing)
     return;
-  c->closing = 4; /* three close callbacks bring it to 1 */
+  c->closing = 3; /* the stream's on_close and the timer's close callback bring it to 1 */
   c->state = LS_HTTP_CLOSING;
   ls_res_unlink(&c->res);
   if (c->body_waiter != NULL)
@@ -421,14 +425,8 @@ void ls_http__close(ls_http_conn_t *c) {
      * code that closed it. */
     return;
   }
-  if (c->writing) {
-    c->writing = 0;
-    c->rt->flushing--;
-    ls_runtime_check_drained(c->rt);
-  }
-  uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
-  uv_close((uv_handle_t *)&c->timer, conn_close_cb);
-  uv_close((uv_handle_t *)&c->write_timer, conn_close_cb);
+  ls_stream_close(&c->s);
+  uv_close((uv_handle_t *)&c->timer, conn_timer_close_cb);
 }
 
 static void conn_res_close(ls_res_t *res) {
@@ -450,17 +448,34 @@ static void conn_timer_cb(uv_timer_t *t) {
     ls_http__flush(c);
     return;
   }
-  /* Idle keep-alive, or the linger after the last response. */
+  /* An idle keep-alive connection. */
   ls_http__close(c);
 }
 
-static void write_timer_cb(uv_timer_t *t) {
-  ls_http_conn_t *c = t->data;
-  ls_log(LS_LOG_WARN, "%s: closing a connection that accepted no output for %llu ms",
-         c->listener->url, (unsigned long long)c->listener->limits.write_timeout_ms);
-  c->write_err = UV_ETIMEDOUT;
-  ls_http__close(c);
+/* ---- stream events ------------------------------------------------------------------------ */
+
+static void conn_on_read(ls_stream_t *s) { ls_http__process(s->owner); }
+
+static void conn_on_written(ls_stream_t *s) {
+  ls_http_conn_t *c = s->owner;
+  if (s->write_err != 0) {
+    if (s->write_err == UV_ETIMEDOUT)
+      ls_log(LS_LOG_WARN, "%s: closing a connection that accepted no output for %llu ms",
+             c->listener->url, (unsigned long long)c->listener->limits.write_timeout_ms);
+    ls_http__close(c);
+    return;
+  }
+  if (c->writer != NULL)
+    ls_task_resume(c->writer);
 }
+
+static void conn_on_close(ls_stream_t *s) {
+  ls_http_conn_t *c = s->owner;
+  ls_http__close(c); /* when the stream ended by itself (drained, failed) */
+  conn_closed_one(c);
+}
+
+static const ls_stream_events_t conn_events = {conn_on_read, conn_on_written, conn_on_close};
 
 /* Prepares a connection struct for the listener; `virtual_conn` makes one without a socket. */
 static ls_http_conn_t *conn_new(ls_http_listener_t *l, int virtual_conn) {
@@ -480,11 +495,16 @@ static ls_http_conn_t *conn_new(ls_http_listener_t *l, int virtual_conn) {
   llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
   c->parser.data = c;
   if (!virtual_conn) {
-    uv_tcp_init(l->base.gen->rt->loop, &c->tcp);
-    uv_timer_init(l->base.gen->rt->loop, &c->timer);
-    uv_timer_init(l->base.gen->rt->loop, &c->write_timer);
+    if (ls_stream_init(&c->s, c->rt, 0, &conn_events, c) != 0) {
+      ls_free(c->headers, l->limits.header_count * sizeof *c->headers);
+      ls_free(c, sizeof *c);
+      return NULL;
+    }
+    c->s.read_limit = LS_HTTP_READ_AHEAD;
+    c->s.write_timeout_ms = l->limits.write_timeout_ms;
+    uv_timer_init(c->rt->loop, &c->timer);
   }
-  c->tcp.data = c->timer.data = c->write_timer.data = c;
+  c->timer.data = c;
   c->res.close = conn_res_close;
   ls_res_link(&l->base.gen->rt->resources, &c->res);
   l->conns++;
@@ -493,53 +513,10 @@ static ls_http_conn_t *conn_new(ls_http_listener_t *l, int virtual_conn) {
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
-static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  ls_http_conn_t *c = h->data;
-  (void)suggested;
-  if (c->in.cap - c->in.end >= 4096) {
-    buf->base = c->in.data + c->in.end;
-    buf->len = c->in.cap - c->in.end;
-  } else {
-    buf->base = c->rt->scratch;
-    buf->len = c->rt->scratch_size;
-  }
-}
-
-static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  ls_http_conn_t *c = s->data;
-  if (nread > 0) {
-    if (c->state == LS_HTTP_CLOSING)
-      return; /* lingering: input is dropped */
-    if (buf->base == c->in.data + c->in.end)
-      c->in.end += (size_t)nread;
-    else if (ls_buf_append(&c->in, buf->base, (size_t)nread) != 0)
-      c->read_err = LS_ENOMEM;
-  } else if (nread < 0) {
-    c->read_err = (int)nread;
-    uv_read_stop(s);
-    c->reading = 0;
-    if (c->state == LS_HTTP_CLOSING) {
-      ls_http__close(c);
-      return;
-    }
-  } else {
-    return;
-  }
-  ls_http__process(c);
-}
-
 static void conn_update_reading(ls_http_conn_t *c) {
-  int want;
   if (c->virtual_conn || c->closing)
     return;
-  want = c->read_err == 0 && (c->state == LS_HTTP_CLOSING || ls_buf_len(&c->in) < LS_HTTP_READ_AHEAD);
-  if (want && !c->reading) {
-    if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, conn_read_cb) == 0)
-      c->reading = 1;
-  } else if (!want && c->reading) {
-    uv_read_stop((uv_stream_t *)&c->tcp);
-    c->reading = 0;
-  }
+  ls_stream_want_input(&c->s);
 }
 
 /* ---- the request cycle -------------------------------------------------------------------- */
@@ -617,8 +594,8 @@ static size_t chunk_ext_valid(const char *s, size_t n) {
  * body limit and strips them, leaving llhttp `3\r\n`. Returns 1 to parse on, 0 to wait for
  * the rest of the line, or a status to refuse the request with. */
 static int chunk_line(ls_http_conn_t *c) {
-  char *data = c->in.data + c->in.start;
-  size_t len = ls_buf_len(&c->in), scan = len < LS_HTTP_CHUNK_LINE_MAX ? len : LS_HTTP_CHUNK_LINE_MAX;
+  char *data = c->s.in.data + c->s.in.start;
+  size_t len = ls_buf_len(&c->s.in), scan = len < LS_HTTP_CHUNK_LINE_MAX ? len : LS_HTTP_CHUNK_LINE_MAX;
   const char *nl = memchr(data, '\n', scan);
   const char *semi;
   size_t cr, hex_len, cut;
@@ -639,15 +616,15 @@ static int chunk_line(ls_http_conn_t *c) {
   if (c->body_seen > c->listener->limits.body_max)
     return 413;
   memmove(data + cut, data, hex_len);
-  ls_buf_consume(&c->in, cut);
+  ls_buf_consume(&c->s.in, cut);
   return 1;
 }
 
 /* 1 if the unparsed input starts with a token and a space: a request line with a method that
  * llhttp does not know (501), rather than bytes that are not HTTP at all (400). */
 static int starts_with_method(ls_http_conn_t *c) {
-  const char *s = ls_buf_head(&c->in);
-  size_t n = ls_buf_len(&c->in), i = 0;
+  const char *s = ls_buf_head(&c->s.in);
+  size_t n = ls_buf_len(&c->s.in), i = 0;
   while (i < n && (s[i] == '\r' || s[i] == '\n'))
     i++; /* empty lines before a request line are allowed */
   n = i + 20 < n ? i + 20 : n;
@@ -690,7 +667,7 @@ static llhttp_errno_t parser_execute(ls_http_conn_t *c, const char *s, size_t le
 /* Stops parsing the connection after a framing error: nothing more is parsed from it. The
  * status goes to the running handler's body read, or out as the answer. */
 static void parse_failed(ls_http_conn_t *c, int status) {
-  ls_buf_consume(&c->in, ls_buf_len(&c->in));
+  ls_buf_consume(&c->s.in, ls_buf_len(&c->s.in));
   c->parse_failed = 1;
   c->keep_alive = 0;
   if (c->state == LS_HTTP_HANDLER && c->task != NULL) {
@@ -734,7 +711,7 @@ void ls_http__process(ls_http_conn_t *c) {
       conn_next_request(c);
       continue;
     }
-    len = ls_buf_len(&c->in);
+    len = ls_buf_len(&c->s.in);
     if (len == 0 && !empty_tried && c->state != LS_HTTP_IDLE && c->state != LS_HTTP_HEAD) {
       /* A message without a body ends without another byte: let the parser reach its end. */
       empty_tried = 1;
@@ -746,7 +723,7 @@ void ls_http__process(ls_http_conn_t *c) {
       }
     }
     if (len == 0) {
-      if (c->read_err != 0) {
+      if (c->s.read_err != 0) {
         if (c->state == LS_HTTP_HEAD) {
           ls_http__error_response(c, 400, 1);
         } else if (c->state != LS_HTTP_HANDLER) {
@@ -769,9 +746,9 @@ void ls_http__process(ls_http_conn_t *c) {
         parse_failed(c, status);
         break;
       }
-      len = ls_buf_len(&c->in);
+      len = ls_buf_len(&c->s.in);
     }
-    start = ls_buf_head(&c->in);
+    start = ls_buf_head(&c->s.in);
     c->exec_start = start;
     err = parser_execute(c, start, len, &used);
     if (err != HPE_OK && err != HPE_PAUSED) {
@@ -787,7 +764,7 @@ void ls_http__process(ls_http_conn_t *c) {
       if (q > start)
         c->prev_lf = q[-1] == '\n';
     }
-    ls_buf_consume(&c->in, used);
+    ls_buf_consume(&c->s.in, used);
     if (c->body_waiter != NULL && ls_buf_len(&c->body) > 0)
       ls_task_wake(c->body_waiter); /* a body reader takes pieces as they come */
     if (c->dispatch_pending) {
@@ -813,7 +790,7 @@ void ls_http__want_body(ls_http_conn_t *c) {
   static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
   if (c->expect_continue && !c->continue_sent) {
     c->continue_sent = 1;
-    ls_buf_append(&c->out, cont, sizeof cont - 1);
+    ls_buf_append(&c->s.out, cont, sizeof cont - 1);
     ls_http__flush(c);
   }
   ls_http__process(c);
@@ -821,93 +798,19 @@ void ls_http__want_body(ls_http_conn_t *c) {
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
-static void conn_shutdown_cb(uv_shutdown_t *req, int status) {
-  ls_http_conn_t *c = req->data;
-  ls_free(req, sizeof *req);
-  if (status < 0 || c->read_err != 0) {
-    ls_http__close(c);
-    return;
-  }
-  /* Drain what the peer still sends for a moment, then close. */
-  conn_deadline(c, LS_HTTP_LINGER_MS);
-  conn_update_reading(c);
-}
-
-static void conn_finish(ls_http_conn_t *c) {
-  uv_shutdown_t *req;
-  if (c->virtual_conn || c->task != NULL || c->shut)
-    return;
-  c->shut = 1;
-  req = ls_malloc(sizeof *req);
-  if (req == NULL || c->write_err != 0) {
-    ls_free(req, sizeof *req);
-    ls_http__close(c);
-    return;
-  }
-  req->data = c;
-  conn_no_deadline(c);
-  if (uv_shutdown(req, (uv_stream_t *)&c->tcp, conn_shutdown_cb) != 0) {
-    ls_free(req, sizeof *req);
-    ls_http__close(c);
-  }
-}
-
-static void conn_write_cb(uv_write_t *req, int status) {
-  ls_http_conn_t *c = req->data;
-  if (c->writing) {
-    c->writing = 0;
-    c->rt->flushing--;
-    ls_runtime_check_drained(c->rt);
-  }
-  uv_timer_stop(&c->write_timer);
-  ls_buf_consume(&c->out_flight, ls_buf_len(&c->out_flight));
-  if (status < 0) {
-    c->write_err = status;
-    ls_http__close(c);
-    return;
-  }
-  if (c->closing)
-    return;
-  ls_http__flush(c);
-  if (c->writer != NULL)
-    ls_task_resume(c->writer);
-}
-
-/* Sends what is in c->out: straight to the socket if it takes it, otherwise with one
- * uv_write at a time. A connection in the CLOSING state shuts down once all is sent. */
+/* Sends what is in c->s.out. A connection in the CLOSING state whose handler is done ends:
+ * the stream sends what is queued (within write_timeout), shuts down, and drains the peer's
+ * input for a moment before it closes, so the peer is not sent a reset that could destroy
+ * the response in flight. */
 void ls_http__flush(ls_http_conn_t *c) {
-  uv_buf_t buf;
-  ls_buf_t swap;
-  if (c->closing || c->writing || c->virtual_conn)
+  if (c->closing || c->virtual_conn)
     return;
-  if (ls_buf_len(&c->out) > 0 && c->write_err == 0) {
-    buf = uv_buf_init((char *)ls_buf_head(&c->out), (unsigned)ls_buf_len(&c->out));
-    int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
-    if (n > 0)
-      ls_buf_consume(&c->out, (size_t)n);
-    else if (n < 0 && n != UV_EAGAIN) {
-      c->write_err = n;
-      ls_http__close(c);
-      return;
-    }
-  }
-  if (ls_buf_len(&c->out) == 0) {
-    if (c->state == LS_HTTP_CLOSING && c->task == NULL)
-      conn_finish(c);
+  if (c->state == LS_HTTP_CLOSING && c->task == NULL) {
+    conn_no_deadline(c);
+    ls_stream_end(&c->s, c->listener->limits.write_timeout_ms, LS_HTTP_LINGER_MS);
     return;
   }
-  swap = c->out_flight;
-  c->out_flight = c->out;
-  c->out = swap;
-  buf = uv_buf_init((char *)ls_buf_head(&c->out_flight), (unsigned)ls_buf_len(&c->out_flight));
-  c->wreq.data = c;
-  if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &buf, 1, conn_write_cb) != 0) {
-    ls_http__close(c);
-    return;
-  }
-  c->writing = 1;
-  c->rt->flushing++; /* a graceful stop waits for it */
-  uv_timer_start(&c->write_timer, write_timer_cb, c->listener->limits.write_timeout_ms, 0);
+  ls_stream_flush(&c->s);
 }
 
 /* ---- listeners ---------------------------------------------------------------------------- */
@@ -949,14 +852,13 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
     ls_log(LS_LOG_ERROR, "%s: out of memory accepting a connection", l->url);
     return;
   }
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+  if (ls_stream_accept(&c->s, server) != 0) {
     ls_http__close(c);
     return;
   }
-  uv_tcp_nodelay(&c->tcp, 1);
   {
     int len = sizeof c->peer;
-    if (uv_tcp_getpeername(&c->tcp, &c->peer.sa, &len) != 0)
+    if (uv_tcp_getpeername(&c->s.u.tcp, &c->peer.sa, &len) != 0)
       c->peer.sa.sa_family = 0;
   }
   conn_deadline(c, l->limits.header_timeout_ms);
@@ -1123,10 +1025,12 @@ static int inject_k(lua_State *L, int status, lua_KContext ctx) {
     /* A handler still runs (it waits for something): look again shortly. */
     return ls_task_wait(task, 1, ctx, inject_k);
   }
-  lua_pushlstring(L, ls_buf_head(&c->out), ls_buf_len(&c->out));
+  lua_pushlstring(L, ls_buf_head(&c->s.out), ls_buf_len(&c->s.out));
   ls_http__close(c);
-  c->closing = 2; /* no handles: run the last close callback by hand */
-  conn_close_cb((uv_handle_t *)&c->tcp);
+  /* No handles, so no close callbacks: free the buffers a stream would, then the struct. */
+  ls_buf_free(&c->s.in);
+  ls_buf_free(&c->s.out);
+  conn_free(c);
   luaL_unref(L, LUA_REGISTRYINDEX, in->listener.base.handler_ref);
   ls_free(in, sizeof *in);
   return 1;
@@ -1157,16 +1061,16 @@ static int l_http_inject(lua_State *L) {
   read_limits(L, opts, &in->listener.limits);
   lua_pushvalue(L, 1);
   in->listener.base.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  /* Not linked anywhere and never closed: conn_close_cb leaves it to inject_k to free. */
+  /* Not linked anywhere and never closed: inject_k frees it. */
   snprintf(in->listener.url, sizeof in->listener.url, "inject");
   c = conn_new(&in->listener, 1);
-  if (c == NULL || ls_buf_append(&c->in, bytes, len) != 0) {
+  if (c == NULL || ls_buf_append(&c->s.in, bytes, len) != 0) {
     luaL_unref(L, LUA_REGISTRYINDEX, in->listener.base.handler_ref);
     ls_free(in, sizeof *in);
     return luaL_error(L, "not enough memory");
   }
   in->conn = c;
-  c->read_err = UV_EOF;
+  c->s.read_err = LS_EEOF;
   ls_http__process(c);
   lua_settop(L, 0);
   return inject_k(L, LUA_OK, (lua_KContext)in);
