@@ -811,6 +811,8 @@ void ls_http__flush(ls_http_conn_t *c) {
     return;
   }
   ls_stream_flush(&c->s);
+  if (c->s.write_err != 0)
+    ls_http__close(c);
 }
 
 /* ---- listeners ---------------------------------------------------------------------------- */

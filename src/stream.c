@@ -82,9 +82,15 @@ static void stream_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   if (nread == 0)
     return;
   if (s->ending) {
-    /* Draining after the last output: input is dropped, the end of it closes. */
-    if (nread < 0)
-      ls_stream_close(s);
+    /* Ending: input is dropped; its end closes the stream once the shutdown went out (until
+     * then the last output is still on its way). */
+    if (nread < 0) {
+      s->read_err = nread == UV_EOF ? LS_EEOF : (int)nread;
+      uv_read_stop(h);
+      s->reading = 0;
+      if (s->shutdown_sent)
+        ls_stream_close(s);
+    }
     return;
   }
   if (nread > 0) {
@@ -106,8 +112,7 @@ void ls_stream_want_input(ls_stream_t *s) {
   int want;
   if (s->closing)
     return;
-  want = s->ending ? s->shutdown_sent && s->read_err == 0
-                   : s->read_err == 0 && ls_buf_len(&s->in) < s->read_limit;
+  want = s->read_err == 0 && (s->ending || ls_buf_len(&s->in) < s->read_limit);
   if (want && !s->reading) {
     if (uv_read_start(&s->u.stream, stream_alloc_cb, stream_read_cb) == 0)
       s->reading = 1;
@@ -122,10 +127,12 @@ void ls_stream_want_input(ls_stream_t *s) {
 static void stream_timer_cb(uv_timer_t *t) {
   ls_stream_t *s = t->data;
   if (s->writing && !s->ending) {
+    /* A write that took too long: the owner is told, and closes. */
     s->write_err = UV_ETIMEDOUT;
     s->ev->on_written(s);
+    return;
   }
-  /* A write that took too long, or an ending stream past its flush or drain bound. */
+  /* An ending stream past its flush or drain bound. */
   ls_stream_close(s);
 }
 
@@ -177,8 +184,10 @@ static void stream_write_cb(uv_write_t *req, int status) {
     if (s->write_err == 0)
       s->write_err = status;
     ls_buf_consume(&s->out, ls_buf_len(&s->out));
-    s->ev->on_written(s);
-    ls_stream_close(s);
+    if (s->ending)
+      ls_stream_close(s);
+    else
+      s->ev->on_written(s);
     return;
   }
   ls_stream_flush(s);
@@ -261,7 +270,8 @@ void ls_stream_end(ls_stream_t *s, uint64_t flush_ms, uint64_t drain_ms) {
   s->ending = 1;
   s->shut = 1;
   s->drain_ms = drain_ms;
-  /* Input from now on is drained, not kept: stop until the shutdown has gone out. */
+  /* Input from now on is drained, not kept, so a peer that sends on while it waits for the
+   * last response is not held up by a full buffer. */
   ls_buf_consume(&s->in, ls_buf_len(&s->in));
   ls_stream_want_input(s);
   if (flush_ms > 0)

@@ -29,8 +29,10 @@ typedef struct ls_stream_events_s {
    * ls_stream_want_input if it wants more read ahead. */
   void (*on_read)(ls_stream_t *s);
   /* A write finished: the queue is shorter (maybe empty), or s->write_err is set (a failed
-   * write, or UV_ETIMEDOUT when the peer took no output for write_timeout_ms; the stream
-   * closes itself right after). */
+   * write, or UV_ETIMEDOUT when the peer took no output for write_timeout_ms). After a write
+   * error nothing more is sent; the owner decides when to close (input may still come). A
+   * write that fails inside ls_stream_write or ls_stream_flush is not told here: the caller
+   * sees s->write_err when the call returns. */
   void (*on_written)(ls_stream_t *s);
   /* The handles are closed: the last call, after which the owner may free the stream. */
   void (*on_close)(ls_stream_t *s);

@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "frame.h"
 #include "log.h"
+#include "stream.h"
 
 #define LS_CONN_MT "luasrv.Conn"
 #define LS_LISTENER_MT "luasrv.Listener"
@@ -28,24 +29,18 @@ typedef union {
   uv_stream_t stream;
   uv_tcp_t tcp;
   uv_pipe_t pipe;
-} ls_stream_u;
+} listener_handle_u;
 
 typedef struct conn_ud_s conn_ud_t;
 
-/* A connection. The C struct belongs to the core and lives until both of its handles have
- * closed and no name lookup is outstanding; the Lua object (conn_ud_t) only points at it,
+/* A connection. The C struct belongs to the core and lives until its stream has closed and
+ * no name lookup is outstanding; the Lua object (conn_ud_t) only points at it,
  * and that pointer is cleared when the struct goes, so a late call answers "closed". */
 typedef struct ls_conn_s {
-  ls_stream_u u;
-  uv_timer_t linger;       /* bounds the final flush of a closed connection */
+  ls_stream_t s;           /* the socket, its input and its output queue */
   ls_res_t res;
   ls_gen_t *gen;
   conn_ud_t *ud;
-  ls_buf_t in;
-  ls_buf_t out_pending;    /* bytes accepted from Lua, not yet handed to libuv */
-  ls_buf_t out_flight;     /* the bytes of the uv_write in flight */
-  uv_write_t wreq;
-  uv_shutdown_t sreq;
   uv_connect_t creq;
   uv_getaddrinfo_t gai;
   struct addrinfo *addrs;
@@ -54,23 +49,15 @@ typedef struct ls_conn_s {
   ls_task_t *writer;       /* task waiting for output to drain */
   ls_task_t *connector;    /* task waiting for connect */
   ls_task_t *handler;      /* task running the listener's handler for this connection */
-  int read_err;            /* why input ended: LS_EEOF or a libuv error; 0 while open */
-  int write_err;
   int connect_err;
   int64_t timeout_ms;      /* for each read, write and connect; -1: none */
   size_t line_max;
   size_t frame_max;
   size_t want;             /* input bytes the waiting reader needs */
-  int open_handles;
-  unsigned char is_pipe;
   unsigned char is_client;  /* made by connect: its handle keeps the loop alive only while used */
-  unsigned char reading;
-  unsigned char writing;
   unsigned char connected;
-  unsigned char closed;    /* closed for Lua; the handles may still be flushing */
-  unsigned char closing;   /* uv_close called */
-  unsigned char shut;      /* shutdown requested */
-  unsigned char shutdown_sent;
+  unsigned char closed;    /* closed for Lua; the stream may still be sending */
+  unsigned char stream_closed; /* the stream's handles are closed */
   unsigned char gai_pending;
 } ls_conn_t;
 
@@ -82,7 +69,7 @@ struct conn_ud_s {
 typedef struct listener_ud_s listener_ud_t;
 
 typedef struct ls_listener_s {
-  ls_stream_u u;
+  listener_handle_u u;
   ls_listener_base_t base;   /* handler and generation; handed over on reload */
   int64_t timeout_ms;
   size_t line_max;
@@ -100,14 +87,13 @@ struct listener_ud_s {
 };
 
 static void conn_close(ls_conn_t *c, int graceful);
-static void conn_flush(ls_conn_t *c);
 
 static ls_gen_t *upvalue_gen(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
 
 /* ---- connection life cycle ---------------------------------------------------------------- */
 
 static void conn_maybe_free(ls_conn_t *c) {
-  if (c->open_handles > 0 || c->gai_pending)
+  if (!c->stream_closed || c->gai_pending)
     return;
   if (c->ud != NULL)
     c->ud->conn = NULL;
@@ -115,45 +101,11 @@ static void conn_maybe_free(ls_conn_t *c) {
     c->handler->data = NULL;
   if (c->addrs != NULL)
     uv_freeaddrinfo(c->addrs);
-  ls_buf_free(&c->in);
-  ls_buf_free(&c->out_pending);
-  ls_buf_free(&c->out_flight);
   ls_free(c, sizeof *c);
-}
-
-static void conn_close_cb(uv_handle_t *h) {
-  ls_conn_t *c = h->data;
-  c->open_handles--;
-  conn_maybe_free(c);
 }
 
 static void conn_res_close(ls_res_t *res) {
   conn_close((ls_conn_t *)((char *)res - offsetof(ls_conn_t, res)), 0);
-}
-
-static ls_conn_t *conn_new(ls_gen_t *gen, int is_pipe) {
-  ls_conn_t *c = ls_malloc(sizeof *c);
-  int err;
-  if (c == NULL)
-    return NULL;
-  memset(c, 0, sizeof *c);
-  c->gen = gen;
-  c->is_pipe = (unsigned char)is_pipe;
-  c->timeout_ms = -1;
-  c->line_max = LS_TCP_LINE_MAX;
-  c->frame_max = LS_TCP_FRAME_MAX;
-  err = is_pipe ? uv_pipe_init(gen->rt->loop, &c->u.pipe, 0) : uv_tcp_init(gen->rt->loop, &c->u.tcp);
-  if (err != 0) {
-    ls_free(c, sizeof *c);
-    return NULL;
-  }
-  uv_timer_init(gen->rt->loop, &c->linger);
-  c->u.handle.data = c;
-  c->linger.data = c;
-  c->open_handles = 2;
-  c->res.close = conn_res_close;
-  ls_res_link_gen(&gen->rt->resources, &c->res, gen);
-  return c;
 }
 
 /* Wakes whoever waits on the connection; they look at its state when they run. */
@@ -166,100 +118,84 @@ static void conn_wake_all(ls_conn_t *c) {
     ls_task_wake(c->connector);
 }
 
-static void linger_cb(uv_timer_t *t) {
-  ls_conn_t *c = t->data;
-  conn_close(c, 0);
+static void conn_on_read(ls_stream_t *s) {
+  ls_conn_t *c = s->owner;
+  if (c->reader != NULL)
+    ls_task_resume(c->reader);
 }
 
-/* Closes the connection for Lua at once. With graceful set and output still queued, the
- * handles close once it is sent (at most LS_LINGER_MS later); otherwise now. */
-static void conn_close(ls_conn_t *c, int graceful) {
-  int unsent = c->writing || ls_buf_len(&c->out_pending) > 0;
+static void conn_on_written(ls_stream_t *s) {
+  ls_conn_t *c = s->owner;
+  if (c->writer != NULL)
+    ls_task_resume(c->writer);
+}
+
+static void conn_on_close(ls_stream_t *s) {
+  ls_conn_t *c = s->owner;
+  ls_res_unlink(&c->res);
+  c->stream_closed = 1;
   if (!c->closed) {
     c->closed = 1;
     conn_wake_all(c);
   }
-  if (c->closing)
+  conn_maybe_free(c);
+}
+
+static const ls_stream_events_t conn_events = {conn_on_read, conn_on_written, conn_on_close};
+
+static ls_conn_t *conn_new(ls_gen_t *gen, int is_pipe) {
+  ls_conn_t *c = ls_malloc(sizeof *c);
+  if (c == NULL)
+    return NULL;
+  memset(c, 0, sizeof *c);
+  if (ls_stream_init(&c->s, gen->rt, is_pipe, &conn_events, c) != 0) {
+    ls_free(c, sizeof *c);
+    return NULL;
+  }
+  c->gen = gen;
+  c->timeout_ms = -1;
+  c->line_max = LS_TCP_LINE_MAX;
+  c->frame_max = LS_TCP_FRAME_MAX;
+  c->s.read_limit = LS_READ_HIWAT;
+  c->res.close = conn_res_close;
+  ls_res_link_gen(&gen->rt->resources, &c->res, gen);
+  return c;
+}
+
+/* Closes the connection for Lua at once. With graceful set and output still queued, the
+ * stream ends once it is sent (at most LS_LINGER_MS later); otherwise it closes now. */
+static void conn_close(ls_conn_t *c, int graceful) {
+  if (!c->closed) {
+    c->closed = 1;
+    conn_wake_all(c);
+  }
+  if (c->s.closing)
     return;
-  if (c->reading) {
-    uv_read_stop(&c->u.stream);
-    c->reading = 0;
-  }
-  if (graceful && unsent && c->write_err == 0 && c->connected) {
-    if (!uv_is_active((uv_handle_t *)&c->linger)) {
-      uv_timer_start(&c->linger, linger_cb, LS_LINGER_MS, 0);
-      c->gen->rt->flushing++;
-    }
-    return;
-  }
-  if (uv_is_active((uv_handle_t *)&c->linger)) {
-    c->gen->rt->flushing--;
-    ls_runtime_check_drained(c->gen->rt);
-  }
-  c->closing = 1;
-  ls_res_unlink(&c->res);
   if (c->gai_pending)
     uv_cancel((uv_req_t *)&c->gai);
-  uv_close(&c->u.handle, conn_close_cb);
-  uv_close((uv_handle_t *)&c->linger, conn_close_cb);
+  if (graceful && ls_stream_unsent(&c->s) > 0 && c->s.write_err == 0 && c->connected) {
+    ls_stream_end(&c->s, LS_LINGER_MS, 0);
+    return;
+  }
+  ls_stream_close(&c->s);
 }
 
 /* ---- reading ------------------------------------------------------------------------------ */
-
-static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  ls_conn_t *c = h->data;
-  ls_buf_t *in = &c->in;
-  (void)suggested;
-  /* Read straight into the connection's buffer when it has room; otherwise into the shared
-   * scratch buffer, from which read_cb copies only what arrived. */
-  if (in->cap - in->end >= 4096) {
-    buf->base = in->data + in->end;
-    buf->len = in->cap - in->end;
-  } else {
-    buf->base = c->gen->rt->scratch;
-    buf->len = c->gen->rt->scratch_size;
-  }
-}
 
 static size_t conn_read_hiwat(const ls_conn_t *c) {
   return c->want > LS_READ_HIWAT ? c->want : LS_READ_HIWAT;
 }
 
-static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  ls_conn_t *c = s->data;
-  if (nread > 0) {
-    if (buf->base == c->in.data + c->in.end) {
-      c->in.end += (size_t)nread;
-    } else if (ls_buf_append(&c->in, buf->base, (size_t)nread) != 0) {
-      c->read_err = LS_ENOMEM;
-    }
-    if (c->read_err != 0 || ls_buf_len(&c->in) >= conn_read_hiwat(c)) {
-      uv_read_stop(s);
-      c->reading = 0;
-    }
-  } else if (nread < 0) {
-    c->read_err = nread == UV_EOF ? LS_EEOF : (int)nread;
-    uv_read_stop(s);
-    c->reading = 0;
-  } else {
-    return;
-  }
-  if (c->reader != NULL)
-    ls_task_resume(c->reader);
-}
-
 /* Reads ahead while there is room, so a waiting reader is woken only by new data. */
 static void conn_want_input(ls_conn_t *c) {
-  if (c->reading || c->read_err != 0 || c->closed || !c->connected)
+  if (c->closed || !c->connected)
     return;
-  if (ls_buf_len(&c->in) >= conn_read_hiwat(c))
-    return;
-  if (uv_read_start(&c->u.stream, conn_alloc_cb, conn_read_cb) == 0)
-    c->reading = 1;
+  c->s.read_limit = conn_read_hiwat(c);
+  ls_stream_want_input(&c->s);
 }
 
 static void conn_consume(ls_conn_t *c, size_t n) {
-  ls_buf_consume(&c->in, n);
+  ls_buf_consume(&c->s.in, n);
   conn_want_input(c);
 }
 
@@ -303,7 +239,7 @@ static int conn_wait_input(lua_State *L, ls_conn_t *c, size_t want, const char *
   c->want = want;
   conn_want_input(c);
   if (c->is_client)
-    uv_ref(&c->u.handle);
+    uv_ref(&c->s.u.handle);
   return ls_task_wait(task, c->timeout_ms, 0, k);
 }
 
@@ -316,7 +252,7 @@ static ls_conn_t *conn_resume_read(lua_State *L, int *answer) {
   if (c != NULL && c->reader == task) {
     c->reader = NULL;
     if (c->is_client)
-      uv_unref(&c->u.handle);
+      uv_unref(&c->s.u.handle);
   }
   if (c == NULL || c->closed) {
     *answer = ls_push_error(L, LS_ECLOSED);
@@ -332,10 +268,10 @@ static ls_conn_t *conn_resume_read(lua_State *L, int *answer) {
 
 /* A read that hit the end of input or an error: nil, message, code [, partial data]. */
 static int conn_push_read_error(lua_State *L, ls_conn_t *c, int with_partial) {
-  int n = ls_push_error(L, c->read_err);
-  if (with_partial && ls_buf_len(&c->in) > 0) {
-    lua_pushlstring(L, ls_buf_head(&c->in), ls_buf_len(&c->in));
-    conn_consume(c, ls_buf_len(&c->in));
+  int n = ls_push_error(L, c->s.read_err);
+  if (with_partial && ls_buf_len(&c->s.in) > 0) {
+    lua_pushlstring(L, ls_buf_head(&c->s.in), ls_buf_len(&c->s.in));
+    conn_consume(c, ls_buf_len(&c->s.in));
     n++;
   }
   return n;
@@ -352,29 +288,29 @@ static int conn_read_k(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
   if (c == NULL)
     return answer;
-  len = ls_buf_len(&c->in);
+  len = ls_buf_len(&c->s.in);
   if (lua_type(L, 2) == LUA_TSTRING) {
     /* "a": everything up to the end of input. */
-    if (c->read_err == 0)
+    if (c->s.read_err == 0)
       return conn_wait_input(L, c, len + 1, "read", conn_read_k);
-    if (c->read_err != LS_EEOF)
+    if (c->s.read_err != LS_EEOF)
       return conn_push_read_error(L, c, 1);
-    lua_pushlstring(L, ls_buf_head(&c->in), len);
+    lua_pushlstring(L, ls_buf_head(&c->s.in), len);
     conn_consume(c, len);
     return 1;
   }
   n = luaL_optinteger(L, 2, 0);
   if (n == 0 && len > 0) {
-    lua_pushlstring(L, ls_buf_head(&c->in), len);
+    lua_pushlstring(L, ls_buf_head(&c->s.in), len);
     conn_consume(c, len);
     return 1;
   }
   if (n > 0 && len >= (size_t)n) {
-    lua_pushlstring(L, ls_buf_head(&c->in), (size_t)n);
+    lua_pushlstring(L, ls_buf_head(&c->s.in), (size_t)n);
     conn_consume(c, (size_t)n);
     return 1;
   }
-  if (c->read_err != 0)
+  if (c->s.read_err != 0)
     return conn_push_read_error(L, c, 1);
   return conn_wait_input(L, c, n > 0 ? (size_t)n : 1, "read", conn_read_k);
 }
@@ -400,13 +336,13 @@ static int l_conn_read(lua_State *L) {
 
 /* The line reader shared by readline and the lines iterator. Returns the results, or waits. */
 static int conn_readline_step(lua_State *L, ls_conn_t *c, size_t max, lua_KFunction k) {
-  size_t n = ls_buf_find_line(&c->in, max + 1);
-  size_t len = ls_buf_len(&c->in);
+  size_t n = ls_buf_find_line(&c->s.in, max + 1);
+  size_t len = ls_buf_len(&c->s.in);
   if (n > 0) {
     size_t text = n - 1;
-    if (text > 0 && ls_buf_head(&c->in)[text - 1] == '\r')
+    if (text > 0 && ls_buf_head(&c->s.in)[text - 1] == '\r')
       text--;
-    lua_pushlstring(L, ls_buf_head(&c->in), text);
+    lua_pushlstring(L, ls_buf_head(&c->s.in), text);
     conn_consume(c, n);
     return 1;
   }
@@ -415,9 +351,9 @@ static int conn_readline_step(lua_State *L, ls_conn_t *c, size_t max, lua_KFunct
     conn_close(c, 1);
     return ls_push_error(L, LS_ELINETOOLONG);
   }
-  if (c->read_err != 0) {
-    if (len > 0 && c->read_err == LS_EEOF) {
-      lua_pushlstring(L, ls_buf_head(&c->in), len);
+  if (c->s.read_err != 0) {
+    if (len > 0 && c->s.read_err == LS_EEOF) {
+      lua_pushlstring(L, ls_buf_head(&c->s.in), len);
       conn_consume(c, len);
       return 1;
     }
@@ -522,23 +458,23 @@ static int conn_read_frame_k(lua_State *L, int status, lua_KContext ctx) {
     return answer;
   fmt = check_frame_fmt(L, 2);
   max = lua_isnoneornil(L, 3) ? c->frame_max : (size_t)luaL_checkinteger(L, 3);
-  len = ls_buf_len(&c->in);
+  len = ls_buf_len(&c->s.in);
   if (len < fmt.size) {
-    if (c->read_err != 0)
+    if (c->s.read_err != 0)
       return conn_push_read_error(L, c, 0);
     return conn_wait_input(L, c, fmt.size, "read_frame", conn_read_frame_k);
   }
-  size = ls_frame_decode(&fmt, (const unsigned char *)ls_buf_head(&c->in));
+  size = ls_frame_decode(&fmt, (const unsigned char *)ls_buf_head(&c->s.in));
   if (size > max) {
     conn_close(c, 1);
     return ls_push_error(L, LS_EFRAMETOOLARGE);
   }
   if (len - fmt.size < size) {
-    if (c->read_err != 0)
+    if (c->s.read_err != 0)
       return conn_push_read_error(L, c, 0);
     return conn_wait_input(L, c, fmt.size + (size_t)size, "read_frame", conn_read_frame_k);
   }
-  lua_pushlstring(L, ls_buf_head(&c->in) + fmt.size, (size_t)size);
+  lua_pushlstring(L, ls_buf_head(&c->s.in) + fmt.size, (size_t)size);
   conn_consume(c, fmt.size + (size_t)size);
   return 1;
 }
@@ -557,64 +493,6 @@ static int l_conn_read_frame(lua_State *L) {
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
-static size_t conn_unsent(const ls_conn_t *c) {
-  return ls_buf_len(&c->out_pending) + ls_buf_len(&c->out_flight);
-}
-
-static void conn_shutdown_cb(uv_shutdown_t *req, int status) {
-  (void)req;
-  (void)status;
-}
-
-static void conn_write_cb(uv_write_t *req, int status) {
-  ls_conn_t *c = req->data;
-  c->writing = 0;
-  ls_buf_consume(&c->out_flight, ls_buf_len(&c->out_flight));
-  if (status < 0) {
-    if (c->write_err == 0)
-      c->write_err = status;
-    ls_buf_consume(&c->out_pending, ls_buf_len(&c->out_pending));
-  }
-  if (c->closing)
-    return;
-  conn_flush(c);
-  if (c->writer != NULL)
-    ls_task_resume(c->writer);
-}
-
-/* Hands pending output to libuv, one write at a time; closes or shuts down when all is sent
- * if that was asked for. */
-static void conn_flush(ls_conn_t *c) {
-  uv_buf_t buf;
-  ls_buf_t swap;
-  int err;
-  if (c->writing || c->closing)
-    return;
-  if (ls_buf_len(&c->out_pending) == 0) {
-    if (c->closed)
-      conn_close(c, 0);
-    else if (c->shut && !c->shutdown_sent) {
-      c->shutdown_sent = 1;
-      uv_shutdown(&c->sreq, &c->u.stream, conn_shutdown_cb);
-    }
-    return;
-  }
-  swap = c->out_flight;
-  c->out_flight = c->out_pending;
-  c->out_pending = swap;
-  buf = uv_buf_init((char *)ls_buf_head(&c->out_flight), (unsigned)ls_buf_len(&c->out_flight));
-  c->wreq.data = c;
-  err = uv_write(&c->wreq, &c->u.stream, &buf, 1, conn_write_cb);
-  if (err != 0) {
-    c->write_err = err;
-    ls_buf_consume(&c->out_flight, ls_buf_len(&c->out_flight));
-    if (c->closed)
-      conn_close(c, 0);
-    return;
-  }
-  c->writing = 1;
-}
-
 static int conn_write_k(lua_State *L, int status, lua_KContext ctx) {
   conn_ud_t *ud = check_conn_ud(L);
   ls_task_t *task = ls_task_current(ud->gen, L);
@@ -625,11 +503,11 @@ static int conn_write_k(lua_State *L, int status, lua_KContext ctx) {
     c->writer = NULL;
   if (c == NULL || c->closed)
     return ls_push_error(L, LS_ECLOSED);
-  if (c->write_err != 0)
-    return ls_push_error(L, c->write_err);
+  if (c->s.write_err != 0)
+    return ls_push_error(L, c->s.write_err);
   if (task != NULL && ls_task_take_timeout(task))
     return ls_push_error(L, LS_ETIMEDOUT);
-  if (conn_unsent(c) > LS_WRITE_LOWAT) {
+  if (ls_stream_unsent(&c->s) > LS_WRITE_LOWAT) {
     task = ls_task_check(c->gen, L, "write");
     if (c->writer != NULL && c->writer != task)
       return luaL_error(L, "write: another task is already writing this connection");
@@ -643,30 +521,15 @@ static int conn_write_k(lua_State *L, int status, lua_KContext ctx) {
 /* Sends the buffers: straight to the socket when nothing is queued, the rest queued. Yields
  * while too much is queued, so a slow reader cannot make memory grow without bound. */
 static int conn_write_bufs(lua_State *L, ls_conn_t *c, uv_buf_t *bufs, unsigned nbufs) {
-  unsigned i = 0;
-  size_t off = 0;
-  if (c->shut)
+  int err;
+  if (c->s.shut)
     return ls_push_error(L, LS_ECLOSED);
-  if (c->write_err != 0)
-    return ls_push_error(L, c->write_err);
-  if (!c->writing && ls_buf_len(&c->out_pending) == 0) {
-    int n = uv_try_write(&c->u.stream, bufs, nbufs);
-    if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) {
-      c->write_err = n;
-      return ls_push_error(L, n);
-    }
-    off = n > 0 ? (size_t)n : 0;
-    while (i < nbufs && off >= bufs[i].len) {
-      off -= bufs[i].len;
-      i++;
-    }
-  }
-  for (; i < nbufs; i++, off = 0) {
-    if (ls_buf_append(&c->out_pending, bufs[i].base + off, bufs[i].len - off) != 0)
-      return luaL_error(L, "write: not enough memory");
-  }
-  conn_flush(c);
-  if (conn_unsent(c) > LS_WRITE_HIWAT)
+  err = ls_stream_write(&c->s, bufs, nbufs);
+  if (err == LS_ENOMEM)
+    return luaL_error(L, "write: not enough memory");
+  if (err != 0)
+    return ls_push_error(L, err);
+  if (ls_stream_unsent(&c->s) > LS_WRITE_HIWAT)
     return conn_write_k(L, LUA_OK, 0);
   lua_settop(L, 1);
   return 1;
@@ -741,7 +604,6 @@ static int l_conn_close(lua_State *L) {
   ls_conn_t *c = check_conn(L);
   if (c != NULL) {
     conn_close(c, 1);
-    conn_flush(c);
   }
   lua_pushboolean(L, 1);
   return 1;
@@ -752,8 +614,7 @@ static int l_conn_shutdown(lua_State *L) {
   ls_conn_t *c = check_conn(L);
   if (c == NULL)
     return ls_push_error(L, LS_ECLOSED);
-  c->shut = 1;
-  conn_flush(c);
+  ls_stream_shutdown(&c->s);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -776,10 +637,10 @@ static int l_conn_peer(lua_State *L) {
   int err;
   if (c == NULL)
     return ls_push_error(L, LS_ECLOSED);
-  if (c->is_pipe) {
+  if (c->s.is_pipe) {
     char path[256];
     size_t plen = sizeof path;
-    err = uv_pipe_getpeername(&c->u.pipe, path, &plen);
+    err = uv_pipe_getpeername(&c->s.u.pipe, path, &plen);
     if (err == 0 && plen == 0)
       lua_pushliteral(L, "unix");
     else if (err == 0)
@@ -788,7 +649,7 @@ static int l_conn_peer(lua_State *L) {
       return ls_push_error(L, err);
     return 1;
   }
-  err = uv_tcp_getpeername(&c->u.tcp, (struct sockaddr *)&ss, &len);
+  err = uv_tcp_getpeername(&c->s.u.tcp, (struct sockaddr *)&ss, &len);
   if (err != 0)
     return ls_push_error(L, err);
   return ls_addr_push(L, &ss);
@@ -799,7 +660,6 @@ static int l_conn_gc(lua_State *L) {
   if (ud->conn != NULL) {
     ud->conn->ud = NULL;
     conn_close(ud->conn, 1);
-    conn_flush(ud->conn);
     ud->conn = NULL;
   }
   return 0;
@@ -816,8 +676,8 @@ static int l_conn_tostring(lua_State *L) {
 static void conn_connected(ls_conn_t *c, int status) {
   if (status == 0) {
     c->connected = 1;
-    if (!c->is_pipe)
-      uv_tcp_nodelay(&c->u.tcp, 1);
+    if (!c->s.is_pipe)
+      uv_tcp_nodelay(&c->s.u.tcp, 1);
   } else {
     c->connect_err = status;
   }
@@ -829,7 +689,7 @@ static void conn_try_next_addr(ls_conn_t *c, int last_err);
 
 static void conn_connect_cb(uv_connect_t *req, int status) {
   ls_conn_t *c = req->data;
-  if (status == UV_ECANCELED || c->closing)
+  if (status == UV_ECANCELED || c->s.closing)
     return;
   if (status < 0 && c->next_addr != NULL) {
     conn_try_next_addr(c, status);
@@ -846,7 +706,7 @@ static void conn_try_next_addr(ls_conn_t *c, int last_err) {
     if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
       continue;
     c->creq.data = c;
-    err = uv_tcp_connect(&c->creq, &c->u.tcp, ai->ai_addr, conn_connect_cb);
+    err = uv_tcp_connect(&c->creq, &c->s.u.tcp, ai->ai_addr, conn_connect_cb);
     if (err == 0)
       return;
     last_err = err;
@@ -857,7 +717,7 @@ static void conn_try_next_addr(ls_conn_t *c, int last_err) {
 static void conn_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   ls_conn_t *c = req->data;
   c->gai_pending = 0;
-  if (c->closing) {
+  if (c->s.closing) {
     if (res != NULL)
       uv_freeaddrinfo(res);
     conn_maybe_free(c);
@@ -885,7 +745,7 @@ static int conn_connect_k(lua_State *L, int status, lua_KContext ctx) {
     /* An open client connection alone does not keep a finished script running; a task
      * waiting on it does (see conn_wait_input). */
     c->is_client = 1;
-    uv_unref(&c->u.handle);
+    uv_unref(&c->s.u.handle);
     conn_want_input(c);
     lua_pushvalue(L, (int)ctx);
     return 1;
@@ -946,12 +806,12 @@ static int l_tcp_connect(lua_State *L) {
   udx = lua_gettop(L);
   c->creq.data = c;
   if (path != NULL) {
-    uv_pipe_connect(&c->creq, &c->u.pipe, path, conn_connect_cb);
+    uv_pipe_connect(&c->creq, &c->s.u.pipe, path, conn_connect_cb);
   } else {
     struct sockaddr_storage ss;
     if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) == 0 ||
         uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) == 0) {
-      err = uv_tcp_connect(&c->creq, &c->u.tcp, (struct sockaddr *)&ss, conn_connect_cb);
+      err = uv_tcp_connect(&c->creq, &c->s.u.tcp, (struct sockaddr *)&ss, conn_connect_cb);
     } else {
       struct addrinfo hints;
       char service[16];
@@ -1003,7 +863,6 @@ static int conn_handler_done(ls_task_t *task, int status, int nres) {
   if (c != NULL) {
     c->handler = NULL;
     conn_close(c, 1);
-    conn_flush(c);
   }
   return 0;
 }
@@ -1037,7 +896,7 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
     ls_log(LS_LOG_ERROR, "%s: out of memory accepting a connection", l->url);
     return;
   }
-  if (uv_accept(server, &c->u.stream) != 0) {
+  if (ls_stream_accept(&c->s, server) != 0) {
     conn_close(c, 0);
     return;
   }
@@ -1045,8 +904,6 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
   c->timeout_ms = l->timeout_ms;
   c->line_max = l->line_max;
   c->frame_max = l->frame_max;
-  if (!c->is_pipe)
-    uv_tcp_nodelay(&c->u.tcp, 1);
   task = ls_task_new(l->base.gen, conn_handler_done, c);
   if (task == NULL) {
     ls_log(LS_LOG_ERROR, "%s: out of memory starting a handler", l->url);
