@@ -10,7 +10,8 @@
   X(TIMEDOUT, "ETIMEDOUT", "timeout")                     \
   X(LINETOOLONG, "ELINETOOLONG", "line too long")         \
   X(FRAMETOOLARGE, "EFRAMETOOLARGE", "frame too large")   \
-  X(NOMEM, "ENOMEM", "out of memory")
+  X(NOMEM, "ENOMEM", "out of memory")                     \
+  X(TLS, "ETLS", "tls error")
 
 enum {
   LS_ERRNO_BASE_ = -10000,

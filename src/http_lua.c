@@ -13,6 +13,7 @@
 #include "errors.h"
 #include "fs.h"
 #include "http.h"
+#include "tls.h"
 #include "log.h"
 
 #define LS_REQ_MT "luasrv.Request"
@@ -340,6 +341,19 @@ static int l_req_index(lua_State *L) {
     case 't':
       if (KEY_IS("target")) {
         lua_pushlstring(L, ls_buf_head(&c->head), c->url_len);
+        return 1;
+      }
+      if (KEY_IS("tls")) {
+        ls_tls_push_info(L, &c->s); /* nil on a plain connection */
+        return 1;
+      }
+      break;
+    case 's':
+      if (KEY_IS("scheme")) {
+        if (c->s.tls != NULL)
+          lua_pushliteral(L, "https");
+        else
+          lua_pushliteral(L, "http");
         return 1;
       }
       break;
@@ -717,8 +731,7 @@ static int res_write_k(lua_State *L, int status, lua_KContext ctx) {
   task = ls_task_check(c->gen, L, "write");
   if (c->writer == task)
     c->writer = NULL;
-  if (ls_buf_len(&c->s.out) + ls_buf_len(&c->s.out_flight) > LS_HTTP_WRITE_HIWAT &&
-      !c->virtual_conn) {
+  if (!c->virtual_conn && ls_stream_unsent(&c->s) > LS_HTTP_WRITE_HIWAT) {
     c->writer = task;
     return ls_task_wait(task, -1, 0, res_write_k);
   }
@@ -837,9 +850,12 @@ static int sendfile_k(lua_State *L, int status, lua_KContext ctx) {
   while (sf->remaining > 0) {
     size_t n = sf->remaining < LS_SENDFILE_CHUNK ? (size_t)sf->remaining : LS_SENDFILE_CHUNK;
     int err;
+    /* sendfile(2) copies from the file to the socket in the kernel: only on a plain stream
+     * (over TLS the bytes must be encrypted here, so they go read + write in chunks). */
+    int kernel_copy = LS_HAVE_SENDFILE && c->s.tls == NULL;
     if (!c->virtual_conn) {
-      if (ls_buf_len(&c->s.out) + ls_buf_len(&c->s.out_flight) > LS_HTTP_WRITE_HIWAT ||
-          (LS_HAVE_SENDFILE && (c->s.writing || ls_buf_len(&c->s.out) > 0))) {
+      if (ls_stream_unsent(&c->s) > LS_HTTP_WRITE_HIWAT ||
+          (kernel_copy && (c->s.writing || ls_buf_len(&c->s.out) > 0))) {
         /* With sendfile(2), wait for what is queued to drain before sending more. */
         task = ls_task_check(c->gen, L, "sendfile");
         c->writer = task;
@@ -851,7 +867,7 @@ static int sendfile_k(lua_State *L, int status, lua_KContext ctx) {
         return lua_yieldk(L, 0, 0, sendfile_k); /* the runtime resumes it on the next turn */
       }
 #if LS_HAVE_SENDFILE
-      {
+      if (kernel_copy) {
         /* Nothing is queued, so bytes written to the socket now cannot overtake any: the
          * kernel copies from the page cache to the socket, no pass through this process. */
         size_t want = sf->remaining < LS_SENDFILE_TURN ? (size_t)sf->remaining : LS_SENDFILE_TURN;

@@ -5,6 +5,7 @@
 #include "errors.h"
 #include "http.h"
 #include "log.h"
+#include "tls.h"
 
 #define LS_HTTP_LISTENER_MT "luasrv.HttpListener"
 /* Input read ahead of the parser while a handler runs (pipelined requests wait in it). */
@@ -854,7 +855,9 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
     ls_log(LS_LOG_ERROR, "%s: out of memory accepting a connection", l->url);
     return;
   }
-  if (ls_stream_accept(&c->s, server) != 0) {
+  if (ls_stream_accept(&c->s, server) != 0 ||
+      (l->base.tls != NULL &&
+       ls_tls_attach(&c->s, l->base.tls, NULL, l->limits.header_timeout_ms) != 0)) {
     ls_http__close(c);
     return;
   }
@@ -915,6 +918,7 @@ static int l_http_listen(lua_State *L) {
   ls_http_listener_t *l;
   ls_listener_base_t *claimed;
   listener_ud_t *ud;
+  ls_tls_ctx_t *tls;
   char key[160];
   luaL_checktype(L, 1, LUA_TTABLE);
   if (lua_type(L, 2) != LUA_TFUNCTION) {
@@ -934,6 +938,9 @@ static int l_http_listen(lua_State *L) {
   backlog = (int)ls_opt_size_field(L, 1, "backlog", 511);
   if (ls_addr_parse(host, (int)port, &ss) != 0)
     return luaL_error(L, "listen: '%s' is not an IP address", host);
+  lua_getfield(L, 1, "tls");
+  tls = lua_isnil(L, -1) ? NULL : ls_tls_server_ctx(L, -1, 1);
+  lua_pop(L, 1);
   ud = lua_newuserdatauv(L, sizeof *ud, 0);
   ud->listener = NULL;
   ud->gen = gen;
@@ -942,10 +949,11 @@ static int l_http_listen(lua_State *L) {
   claimed = ls_listener_claim(gen, key);
   if (claimed != NULL) {
     /* A reload listening where the running generation does: keep the socket (and its
-     * limits), stage the new handler for ls_gen_commit. */
+     * limits), stage the new handler and certificates for ls_gen_commit. */
     lua_pushvalue(L, 2);
     claimed->staged_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     claimed->staged_gen = gen;
+    claimed->staged_tls = tls;
     ud->listener = (ls_http_listener_t *)((char *)claimed - offsetof(ls_http_listener_t, base));
     ud->id = claimed->id;
     return 1;
@@ -954,6 +962,7 @@ static int l_http_listen(lua_State *L) {
   uv_tcp_init(gen->rt->loop, &l->tcp);
   lua_pushvalue(L, 2);
   ls_listener_init(&l->base, gen, luaL_ref(L, LUA_REGISTRYINDEX), key, listener_res_close);
+  l->base.tls = tls; /* released with the listener */
   err = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
   if (err == 0)
     err = uv_listen((uv_stream_t *)&l->tcp, backlog, listener_connection_cb);
@@ -964,7 +973,7 @@ static int l_http_listen(lua_State *L) {
   {
     int len = sizeof ss;
     uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len);
-    ls_addr_url("http", &ss, l->url, sizeof l->url);
+    ls_addr_url(l->base.tls != NULL ? "https" : "http", &ss, l->url, sizeof l->url);
   }
   ud->listener = l;
   ud->id = l->base.id;

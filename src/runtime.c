@@ -9,6 +9,7 @@
 #include "errors.h"
 #include "log.h"
 #include "shared.h"
+#include "tls.h"
 #include "watchdog.h"
 
 #define LS_SCRATCH_SIZE (64 * 1024)
@@ -94,6 +95,9 @@ void ls_listener_release(ls_listener_base_t *base) {
     luaL_unref(base->staged_gen->L, LUA_REGISTRYINDEX, base->staged_ref);
   base->handler_ref = base->staged_ref = LUA_NOREF;
   base->staged_gen = NULL;
+  ls_tls_ctx_release(base->tls);
+  ls_tls_ctx_release(base->staged_tls);
+  base->tls = base->staged_tls = NULL;
 }
 
 /* Closes every resource of `gen` in `list` for which keep() says no. */
@@ -123,6 +127,10 @@ void ls_gen_commit(ls_gen_t *gen) {
       base->handler_ref = base->staged_ref;
       base->staged_gen = NULL;
       base->staged_ref = LUA_NOREF;
+      /* New connections get the new generation's certificates; open ones keep theirs. */
+      ls_tls_ctx_release(base->tls);
+      base->tls = base->staged_tls;
+      base->staged_tls = NULL;
     } else if (old != NULL && base->gen == old) {
       ls_res_unlink(res);
       res->close(res);
@@ -149,6 +157,8 @@ void ls_gen_abort(ls_gen_t *gen) {
     if (base->staged_gen == gen) {
       base->staged_gen = NULL;
       base->staged_ref = LUA_NOREF; /* its registry goes with the state */
+      ls_tls_ctx_release(base->staged_tls);
+      base->staged_tls = NULL;
     } else if (base->gen == gen) {
       ls_res_unlink(res);
       res->close(res);

@@ -86,6 +86,8 @@ typedef struct ls_listener_base_s {
   int handler_ref;          /* the handler, in gen's registry */
   ls_gen_t *staged_gen;     /* a loading generation that claimed it */
   int staged_ref;           /* the new handler, in staged_gen's registry */
+  struct ls_tls_ctx_s *tls; /* the TLS context new connections get, or NULL (plain) */
+  struct ls_tls_ctx_s *staged_tls; /* the loading generation's, switched in with its handler */
   char key[160];            /* kind and bound address, e.g. "http://127.0.0.1:8080" */
   uint64_t id;              /* unique per listener: a stale pointer to reused memory fails */
 } ls_listener_base_t;

@@ -4,6 +4,7 @@
 
 #include "alloc.h"
 #include "errors.h"
+#include "tls.h"
 
 /* Input is read straight into the stream's buffer when it has at least this much room;
  * otherwise into the runtime's scratch buffer, from which only what arrived is copied. */
@@ -16,6 +17,8 @@ static void stream_close_cb(uv_handle_t *h) {
   ls_buf_free(&s->in);
   ls_buf_free(&s->out);
   ls_buf_free(&s->out_flight);
+  if (s->tls != NULL)
+    ls__tls_free(s);
   s->ev->on_close(s);
 }
 
@@ -61,6 +64,15 @@ void ls_stream_close(ls_stream_t *s) {
   stream_write_over(s);
   uv_close(&s->u.handle, stream_close_cb);
   uv_close((uv_handle_t *)&s->timer, stream_close_cb);
+  if (s->tls != NULL)
+    ls__tls_close(s, stream_close_cb);
+}
+
+size_t ls_stream_unsent(const ls_stream_t *s) {
+  size_t n = ls_buf_len(&s->out) + ls_buf_len(&s->out_flight);
+  if (s->tls != NULL)
+    n += ls_buf_len(ls__tls_wire((ls_stream_t *)s));
+  return n;
 }
 
 /* ---- reading ------------------------------------------------------------------------------ */
@@ -68,7 +80,7 @@ void ls_stream_close(ls_stream_t *s) {
 static void stream_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   ls_stream_t *s = h->data;
   (void)suggested;
-  if (!s->ending && s->in.cap - s->in.end >= LS_STREAM_DIRECT_READ) {
+  if (!s->ending && s->tls == NULL && s->in.cap - s->in.end >= LS_STREAM_DIRECT_READ) {
     buf->base = s->in.data + s->in.end;
     buf->len = s->in.cap - s->in.end;
   } else {
@@ -94,10 +106,14 @@ static void stream_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (nread > 0) {
-    if (buf->base == s->in.data + s->in.end)
+    if (s->tls != NULL)
+      ls__tls_input(s, buf->base, (size_t)nread); /* plaintext into s->in, or read_err */
+    else if (buf->base == s->in.data + s->in.end)
       s->in.end += (size_t)nread;
     else if (ls_buf_append(&s->in, buf->base, (size_t)nread) != 0)
       s->read_err = LS_ENOMEM;
+    if (s->closing)
+      return;
   } else {
     s->read_err = nread == UV_EOF ? LS_EEOF : (int)nread;
   }
@@ -160,6 +176,10 @@ static void stream_queue_empty(ls_stream_t *s) {
   }
   if (!s->shut || s->shutdown_sent)
     return;
+  if (s->tls != NULL && ls__tls_close_notify(s)) {
+    ls_stream_flush(s); /* the close_notify goes out first, then the shutdown */
+    return;
+  }
   s->shutdown_sent = 1;
   req = ls_malloc(sizeof *req);
   if (req != NULL) {
@@ -198,26 +218,35 @@ static void stream_write_cb(uv_write_t *req, int status) {
 void ls_stream_flush(ls_stream_t *s) {
   uv_buf_t buf;
   ls_buf_t swap;
+  ls_buf_t *wire = &s->out; /* the bytes for the socket: plaintext, or TLS's ciphertext */
   if (s->closing || s->writing)
     return;
-  if (ls_buf_len(&s->out) > 0 && s->write_err == 0) {
+  if (s->tls != NULL) {
+    ls__tls_encrypt(s);
+    wire = ls__tls_wire(s);
+  }
+  if (ls_buf_len(wire) > 0 && s->write_err == 0) {
     int n;
-    buf = uv_buf_init((char *)ls_buf_head(&s->out), (unsigned)ls_buf_len(&s->out));
+    buf = uv_buf_init((char *)ls_buf_head(wire), (unsigned)ls_buf_len(wire));
     n = uv_try_write(&s->u.stream, &buf, 1);
     if (n > 0)
-      ls_buf_consume(&s->out, (size_t)n);
+      ls_buf_consume(wire, (size_t)n);
     else if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS)
       s->write_err = n;
   }
-  if (s->write_err != 0)
+  if (s->write_err != 0) {
+    ls_buf_consume(wire, ls_buf_len(wire));
     ls_buf_consume(&s->out, ls_buf_len(&s->out));
-  if (ls_buf_len(&s->out) == 0) {
-    stream_queue_empty(s);
+  }
+  if (ls_buf_len(wire) == 0) {
+    /* With TLS, plaintext may wait in s->out for the handshake to finish. */
+    if (ls_buf_len(&s->out) == 0)
+      stream_queue_empty(s);
     return;
   }
   swap = s->out_flight;
-  s->out_flight = s->out;
-  s->out = swap;
+  s->out_flight = *wire;
+  *wire = swap;
   buf = uv_buf_init((char *)ls_buf_head(&s->out_flight), (unsigned)ls_buf_len(&s->out_flight));
   s->wreq.data = s;
   if (uv_write(&s->wreq, &s->u.stream, &buf, 1, stream_write_cb) != 0) {
@@ -239,7 +268,7 @@ int ls_stream_write(ls_stream_t *s, const uv_buf_t *bufs, unsigned nbufs) {
     return LS_ECLOSED;
   if (s->write_err != 0)
     return s->write_err;
-  if (!s->writing && ls_buf_len(&s->out) == 0) {
+  if (!s->writing && ls_buf_len(&s->out) == 0 && s->tls == NULL) {
     int n = uv_try_write(&s->u.stream, bufs, nbufs);
     if (n < 0 && n != UV_EAGAIN && n != UV_ENOSYS) {
       s->write_err = n;

@@ -53,6 +53,7 @@ struct ls_stream_s {
   ls_buf_t in;                /* read ahead, not yet consumed by the owner */
   ls_buf_t out;               /* queued output: the owner may append to it, then flush */
   ls_buf_t out_flight;        /* the bytes of the uv_write in flight */
+  void *tls;                  /* the TLS layer (src/tls.c), or NULL for a plain stream */
   size_t read_limit;          /* read while fewer bytes than this are buffered; 0: do not read */
   uint64_t write_timeout_ms;  /* a write in flight longer than this closes the stream; 0: none */
   uint64_t drain_ms;          /* ending: how long input is drained after the shutdown */
@@ -84,9 +85,7 @@ int ls_stream_write(ls_stream_t *s, const uv_buf_t *bufs, unsigned nbufs);
  * ls_stream_shutdown or ls_stream_end asked for. */
 void ls_stream_flush(ls_stream_t *s);
 /* Output not yet taken by the kernel. */
-static inline size_t ls_stream_unsent(const ls_stream_t *s) {
-  return ls_buf_len(&s->out) + ls_buf_len(&s->out_flight);
-}
+size_t ls_stream_unsent(const ls_stream_t *s);
 /* Shuts down the sending side once the queue is sent; reading goes on (a half-close). */
 void ls_stream_shutdown(ls_stream_t *s);
 /* Ends the stream politely: what is queued is sent (for at most flush_ms, 0: no bound), the

@@ -11,6 +11,7 @@
 #include "frame.h"
 #include "log.h"
 #include "stream.h"
+#include "tls.h"
 
 #define LS_CONN_MT "luasrv.Conn"
 #define LS_LISTENER_MT "luasrv.Listener"
@@ -54,6 +55,11 @@ typedef struct ls_conn_s {
   size_t line_max;
   size_t frame_max;
   size_t want;             /* input bytes the waiting reader needs */
+  ls_tls_ctx_t *pending_tls; /* connect: TLS to put on once connected */
+  char *tls_name;          /* connect: the name to verify (the host), for pending_tls/starttls */
+  size_t tls_name_size;
+  struct ls_listener_s *accepted_by; /* a TLS connection whose handler waits for the handshake */
+  uint64_t listener_id;     /* accepted_by's id, checked before use */
   unsigned char is_client;  /* made by connect: its handle keeps the loop alive only while used */
   unsigned char connected;
   unsigned char closed;    /* closed for Lua; the stream may still be sending */
@@ -70,8 +76,9 @@ typedef struct listener_ud_s listener_ud_t;
 
 typedef struct ls_listener_s {
   listener_handle_u u;
-  ls_listener_base_t base;   /* handler and generation; handed over on reload */
+  ls_listener_base_t base;   /* handler, generation and TLS context; handed over on reload */
   int64_t timeout_ms;
+  uint64_t handshake_ms;     /* TLS: how long a client may take to finish its handshake */
   size_t line_max;
   size_t frame_max;
   unsigned char is_pipe;
@@ -101,6 +108,8 @@ static void conn_maybe_free(ls_conn_t *c) {
     c->handler->data = NULL;
   if (c->addrs != NULL)
     uv_freeaddrinfo(c->addrs);
+  ls_tls_ctx_release(c->pending_tls);
+  ls_free(c->tls_name, c->tls_name_size);
   ls_free(c, sizeof *c);
 }
 
@@ -118,9 +127,21 @@ static void conn_wake_all(ls_conn_t *c) {
     ls_task_wake(c->connector);
 }
 
+static void conn_start_handler(ls_conn_t *c);
+
 static void conn_on_read(ls_stream_t *s) {
   ls_conn_t *c = s->owner;
-  if (c->reader != NULL)
+  if (c->accepted_by != NULL) {
+    /* A TLS connection of a listener: its handler starts once the handshake is done. */
+    if (s->read_err != 0)
+      conn_close(c, 0);
+    else if (ls_tls_ready(s))
+      conn_start_handler(c);
+    return;
+  }
+  if (c->connector != NULL)
+    ls_task_resume(c->connector); /* a handshake finished or failed */
+  else if (c->reader != NULL)
     ls_task_resume(c->reader);
 }
 
@@ -266,9 +287,20 @@ static ls_conn_t *conn_resume_read(lua_State *L, int *answer) {
   return c;
 }
 
+/* nil, message, code for a failure of the connection; a TLS failure says what failed
+ * ("tls: certificate verify failed (...)", "ETLS"). */
+static int conn_push_error(lua_State *L, ls_conn_t *c, int err) {
+  if (err != LS_ETLS)
+    return ls_push_error(L, err);
+  lua_pushnil(L);
+  lua_pushstring(L, ls_tls_error(&c->s));
+  lua_pushliteral(L, "ETLS");
+  return 3;
+}
+
 /* A read that hit the end of input or an error: nil, message, code [, partial data]. */
 static int conn_push_read_error(lua_State *L, ls_conn_t *c, int with_partial) {
-  int n = ls_push_error(L, c->s.read_err);
+  int n = conn_push_error(L, c, c->s.read_err);
   if (with_partial && ls_buf_len(&c->s.in) > 0) {
     lua_pushlstring(L, ls_buf_head(&c->s.in), ls_buf_len(&c->s.in));
     conn_consume(c, ls_buf_len(&c->s.in));
@@ -504,7 +536,7 @@ static int conn_write_k(lua_State *L, int status, lua_KContext ctx) {
   if (c == NULL || c->closed)
     return ls_push_error(L, LS_ECLOSED);
   if (c->s.write_err != 0)
-    return ls_push_error(L, c->s.write_err);
+    return conn_push_error(L, c, c->s.write_err);
   if (task != NULL && ls_task_take_timeout(task))
     return ls_push_error(L, LS_ETIMEDOUT);
   if (ls_stream_unsent(&c->s) > LS_WRITE_LOWAT) {
@@ -528,7 +560,7 @@ static int conn_write_bufs(lua_State *L, ls_conn_t *c, uv_buf_t *bufs, unsigned 
   if (err == LS_ENOMEM)
     return luaL_error(L, "write: not enough memory");
   if (err != 0)
-    return ls_push_error(L, err);
+    return conn_push_error(L, c, err);
   if (ls_stream_unsent(&c->s) > LS_WRITE_HIWAT)
     return conn_write_k(L, LUA_OK, 0);
   lua_settop(L, 1);
@@ -671,13 +703,106 @@ static int l_conn_tostring(lua_State *L) {
   return 1;
 }
 
+/* ---- TLS ---------------------------------------------------------------------------------- */
+
+static int conn_starttls_k(lua_State *L, int status, lua_KContext ctx) {
+  conn_ud_t *ud = check_conn_ud(L);
+  ls_task_t *task = ls_task_current(ud->gen, L);
+  ls_conn_t *c = ud->conn;
+  (void)status;
+  (void)ctx;
+  if (c != NULL && c->connector == task)
+    c->connector = NULL;
+  if (c == NULL || c->closed)
+    return ls_push_error(L, LS_ECLOSED);
+  if (ls_tls_ready(&c->s)) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  if (c->s.read_err != 0)
+    return conn_push_error(L, c, c->s.read_err);
+  if (task != NULL && ls_task_take_timeout(task)) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "tls: handshake timeout");
+    lua_pushliteral(L, "ETIMEDOUT");
+    return 3;
+  }
+  c->connector = ls_task_check(c->gen, L, "starttls");
+  conn_want_input(c);
+  return ls_task_wait(c->connector, c->timeout_ms, 0, conn_starttls_k);
+}
+
+/* conn:starttls([opts]) -> conn, or nil, message, code: TLS on an open plain connection, as a
+ * client (opts as connect's `tls`: true or { ca, server_name, alpn, verify }) or, with
+ * opts.cert, as a server (opts as a listener's `tls`). Waits for the handshake. */
+static int l_conn_starttls(lua_State *L) {
+  ls_conn_t *c = check_conn(L);
+  ls_tls_ctx_t *ctx;
+  const char *name = NULL;
+  int err;
+  if (c == NULL)
+    return ls_push_error(L, LS_ECLOSED);
+  if (c->s.tls != NULL)
+    return luaL_error(L, "starttls: the connection already speaks TLS");
+  if (lua_isnoneornil(L, 2)) {
+    lua_settop(L, 1);
+    lua_pushboolean(L, 1);
+  }
+  lua_settop(L, 2);
+  if (lua_istable(L, 2) && lua_getfield(L, 2, "cert") != LUA_TNIL) {
+    lua_pop(L, 1);
+    ctx = ls_tls_server_ctx(L, 2, 0);
+  } else {
+    lua_settop(L, 2);
+    ctx = ls_tls_client_ctx(L, 2, &name);
+    if (name == NULL)
+      name = c->tls_name;
+  }
+  lua_settop(L, 1);
+  err = ls_tls_attach(&c->s, ctx, name, 0);
+  ls_tls_ctx_release(ctx);
+  if (err != 0)
+    return ls_push_error(L, err);
+  return conn_starttls_k(L, LUA_OK, 0);
+}
+
+/* conn:tls() -> { version, cipher, alpn, server_name, peer_subject }, or nil (plain). */
+static int l_conn_tls(lua_State *L) {
+  ls_conn_t *c = check_conn(L);
+  if (c == NULL)
+    return ls_push_error(L, LS_ECLOSED);
+  ls_tls_push_info(L, &c->s);
+  return 1;
+}
+
 /* ---- connect ------------------------------------------------------------------------------ */
+
+/* Keeps a copy of the name a TLS client sends and verifies. Returns 0 or LS_ENOMEM. */
+static int conn_set_tls_name(ls_conn_t *c, const char *name) {
+  size_t size = strlen(name) + 1;
+  char *copy = ls_malloc(size);
+  if (copy == NULL)
+    return LS_ENOMEM;
+  memcpy(copy, name, size);
+  ls_free(c->tls_name, c->tls_name_size);
+  c->tls_name = copy;
+  c->tls_name_size = size;
+  return 0;
+}
 
 static void conn_connected(ls_conn_t *c, int status) {
   if (status == 0) {
     c->connected = 1;
     if (!c->s.is_pipe)
       uv_tcp_nodelay(&c->s.u.tcp, 1);
+    if (c->pending_tls != NULL) {
+      /* The connect's own timeout bounds the handshake (conn_connect_k waits for it). */
+      int err = ls_tls_attach(&c->s, c->pending_tls, c->tls_name, 0);
+      ls_tls_ctx_release(c->pending_tls);
+      c->pending_tls = NULL;
+      if (err != 0)
+        c->connect_err = err;
+    }
   } else {
     c->connect_err = status;
   }
@@ -741,6 +866,24 @@ static int conn_connect_k(lua_State *L, int status, lua_KContext ctx) {
     c->connector = NULL;
   if (c == NULL || c->closed)
     return ls_push_error(L, LS_ECLOSED);
+  if (c->connected && c->s.tls != NULL && !ls_tls_ready(&c->s) && c->s.read_err == 0 &&
+      !(task != NULL && ls_task_take_timeout(task))) {
+    /* Connected; the TLS handshake goes on (conn_on_read wakes us when it ends). */
+    conn_want_input(c);
+    c->connector = ls_task_check(c->gen, L, "connect");
+    return ls_task_wait(c->connector, c->timeout_ms, ctx, conn_connect_k);
+  }
+  if (c->connected && c->s.tls != NULL && !ls_tls_ready(&c->s)) {
+    int n = c->s.read_err != 0 ? conn_push_error(L, c, c->s.read_err) : 0;
+    if (n == 0) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "tls: handshake timeout");
+      lua_pushliteral(L, "ETIMEDOUT");
+      n = 3;
+    }
+    conn_close(c, 0);
+    return n;
+  }
   if (c->connected) {
     /* An open client connection alone does not keep a finished script running; a task
      * waiting on it does (see conn_wait_input). */
@@ -804,6 +947,24 @@ static int l_tcp_connect(lua_State *L) {
   c->frame_max = ls_opt_size_field(L, opts, "frame_max", LS_TCP_FRAME_MAX);
   conn_push_ud(L, c);
   udx = lua_gettop(L);
+  if (host != NULL) {
+    c->tls_name_size = strlen(host) + 1;
+    c->tls_name = ls_malloc(c->tls_name_size);
+    if (c->tls_name == NULL)
+      c->tls_name_size = 0;
+    else
+      memcpy(c->tls_name, host, c->tls_name_size);
+  }
+  if (opts != 0) {
+    lua_getfield(L, opts, "tls");
+    if (!lua_isnil(L, -1) && !(lua_isboolean(L, -1) && !lua_toboolean(L, -1))) {
+      const char *name;
+      c->pending_tls = ls_tls_client_ctx(L, -1, &name);
+      if (name != NULL && conn_set_tls_name(c, name) != 0)
+        return luaL_error(L, "connect: not enough memory");
+    }
+    lua_pop(L, 1);
+  }
   c->creq.data = c;
   if (path != NULL) {
     uv_pipe_connect(&c->creq, &c->s.u.pipe, path, conn_connect_cb);
@@ -883,27 +1044,21 @@ static int conn_task_body(lua_State *L) {
   return 0;
 }
 
-static void listener_connection_cb(uv_stream_t *server, int status) {
-  ls_listener_t *l = server->data;
-  ls_conn_t *c;
+/* Starts the listener's handler for an accepted connection, in the listener's current
+ * generation (a reload during a TLS handshake hands the connection to the new one). */
+static void conn_start_handler(ls_conn_t *c) {
+  ls_listener_t *l = c->accepted_by;
   ls_task_t *task;
-  if (status < 0) {
-    ls_log(LS_LOG_WARN, "%s: accept failed: %s", l->url, uv_strerror(status));
-    return;
-  }
-  c = conn_new(l->base.gen, l->is_pipe);
-  if (c == NULL) {
-    ls_log(LS_LOG_ERROR, "%s: out of memory accepting a connection", l->url);
-    return;
-  }
-  if (ls_stream_accept(&c->s, server) != 0) {
+  c->accepted_by = NULL;
+  if (!ls_listener_alive(c->gen->rt, &l->base, c->listener_id)) {
     conn_close(c, 0);
     return;
   }
-  c->connected = 1;
-  c->timeout_ms = l->timeout_ms;
-  c->line_max = l->line_max;
-  c->frame_max = l->frame_max;
+  if (c->gen != l->base.gen) {
+    ls_res_unlink(&c->res);
+    c->gen = l->base.gen;
+    ls_res_link_gen(&c->gen->rt->resources, &c->res, c->gen);
+  }
   task = ls_task_new(l->base.gen, conn_handler_done, c);
   if (task == NULL) {
     ls_log(LS_LOG_ERROR, "%s: out of memory starting a handler", l->url);
@@ -921,6 +1076,41 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
   ls_task_start(task, 2);
 }
 
+static void listener_connection_cb(uv_stream_t *server, int status) {
+  ls_listener_t *l = server->data;
+  ls_conn_t *c;
+  if (status < 0) {
+    ls_log(LS_LOG_WARN, "%s: accept failed: %s", l->url, uv_strerror(status));
+    return;
+  }
+  c = conn_new(l->base.gen, l->is_pipe);
+  if (c == NULL) {
+    ls_log(LS_LOG_ERROR, "%s: out of memory accepting a connection", l->url);
+    return;
+  }
+  if (ls_stream_accept(&c->s, server) != 0) {
+    conn_close(c, 0);
+    return;
+  }
+  c->connected = 1;
+  c->timeout_ms = l->timeout_ms;
+  c->line_max = l->line_max;
+  c->frame_max = l->frame_max;
+  c->accepted_by = l;
+  c->listener_id = l->base.id;
+  if (l->base.tls == NULL) {
+    conn_start_handler(c);
+    return;
+  }
+  /* TLS: the handler starts when the handshake is done (conn_on_read); a client that never
+   * finishes it costs one stream until the handshake timeout. */
+  if (ls_tls_attach(&c->s, l->base.tls, NULL, l->handshake_ms) != 0) {
+    conn_close(c, 0);
+    return;
+  }
+  conn_want_input(c);
+}
+
 /* Fills in the listener's printable address ("tcp://127.0.0.1:9999", "unix:/run/x.sock"). */
 static void listener_set_url(ls_listener_t *l) {
   struct sockaddr_storage ss;
@@ -931,7 +1121,7 @@ static void listener_set_url(ls_listener_t *l) {
   }
   memset(&ss, 0, sizeof ss);
   uv_tcp_getsockname(&l->u.tcp, (struct sockaddr *)&ss, &len);
-  ls_addr_url("tcp", &ss, l->url, sizeof l->url);
+  ls_addr_url(l->base.tls != NULL ? "tls" : "tcp", &ss, l->url, sizeof l->url);
 }
 
 static int listener_bind(ls_listener_t *l, const char *host, int port, const char *path) {
@@ -962,6 +1152,8 @@ static int l_tcp_listen(lua_State *L) {
   int backlog;
   ls_listener_t *l, *claimed;
   listener_ud_t *ud;
+  ls_tls_ctx_t *tls;
+  int64_t handshake_ms;
   char key[160];
   int err;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -979,6 +1171,11 @@ static int l_tcp_listen(lua_State *L) {
     luaL_argcheck(L, port >= 0 && port < 65536, 1, "port out of range");
   }
   backlog = (int)ls_opt_size_field(L, 1, "backlog", 511);
+  handshake_ms = ls_opt_timeout_field(L, 1, "handshake_timeout", 10000);
+  handshake_ms = handshake_ms < 0 ? 0 : handshake_ms; /* 0: no limit */
+  lua_getfield(L, 1, "tls");
+  tls = lua_isnil(L, -1) ? NULL : ls_tls_server_ctx(L, -1, 0);
+  lua_pop(L, 1);
   ud = lua_newuserdatauv(L, sizeof *ud, 0);
   ud->listener = NULL;
   ud->gen = gen;
@@ -995,13 +1192,16 @@ static int l_tcp_listen(lua_State *L) {
     lua_pushvalue(L, 2);
     claimed->base.staged_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     claimed->base.staged_gen = gen;
+    claimed->base.staged_tls = tls;
     ud->listener = claimed;
     ud->id = claimed->base.id;
     return 1;
   }
   l = ls_malloc(sizeof *l);
-  if (l == NULL)
+  if (l == NULL) {
+    ls_tls_ctx_release(tls);
     return luaL_error(L, "listen: not enough memory");
+  }
   memset(l, 0, sizeof *l);
   l->is_pipe = path != NULL;
   l->timeout_ms = ls_opt_timeout_field(L, 1, "timeout", -1);
@@ -1023,7 +1223,9 @@ static int l_tcp_listen(lua_State *L) {
     return luaL_error(L, "listen: %s", uv_strerror(err));
   }
   l->u.handle.data = l;
+  l->handshake_ms = (uint64_t)handshake_ms;
   ls_listener_init(&l->base, gen, LUA_NOREF, key, listener_res_close);
+  l->base.tls = tls; /* released with the listener */
   err = listener_bind(l, host, (int)port, path);
   if (err != 0 && l->path != NULL) {
     /* Nothing was bound: the path is not ours to remove on close. */
@@ -1125,6 +1327,7 @@ void ls_tcp_open(lua_State *L, ls_gen_t *gen) {
       {"write", l_conn_write},       {"write_frame", l_conn_write_frame},
       {"close", l_conn_close},       {"shutdown", l_conn_shutdown},
       {"peer", l_conn_peer},         {"settimeout", l_conn_settimeout},
+      {"starttls", l_conn_starttls}, {"tls", l_conn_tls},
       {NULL, NULL}};
   static const luaL_Reg conn_metameth[] = {{"__gc", l_conn_gc},
                                            {"__close", l_conn_gc},
