@@ -1,12 +1,14 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <lauxlib.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "errors.h"
@@ -71,6 +73,10 @@ static SSL_CTX *new_ssl_ctx(int server) {
 /* Loads a certificate chain and its key into ctx; raises with a message naming the files. */
 static void load_cert(lua_State *L, SSL_CTX *ctx, const char *cert, const char *key) {
   char why[160];
+  if (access(cert, R_OK) != 0)
+    luaL_error(L, "tls: cannot load certificate %s: %s", cert, strerror(errno));
+  if (access(key, R_OK) != 0)
+    luaL_error(L, "tls: cannot load key %s: %s", key, strerror(errno));
   if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
     take_ssl_error(why, sizeof why, "unreadable");
     luaL_error(L, "tls: cannot load certificate %s: %s", cert, why);

@@ -61,6 +61,20 @@ local function sleep(s)
   os.execute("sleep " .. s)
 end
 
+--- n TCP ports that were free a moment ago (each bound on port 0, then closed), for servers
+-- that must keep one address across reloads.
+function M.free_tcp_ports(n)
+  return srv.run(function()
+    local listeners, ports = {}, {}
+    for i = 1, n do
+      listeners[i] = srv.tcp.listen({ port = 0 }, function() end)
+      ports[i] = select(2, listeners[i]:address())
+    end
+    for _, l in ipairs(listeners) do l:close() end
+    return ports
+  end)
+end
+
 local Server = {}
 Server.__index = Server
 

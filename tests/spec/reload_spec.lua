@@ -64,18 +64,7 @@ end
 
 -- ---- free ports ----------------------------------------------------------------------------
 
---- n TCP ports that were free a moment ago (each bound on port 0, then closed).
-local function free_tcp_ports(n)
-  return srv.run(function()
-    local listeners, ports = {}, {}
-    for i = 1, n do
-      listeners[i] = srv.tcp.listen({ port = 0 }, function() end)
-      ports[i] = select(2, listeners[i]:address())
-    end
-    for _, l in ipairs(listeners) do l:close() end
-    return ports
-  end)
-end
+local free_tcp_ports = helper.free_tcp_ports
 
 local function free_udp_port()
   return srv.run(function()
