@@ -16,6 +16,7 @@
 
 #include "buffer.h"
 #include "runtime.h"
+#include "listener.h"
 #include "stream.h"
 
 #define LS_HTTP_MAX_HEADERS_LIMIT 1000
@@ -44,7 +45,7 @@ typedef struct ls_http_req_ud_s ls_http_req_ud_t;
 typedef struct ls_http_res_ud_s ls_http_res_ud_t;
 
 struct ls_http_listener_s {
-  uv_tcp_t tcp;
+  ls_listen_sock_t sock;      /* the listening socket: TCP, or Unix-domain with `path` */
   ls_listener_base_t base;    /* the handler (function or callable app) and its generation */
   ls_http_limits_t limits;    /* as first set: a reload that keeps the listener keeps them */
   unsigned conns;             /* open connections; the struct stays until they are gone */
@@ -139,7 +140,8 @@ void ls_http__close(ls_http_conn_t *c);
 void ls_http__want_body(ls_http_conn_t *c);
 /* The value of the first header named `name` (lower case), or NULL. */
 const char *ls_http__header(ls_http_conn_t *c, const char *name, size_t name_len, size_t *len);
-/* Writes the peer's address as text into out (INET6_ADDRSTRLEN bytes); `def` when unknown.
+/* Writes the peer's address as text into out (INET6_ADDRSTRLEN bytes); "unix" on a
+ * Unix-domain socket, `def` when unknown.
  * The address is the one taken at accept, so it is still there after the peer has gone. */
 /* Writes the request target for a log line into out: escaped (log_escape's rules) and cut
  * to fit `size`, ending in "..." when cut. */

@@ -166,7 +166,7 @@ void ls_http__peer_name(const ls_http_conn_t *c, char *out, size_t size, const c
   else if (c->peer.sa.sa_family == AF_INET)
     uv_ip4_name(&c->peer.in4, out, size);
   else
-    snprintf(out, size, "%s", def);
+    snprintf(out, size, "%s", c->s.is_pipe ? "unix" : def);
 }
 
 static unsigned header_count(ls_http_conn_t *c, const char *name, size_t name_len) {
@@ -496,7 +496,7 @@ static ls_http_conn_t *conn_new(ls_http_listener_t *l, int virtual_conn) {
   llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
   c->parser.data = c;
   if (!virtual_conn) {
-    if (ls_stream_init(&c->s, c->rt, 0, &conn_events, c) != 0) {
+    if (ls_stream_init(&c->s, c->rt, l->sock.is_pipe, &conn_events, c) != 0) {
       ls_free(c->headers, l->limits.header_count * sizeof *c->headers);
       ls_free(c, sizeof *c);
       return NULL;
@@ -820,6 +820,7 @@ void ls_http__flush(ls_http_conn_t *c) {
 
 static void listener_free_cb(uv_handle_t *h) {
   ls_http_listener_t *l = h->data;
+  ls_listen_sock_closed(&l->sock);
   l->closed = 2;
   listener_maybe_free(l);
 }
@@ -836,7 +837,7 @@ static void listener_close(ls_http_listener_t *l) {
   l->closed = 1;
   ls_res_unlink(&l->base.res);
   ls_listener_release(&l->base);
-  uv_close((uv_handle_t *)&l->tcp, listener_free_cb);
+  ls_listen_sock_close(&l->sock, listener_free_cb);
 }
 
 static void listener_res_close(ls_res_t *res) {
@@ -861,7 +862,7 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
     ls_http__close(c);
     return;
   }
-  {
+  if (!c->s.is_pipe) {
     int len = sizeof c->peer;
     if (uv_tcp_getpeername(&c->s.u.tcp, &c->peer.sa, &len) != 0)
       c->peer.sa.sa_family = 0;
@@ -901,7 +902,6 @@ static ls_http_listener_t *listener_alloc(lua_State *L, ls_gen_t *gen, int opts)
   l->base.gen = gen;
   l->base.handler_ref = l->base.staged_ref = LUA_NOREF;
   l->limits = limits;
-  l->tcp.data = l;
   return l;
 }
 
@@ -911,33 +911,36 @@ static ls_http_listener_t *listener_alloc(lua_State *L, ls_gen_t *gen, int opts)
  * each request. Raises if the address cannot be bound. */
 static int l_http_listen(lua_State *L) {
   ls_gen_t *gen = lua_touserdata(L, lua_upvalueindex(1));
-  const char *host;
-  lua_Integer port;
+  const char *host, *path;
+  lua_Integer port = 0;
   struct sockaddr_storage ss;
   int backlog, err;
   ls_http_listener_t *l;
   ls_listener_base_t *claimed;
   listener_ud_t *ud;
   ls_tls_ctx_t *tls;
-  char key[160];
+  char key[160], where[200];
   luaL_checktype(L, 1, LUA_TTABLE);
   if (lua_type(L, 2) != LUA_TFUNCTION) {
     if (!luaL_getmetafield(L, 2, "__call"))
       return luaL_typeerror(L, 2, "function or callable app");
     lua_pop(L, 1);
   }
+  path = ls_opt_string_field(L, 1, "path");
   host = ls_opt_string_field(L, 1, "host");
   if (host == NULL)
     host = "127.0.0.1";
-  lua_getfield(L, 1, "port");
-  if (!lua_isinteger(L, -1))
-    return luaL_argerror(L, 1, "expected a port (0 for any free one)");
-  port = lua_tointeger(L, -1);
-  lua_pop(L, 1);
-  luaL_argcheck(L, port >= 0 && port < 65536, 1, "port out of range");
+  if (path == NULL) {
+    lua_getfield(L, 1, "port");
+    if (!lua_isinteger(L, -1))
+      return luaL_argerror(L, 1, "expected a port (0 for any free one) or a path");
+    port = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    luaL_argcheck(L, port >= 0 && port < 65536, 1, "port out of range");
+    if (ls_addr_parse(host, (int)port, &ss) != 0)
+      return luaL_error(L, "listen: '%s' is not an IP address", host);
+  }
   backlog = (int)ls_opt_size_field(L, 1, "backlog", 511);
-  if (ls_addr_parse(host, (int)port, &ss) != 0)
-    return luaL_error(L, "listen: '%s' is not an IP address", host);
   lua_getfield(L, 1, "tls");
   tls = lua_isnil(L, -1) ? NULL : ls_tls_server_ctx(L, -1, 1);
   lua_pop(L, 1);
@@ -945,7 +948,10 @@ static int l_http_listen(lua_State *L) {
   ud->listener = NULL;
   ud->gen = gen;
   luaL_setmetatable(L, LS_HTTP_LISTENER_MT);
-  ls_addr_key("http", host, (int)port, key, sizeof key); /* port 0: never kept */
+  if (path != NULL)
+    snprintf(key, sizeof key, "http+unix:%s", path);
+  else
+    ls_addr_key("http", host, (int)port, key, sizeof key); /* port 0: never kept */
   claimed = ls_listener_claim(gen, key);
   if (claimed != NULL) {
     /* A reload listening where the running generation does: keep the socket (and its
@@ -959,22 +965,16 @@ static int l_http_listen(lua_State *L) {
     return 1;
   }
   l = listener_alloc(L, gen, 1);
-  uv_tcp_init(gen->rt->loop, &l->tcp);
   lua_pushvalue(L, 2);
   ls_listener_init(&l->base, gen, luaL_ref(L, LUA_REGISTRYINDEX), key, listener_res_close);
   l->base.tls = tls; /* released with the listener */
-  err = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
-  if (err == 0)
-    err = uv_listen((uv_stream_t *)&l->tcp, backlog, listener_connection_cb);
+  err = ls_listen_sock_open(&l->sock, gen->rt->loop, l, host, (int)port, path, backlog,
+                            listener_connection_cb, where, sizeof where);
   if (err != 0) {
     listener_close(l);
-    return luaL_error(L, "listen: cannot listen on %s:%d: %s", host, (int)port, uv_strerror(err));
+    return luaL_error(L, "listen: cannot listen on %s: %s", where, ls_strerror(err));
   }
-  {
-    int len = sizeof ss;
-    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len);
-    ls_addr_url(l->base.tls != NULL ? "https" : "http", &ss, l->url, sizeof l->url);
-  }
+  ls_listen_sock_url(&l->sock, l->base.tls != NULL ? "https" : "http", l->url, sizeof l->url);
   ud->listener = l;
   ud->id = l->base.id;
   if (gen->rt->announce) {
@@ -1004,11 +1004,8 @@ static int l_listener_close(lua_State *L) {
 /* listener:address() -> host, port. */
 static int l_listener_address(lua_State *L) {
   ls_http_listener_t *l = check_listener(L);
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  if (l == NULL || uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len) != 0)
-    return ls_push_error(L, LS_ECLOSED);
-  return ls_addr_push(L, &ss);
+  int n = l != NULL ? ls_listen_sock_push_address(L, &l->sock) : 0;
+  return n > 0 ? n : ls_push_error(L, LS_ECLOSED);
 }
 
 /* listener:url() -> "http://127.0.0.1:8080". */

@@ -2,13 +2,12 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "addr.h"
 #include "buffer.h"
 #include "errors.h"
 #include "frame.h"
+#include "listener.h"
 #include "log.h"
 #include "stream.h"
 #include "tls.h"
@@ -24,13 +23,6 @@
 /* How long a closed connection may take to send what it still holds. */
 #define LS_LINGER_MS 30000
 #define LS_WRITE_MAX_BUFS 16
-
-typedef union {
-  uv_handle_t handle;
-  uv_stream_t stream;
-  uv_tcp_t tcp;
-  uv_pipe_t pipe;
-} listener_handle_u;
 
 typedef struct conn_ud_s conn_ud_t;
 
@@ -75,15 +67,12 @@ struct conn_ud_s {
 typedef struct listener_ud_s listener_ud_t;
 
 typedef struct ls_listener_s {
-  listener_handle_u u;
+  ls_listen_sock_t sock;     /* the listening socket (TCP or Unix-domain) */
   ls_listener_base_t base;   /* handler, generation and TLS context; handed over on reload */
   int64_t timeout_ms;
   uint64_t handshake_ms;     /* TLS: how long a client may take to finish its handshake */
   size_t line_max;
   size_t frame_max;
-  unsigned char is_pipe;
-  char *path;              /* Unix socket path, removed on close */
-  size_t path_size;
   char url[128];
 } ls_listener_t;
 
@@ -998,19 +987,16 @@ static int l_tcp_connect(lua_State *L) {
 
 static void listener_close_cb(uv_handle_t *h) {
   ls_listener_t *l = h->data;
-  if (l->path != NULL) {
-    unlink(l->path);
-    ls_free(l->path, l->path_size);
-  }
+  ls_listen_sock_closed(&l->sock);
   ls_free(l, sizeof *l);
 }
 
 static void listener_close(ls_listener_t *l) {
-  if (uv_is_closing(&l->u.handle))
+  if (uv_is_closing(&l->sock.u.handle))
     return;
   ls_res_unlink(&l->base.res);
   ls_listener_release(&l->base);
-  uv_close(&l->u.handle, listener_close_cb);
+  ls_listen_sock_close(&l->sock, listener_close_cb);
 }
 
 static void listener_res_close(ls_res_t *res) {
@@ -1083,7 +1069,7 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
     ls_log(LS_LOG_WARN, "%s: accept failed: %s", l->url, uv_strerror(status));
     return;
   }
-  c = conn_new(l->base.gen, l->is_pipe);
+  c = conn_new(l->base.gen, l->sock.is_pipe);
   if (c == NULL) {
     ls_log(LS_LOG_ERROR, "%s: out of memory accepting a connection", l->url);
     return;
@@ -1113,32 +1099,7 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
 
 /* Fills in the listener's printable address ("tcp://127.0.0.1:9999", "unix:/run/x.sock"). */
 static void listener_set_url(ls_listener_t *l) {
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  if (l->is_pipe) {
-    snprintf(l->url, sizeof l->url, "unix:%s", l->path);
-    return;
-  }
-  memset(&ss, 0, sizeof ss);
-  uv_tcp_getsockname(&l->u.tcp, (struct sockaddr *)&ss, &len);
-  ls_addr_url(l->base.tls != NULL ? "tls" : "tcp", &ss, l->url, sizeof l->url);
-}
-
-static int listener_bind(ls_listener_t *l, const char *host, int port, const char *path) {
-  int err;
-  if (path != NULL) {
-    struct stat st;
-    /* A socket file left by an earlier run would make bind fail; nothing else is removed. */
-    if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-      unlink(path);
-    err = uv_pipe_bind(&l->u.pipe, path);
-  } else {
-    struct sockaddr_storage ss;
-    err = ls_addr_parse(host, port, &ss);
-    if (err == 0)
-      err = uv_tcp_bind(&l->u.tcp, (struct sockaddr *)&ss, 0);
-  }
-  return err;
+  ls_listen_sock_url(&l->sock, l->base.tls != NULL ? "tls" : "tcp", l->url, sizeof l->url);
 }
 
 /* srv.tcp.listen(opts, handler) -> listener. opts: host (default "127.0.0.1"), port (0: any
@@ -1153,8 +1114,9 @@ static int l_tcp_listen(lua_State *L) {
   ls_listener_t *l, *claimed;
   listener_ud_t *ud;
   ls_tls_ctx_t *tls;
-  int64_t handshake_ms;
-  char key[160];
+  int64_t handshake_ms, timeout_ms;
+  size_t line_max, frame_max;
+  char key[160], where[200];
   int err;
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -1171,6 +1133,9 @@ static int l_tcp_listen(lua_State *L) {
     luaL_argcheck(L, port >= 0 && port < 65536, 1, "port out of range");
   }
   backlog = (int)ls_opt_size_field(L, 1, "backlog", 511);
+  timeout_ms = ls_opt_timeout_field(L, 1, "timeout", -1);
+  line_max = ls_opt_size_field(L, 1, "line_max", LS_TCP_LINE_MAX);
+  frame_max = ls_opt_size_field(L, 1, "frame_max", LS_TCP_FRAME_MAX);
   handshake_ms = ls_opt_timeout_field(L, 1, "handshake_timeout", 10000);
   handshake_ms = handshake_ms < 0 ? 0 : handshake_ms; /* 0: no limit */
   lua_getfield(L, 1, "tls");
@@ -1203,45 +1168,17 @@ static int l_tcp_listen(lua_State *L) {
     return luaL_error(L, "listen: not enough memory");
   }
   memset(l, 0, sizeof *l);
-  l->is_pipe = path != NULL;
-  l->timeout_ms = ls_opt_timeout_field(L, 1, "timeout", -1);
-  l->line_max = ls_opt_size_field(L, 1, "line_max", LS_TCP_LINE_MAX);
-  l->frame_max = ls_opt_size_field(L, 1, "frame_max", LS_TCP_FRAME_MAX);
-  if (path != NULL) {
-    l->path_size = strlen(path) + 1;
-    l->path = ls_malloc(l->path_size);
-    if (l->path == NULL) {
-      ls_free(l, sizeof *l);
-      return luaL_error(L, "listen: not enough memory");
-    }
-    memcpy(l->path, path, l->path_size);
-  }
-  err = l->is_pipe ? uv_pipe_init(gen->rt->loop, &l->u.pipe, 0) : uv_tcp_init(gen->rt->loop, &l->u.tcp);
-  if (err != 0) {
-    ls_free(l->path, l->path_size);
-    ls_free(l, sizeof *l);
-    return luaL_error(L, "listen: %s", uv_strerror(err));
-  }
-  l->u.handle.data = l;
+  l->timeout_ms = timeout_ms;
+  l->line_max = line_max;
+  l->frame_max = frame_max;
   l->handshake_ms = (uint64_t)handshake_ms;
   ls_listener_init(&l->base, gen, LUA_NOREF, key, listener_res_close);
   l->base.tls = tls; /* released with the listener */
-  err = listener_bind(l, host, (int)port, path);
-  if (err != 0 && l->path != NULL) {
-    /* Nothing was bound: the path is not ours to remove on close. */
-    ls_free(l->path, l->path_size);
-    l->path = NULL;
-  }
-  if (err == 0)
-    err = uv_listen(&l->u.stream, backlog, listener_connection_cb);
+  err = ls_listen_sock_open(&l->sock, gen->rt->loop, l, host, (int)port, path, backlog,
+                            listener_connection_cb, where, sizeof where);
   if (err != 0) {
-    char where[128];
-    if (path != NULL)
-      snprintf(where, sizeof where, "unix:%s", path);
-    else
-      snprintf(where, sizeof where, "%s:%d", host, (int)port);
     listener_close(l);
-    return luaL_error(L, "listen: cannot listen on %s: %s", where, uv_strerror(err));
+    return luaL_error(L, "listen: cannot listen on %s: %s", where, ls_strerror(err));
   }
   lua_pushvalue(L, 2);
   l->base.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -1275,17 +1212,8 @@ static int l_listener_close(lua_State *L) {
 /* listener:address() -> host, port (TCP) or path (Unix); nil, "closed" once closed. */
 static int l_listener_address(lua_State *L) {
   ls_listener_t *l = check_listener(L);
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  if (l == NULL)
-    return ls_push_error(L, LS_ECLOSED);
-  if (l->is_pipe) {
-    lua_pushstring(L, l->path);
-    return 1;
-  }
-  if (uv_tcp_getsockname(&l->u.tcp, (struct sockaddr *)&ss, &len) != 0)
-    return ls_push_error(L, LS_ECLOSED);
-  return ls_addr_push(L, &ss);
+  int n = l != NULL ? ls_listen_sock_push_address(L, &l->sock) : 0;
+  return n > 0 ? n : ls_push_error(L, LS_ECLOSED);
 }
 
 /* listener:url() -> "tcp://127.0.0.1:9999" as printed at start. */

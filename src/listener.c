@@ -1,0 +1,91 @@
+#include "listener.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "alloc.h"
+#include "errors.h"
+
+int ls_listen_sock_open(ls_listen_sock_t *ls, uv_loop_t *loop, void *data, const char *host,
+                        int port, const char *path, int backlog, uv_connection_cb cb, char *where,
+                        size_t where_size) {
+  int err;
+  memset(ls, 0, sizeof *ls);
+  ls->is_pipe = path != NULL;
+  err = ls->is_pipe ? uv_pipe_init(loop, &ls->u.pipe, 0) : uv_tcp_init(loop, &ls->u.tcp);
+  if (err != 0) {
+    /* Nothing was made: a pipe that failed to init cannot be closed; make a TCP handle so
+     * the caller's close path stays the same. */
+    uv_tcp_init(loop, &ls->u.tcp);
+    ls->is_pipe = 0;
+  }
+  ls->u.handle.data = data;
+  if (path != NULL)
+    snprintf(where, where_size, "unix:%s", path);
+  else
+    snprintf(where, where_size, "%s:%d", host, port);
+  if (err != 0)
+    return err;
+  if (path != NULL) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+      unlink(path);
+    err = uv_pipe_bind(&ls->u.pipe, path);
+    if (err == 0) {
+      /* Bound: the path is ours to remove at close from now on. */
+      ls->path_size = strlen(path) + 1;
+      ls->path = ls_malloc(ls->path_size);
+      if (ls->path == NULL)
+        return LS_ENOMEM;
+      memcpy(ls->path, path, ls->path_size);
+    }
+  } else {
+    struct sockaddr_storage ss;
+    err = ls_addr_parse(host, port, &ss);
+    if (err == 0)
+      err = uv_tcp_bind(&ls->u.tcp, (struct sockaddr *)&ss, 0);
+  }
+  if (err == 0)
+    err = uv_listen(&ls->u.stream, backlog, cb);
+  return err;
+}
+
+void ls_listen_sock_url(const ls_listen_sock_t *ls, const char *scheme, char *out, size_t size) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (ls->is_pipe) {
+    snprintf(out, size, "unix:%s", ls->path != NULL ? ls->path : "");
+    return;
+  }
+  memset(&ss, 0, sizeof ss);
+  uv_tcp_getsockname(&ls->u.tcp, (struct sockaddr *)&ss, &len);
+  ls_addr_url(scheme, &ss, out, size);
+}
+
+int ls_listen_sock_push_address(lua_State *L, const ls_listen_sock_t *ls) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (ls->is_pipe) {
+    lua_pushstring(L, ls->path != NULL ? ls->path : "");
+    return 1;
+  }
+  if (uv_tcp_getsockname(&ls->u.tcp, (struct sockaddr *)&ss, &len) != 0)
+    return 0;
+  return ls_addr_push(L, &ss);
+}
+
+void ls_listen_sock_close(ls_listen_sock_t *ls, uv_close_cb cb) {
+  if (!uv_is_closing(&ls->u.handle))
+    uv_close(&ls->u.handle, cb);
+}
+
+void ls_listen_sock_closed(ls_listen_sock_t *ls) {
+  if (ls->path != NULL) {
+    unlink(ls->path);
+    ls_free(ls->path, ls->path_size);
+    ls->path = NULL;
+  }
+}

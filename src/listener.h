@@ -1,0 +1,39 @@
+/* The listening socket that TCP and HTTP listeners share: TCP on an address or Unix-domain
+ * on a path, bound and listening, its printable URL and its address for Lua, and the removal
+ * of the socket file when it closes. (What a listener serves, and its hand-over at a reload,
+ * is ls_listener_base_t in runtime.h.) */
+#ifndef LS_LISTENER_H
+#define LS_LISTENER_H
+
+#include <lua.h>
+#include <uv.h>
+
+typedef struct ls_listen_sock_s {
+  union {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } u;
+  char *path;                 /* a Unix socket's path, removed at close; NULL for TCP */
+  size_t path_size;
+  unsigned char is_pipe;
+} ls_listen_sock_t;
+
+/* Makes the socket (u.handle.data = data), binds it to host:port, or to path when path is not
+ * NULL (a socket file left by an earlier run is removed first; nothing else is), and listens.
+ * Returns 0, or a libuv error with `where` ("127.0.0.1:80", "unix:/x.sock") filled in; either
+ * way the handle exists and is closed with ls_listen_sock_close. */
+int ls_listen_sock_open(ls_listen_sock_t *ls, uv_loop_t *loop, void *data, const char *host,
+                        int port, const char *path, int backlog, uv_connection_cb cb, char *where,
+                        size_t where_size);
+/* "scheme://127.0.0.1:8080", "scheme://[::1]:8080" or "unix:/run/app.sock". */
+void ls_listen_sock_url(const ls_listen_sock_t *ls, const char *scheme, char *out, size_t size);
+/* Pushes host, port (2) or the path (1), as listener:address() answers; 0 if unknown. */
+int ls_listen_sock_push_address(lua_State *L, const ls_listen_sock_t *ls);
+/* Closes the handle; cb runs when it is closed. The socket file is removed and the path freed
+ * then (ls_listen_sock_closed, which cb must call first). */
+void ls_listen_sock_close(ls_listen_sock_t *ls, uv_close_cb cb);
+void ls_listen_sock_closed(ls_listen_sock_t *ls);
+
+#endif
