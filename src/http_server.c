@@ -911,10 +911,9 @@ static ls_http_listener_t *listener_alloc(lua_State *L, ls_gen_t *gen, int opts)
  * each request. Raises if the address cannot be bound. */
 static int l_http_listen(lua_State *L) {
   ls_gen_t *gen = lua_touserdata(L, lua_upvalueindex(1));
-  const char *host, *path;
-  lua_Integer port = 0;
+  ls_listen_opts_t lo;
   struct sockaddr_storage ss;
-  int backlog, err;
+  int err;
   ls_http_listener_t *l;
   ls_listener_base_t *claimed;
   listener_ud_t *ud;
@@ -926,21 +925,9 @@ static int l_http_listen(lua_State *L) {
       return luaL_typeerror(L, 2, "function or callable app");
     lua_pop(L, 1);
   }
-  path = ls_opt_string_field(L, 1, "path");
-  host = ls_opt_string_field(L, 1, "host");
-  if (host == NULL)
-    host = "127.0.0.1";
-  if (path == NULL) {
-    lua_getfield(L, 1, "port");
-    if (!lua_isinteger(L, -1))
-      return luaL_argerror(L, 1, "expected a port (0 for any free one) or a path");
-    port = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    luaL_argcheck(L, port >= 0 && port < 65536, 1, "port out of range");
-    if (ls_addr_parse(host, (int)port, &ss) != 0)
-      return luaL_error(L, "listen: '%s' is not an IP address", host);
-  }
-  backlog = (int)ls_opt_size_field(L, 1, "backlog", 511);
+  ls_listen_opts_read(L, 1, &lo);
+  if (lo.path == NULL && ls_addr_parse(lo.host, lo.port, &ss) != 0)
+    return luaL_error(L, "listen: '%s' is not an IP address", lo.host);
   lua_getfield(L, 1, "tls");
   tls = lua_isnil(L, -1) ? NULL : ls_tls_server_ctx(L, -1, 1);
   lua_pop(L, 1);
@@ -948,10 +935,7 @@ static int l_http_listen(lua_State *L) {
   ud->listener = NULL;
   ud->gen = gen;
   luaL_setmetatable(L, LS_HTTP_LISTENER_MT);
-  if (path != NULL)
-    snprintf(key, sizeof key, "http+unix:%s", path);
-  else
-    ls_addr_key("http", host, (int)port, key, sizeof key); /* port 0: never kept */
+  ls_listen_opts_key(&lo, "http", key, sizeof key);
   claimed = ls_listener_claim(gen, key);
   if (claimed != NULL) {
     /* A reload listening where the running generation does: keep the socket (and its
@@ -968,8 +952,8 @@ static int l_http_listen(lua_State *L) {
   lua_pushvalue(L, 2);
   ls_listener_init(&l->base, gen, luaL_ref(L, LUA_REGISTRYINDEX), key, listener_res_close);
   l->base.tls = tls; /* released with the listener */
-  err = ls_listen_sock_open(&l->sock, gen->rt->loop, l, host, (int)port, path, backlog,
-                            listener_connection_cb, where, sizeof where);
+  err = ls_listen_sock_open(&l->sock, gen->rt->loop, l, &lo, listener_connection_cb, where,
+                            sizeof where);
   if (err != 0) {
     listener_close(l);
     return luaL_error(L, "listen: cannot listen on %s: %s", where, ls_strerror(err));

@@ -1,5 +1,6 @@
 #include "listener.h"
 
+#include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -8,10 +9,39 @@
 #include "addr.h"
 #include "alloc.h"
 #include "errors.h"
+#include "runtime.h"
 
-int ls_listen_sock_open(ls_listen_sock_t *ls, uv_loop_t *loop, void *data, const char *host,
-                        int port, const char *path, int backlog, uv_connection_cb cb, char *where,
+void ls_listen_opts_read(lua_State *L, int idx, ls_listen_opts_t *o) {
+  o->path = ls_opt_string_field(L, idx, "path");
+  o->host = ls_opt_string_field(L, idx, "host");
+  if (o->host == NULL)
+    o->host = "127.0.0.1";
+  o->port = 0;
+  if (o->path == NULL) {
+    lua_Integer port;
+    lua_getfield(L, idx, "port");
+    if (!lua_isinteger(L, -1))
+      luaL_argerror(L, 1, "expected a port (0 for any free one) or a path");
+    port = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    luaL_argcheck(L, port >= 0 && port < 65536, 1, "port out of range");
+    o->port = (int)port;
+  }
+  o->backlog = (int)ls_opt_size_field(L, idx, "backlog", 511);
+}
+
+void ls_listen_opts_key(const ls_listen_opts_t *o, const char *kind, char *out, size_t size) {
+  if (o->path != NULL)
+    snprintf(out, size, "%s+unix:%s", kind, o->path);
+  else
+    ls_addr_key(kind, o->host, o->port, out, size); /* port 0: never kept */
+}
+
+int ls_listen_sock_open(ls_listen_sock_t *ls, uv_loop_t *loop, void *data,
+                        const ls_listen_opts_t *o, uv_connection_cb cb, char *where,
                         size_t where_size) {
+  const char *host = o->host, *path = o->path;
+  int port = o->port;
   int err;
   memset(ls, 0, sizeof *ls);
   ls->is_pipe = path != NULL;
@@ -49,7 +79,7 @@ int ls_listen_sock_open(ls_listen_sock_t *ls, uv_loop_t *loop, void *data, const
       err = uv_tcp_bind(&ls->u.tcp, (struct sockaddr *)&ss, 0);
   }
   if (err == 0)
-    err = uv_listen(&ls->u.stream, backlog, cb);
+    err = uv_listen(&ls->u.stream, o->backlog, cb);
   return err;
 }
 

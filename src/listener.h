@@ -20,12 +20,26 @@ typedef struct ls_listen_sock_s {
   unsigned char is_pipe;
 } ls_listen_sock_t;
 
-/* Makes the socket (u.handle.data = data), binds it to host:port, or to path when path is not
- * NULL (a socket file left by an earlier run is removed first; nothing else is), and listens.
+/* Where a listener listens, as its options table says. */
+typedef struct ls_listen_opts_s {
+  const char *host;           /* default "127.0.0.1" */
+  const char *path;           /* a Unix socket instead, or NULL */
+  int port;
+  int backlog;                /* default 511 */
+} ls_listen_opts_t;
+
+/* Reads host, port or path, and backlog from the options table at idx (strings stay owned by
+ * the table). Raises "bad argument #1 to 'listen' (...)" for a missing or bad port. */
+void ls_listen_opts_read(lua_State *L, int idx, ls_listen_opts_t *o);
+/* The key that matches a listener across reloads: "KIND://host:port" or "KIND+unix:path". */
+void ls_listen_opts_key(const ls_listen_opts_t *o, const char *kind, char *out, size_t size);
+
+/* Makes the socket (u.handle.data = data), binds it to o's host:port, or to o->path (a socket
+ * file left by an earlier run is removed first; nothing else is), and listens.
  * Returns 0, or a libuv error with `where` ("127.0.0.1:80", "unix:/x.sock") filled in; either
  * way the handle exists and is closed with ls_listen_sock_close. */
-int ls_listen_sock_open(ls_listen_sock_t *ls, uv_loop_t *loop, void *data, const char *host,
-                        int port, const char *path, int backlog, uv_connection_cb cb, char *where,
+int ls_listen_sock_open(ls_listen_sock_t *ls, uv_loop_t *loop, void *data,
+                        const ls_listen_opts_t *o, uv_connection_cb cb, char *where,
                         size_t where_size);
 /* "scheme://127.0.0.1:8080", "scheme://[::1]:8080" or "unix:/run/app.sock". */
 void ls_listen_sock_url(const ls_listen_sock_t *ls, const char *scheme, char *out, size_t size);

@@ -1108,9 +1108,7 @@ static void listener_set_url(ls_listener_t *l) {
  * handler returns. Raises if the address cannot be bound. */
 static int l_tcp_listen(lua_State *L) {
   ls_gen_t *gen = upvalue_gen(L);
-  const char *host, *path;
-  lua_Integer port = 0;
-  int backlog;
+  ls_listen_opts_t lo;
   ls_listener_t *l, *claimed;
   listener_ud_t *ud;
   ls_tls_ctx_t *tls;
@@ -1120,19 +1118,7 @@ static int l_tcp_listen(lua_State *L) {
   int err;
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  path = ls_opt_string_field(L, 1, "path");
-  host = ls_opt_string_field(L, 1, "host");
-  if (host == NULL)
-    host = "127.0.0.1";
-  if (path == NULL) {
-    lua_getfield(L, 1, "port");
-    if (!lua_isinteger(L, -1))
-      return luaL_argerror(L, 1, "expected a port (0 for any free one) or a path");
-    port = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    luaL_argcheck(L, port >= 0 && port < 65536, 1, "port out of range");
-  }
-  backlog = (int)ls_opt_size_field(L, 1, "backlog", 511);
+  ls_listen_opts_read(L, 1, &lo);
   timeout_ms = ls_opt_timeout_field(L, 1, "timeout", -1);
   line_max = ls_opt_size_field(L, 1, "line_max", LS_TCP_LINE_MAX);
   frame_max = ls_opt_size_field(L, 1, "frame_max", LS_TCP_FRAME_MAX);
@@ -1145,10 +1131,7 @@ static int l_tcp_listen(lua_State *L) {
   ud->listener = NULL;
   ud->gen = gen;
   luaL_setmetatable(L, LS_LISTENER_MT);
-  if (path != NULL)
-    snprintf(key, sizeof key, "unix:%s", path);
-  else
-    ls_addr_key("tcp", host, (int)port, key, sizeof key); /* port 0: never kept */
+  ls_listen_opts_key(&lo, "tcp", key, sizeof key);
   claimed = (ls_listener_t *)ls_listener_claim(gen, key);
   if (claimed != NULL) {
     /* A reload listening where the running generation does: keep the socket, stage the
@@ -1174,8 +1157,8 @@ static int l_tcp_listen(lua_State *L) {
   l->handshake_ms = (uint64_t)handshake_ms;
   ls_listener_init(&l->base, gen, LUA_NOREF, key, listener_res_close);
   l->base.tls = tls; /* released with the listener */
-  err = ls_listen_sock_open(&l->sock, gen->rt->loop, l, host, (int)port, path, backlog,
-                            listener_connection_cb, where, sizeof where);
+  err = ls_listen_sock_open(&l->sock, gen->rt->loop, l, &lo, listener_connection_cb, where,
+                            sizeof where);
   if (err != 0) {
     listener_close(l);
     return luaL_error(L, "listen: cannot listen on %s: %s", where, ls_strerror(err));
