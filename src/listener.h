@@ -8,13 +8,10 @@
 #include <lua.h>
 #include <uv.h>
 
+#include "stream.h"
+
 typedef struct ls_listen_sock_s {
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } u;
+  ls_uv_stream_u u;
   char *path;                 /* a Unix socket's path, removed at close; NULL for TCP */
   size_t path_size;
   unsigned char is_pipe;

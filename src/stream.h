@@ -38,13 +38,16 @@ typedef struct ls_stream_events_s {
   void (*on_close)(ls_stream_t *s);
 } ls_stream_events_t;
 
+/* A TCP or Unix-domain libuv stream handle, seen as any of its types. */
+typedef union ls_uv_stream_u {
+  uv_handle_t handle;
+  uv_stream_t stream;
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+} ls_uv_stream_u;
+
 struct ls_stream_s {
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } u;
+  ls_uv_stream_u u;
   uv_timer_t timer;           /* the write timeout, and the bound on an ending stream */
   uv_write_t wreq;
   ls_runtime_t *rt;
