@@ -186,6 +186,16 @@ static int load_server(lua_State *L) {
   int idx = ld->idx;
   load_cert(L, t->ctx, need_string(L, idx, "cert", "tls"), need_string(L, idx, "key", "tls"));
   read_alpn(L, idx, t);
+  lua_getfield(L, idx, "resumption");
+  if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+    luaL_error(L, "tls: 'resumption' must be true or false");
+  if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
+    /* Every client does a full handshake: no session cache, no tickets. */
+    SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(t->ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(t->ctx, 0);
+  }
+  lua_pop(L, 1);
   if (t->alpn_len == 0 && ld->http) {
     memcpy(t->alpn, "\x08http/1.1", 9);
     t->alpn_len = 9;
@@ -557,9 +567,11 @@ void ls_tls_push_info(lua_State *L, const ls_stream_t *s) {
     lua_pushnil(L);
     return;
   }
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 6);
   lua_pushstring(L, SSL_get_version(t->ssl));
   lua_setfield(L, -2, "version");
+  lua_pushboolean(L, SSL_session_reused(t->ssl));
+  lua_setfield(L, -2, "resumed");
   lua_pushstring(L, SSL_get_cipher_name(t->ssl));
   lua_setfield(L, -2, "cipher");
   SSL_get0_alpn_selected(t->ssl, &alpn, &alpn_len);

@@ -9,13 +9,19 @@ local T = require "tls_helper"
 
 local q = helper.shell_quote
 
-local ca, server, https_port, tls_port, plain_port
+local ca, server, https_port, full_port, tls_port, plain_port
+
+-- The listeners of tls_app.lua: HTTPS, HTTPS without resumption, TLS TCP, plain TCP.
+local function ports_of(s)
+  full_port = tonumber(s.urls[2]:match(":(%d+)$"))
+  tls_port = tonumber(s.urls[3]:match(":(%d+)$"))
+  plain_port = tonumber(s.urls[4]:match(":(%d+)$"))
+end
 
 local function start(which)
   server = helper.start(C.fixture("tls_app.lua"), { args = { ca.dir, https_port, which },
-                                                     listeners = 3 })
-  tls_port = tonumber(server.urls[2]:match(":(%d+)$"))
-  plain_port = tonumber(server.urls[3]:match(":(%d+)$"))
+                                                     listeners = 4 })
+  ports_of(server)
 end
 
 local function connect(port, tls, timeout)
@@ -82,6 +88,30 @@ b = r.read()
 print(r.status, len(b), c.sock.version())
 ]]):format(ca.pem, https_port))
       assert.matches("^200 100000 TLSv1%.[23]", out)
+    end)
+
+    it("resumes sessions unless resumption = false (checked by Python's client)", function()
+      local code = [[
+import json, socket, ssl
+ctx = ssl.create_default_context(cafile=%q)
+def get(port, session=None):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost",
+                        session=session)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        d = s.recv(4096)
+        if not d: break
+        data += d
+    seen = json.loads(data.split(b"\r\n\r\n", 1)[1])["resumed"]
+    return s.session, s.session_reused, seen
+for port in (%d, %d):
+    sess, _, _ = get(port)
+    _, reused, seen = get(port, sess)
+    print(reused, seen)
+]]
+      local out = python(code:format(ca.pem, https_port, full_port))
+      assert.equal("True True\nFalse False\n", out)
     end)
 
     it("sends files over TLS (read and write in chunks, no sendfile)", function()
@@ -301,9 +331,8 @@ print(dict(x[0] for x in s.getpeercert()["subject"]))
       helper.write_file(link, ("arg = { %q, %q, 'srv' }\n"):format(ca.dir, tostring(https_port)) ..
         ("return dofile(%q)\n"):format(C.fixture("tls_app.lua")))
       server:cleanup()
-      server = helper.start(link, { listeners = 3 })
-      tls_port = tonumber(server.urls[2]:match(":(%d+)$"))
-      plain_port = tonumber(server.urls[3]:match(":(%d+)$"))
+      server = helper.start(link, { listeners = 4 })
+      ports_of(server)
       assert.falsy(subject():find("second", 1, true))
       helper.write_file(link, ("arg = { %q, %q, 'srv2' }\n"):format(ca.dir, tostring(https_port)) ..
         ("return dofile(%q)\n"):format(C.fixture("tls_app.lua")))
