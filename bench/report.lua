@@ -95,6 +95,10 @@ local scenarios = {
     servers = { "luasrv", "luasrv_static", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
   { id = "c200", label = "hello, 200 connections (-c200)",
     servers = { "luasrv", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
+  { id = "https", label = "hello over TLS, keep-alive (-c" .. conns .. ")",
+    servers = { "luasrv", "nginx" } },
+  { id = "tls_new", label = "new TLS connection per request, full handshake (-c" .. conns .. ")",
+    servers = { "luasrv", "nginx" } },
   { id = "tcp_echo", label = "TCP echo, 64 B lines, 50 conns", unit = "msg",
     servers = { "luasrv", "echo_ref" } },
   { id = "udp_echo", label = "UDP echo, 64 B, 50 sockets", unit = "msg",
@@ -106,7 +110,8 @@ local function server_label(scn, srv)
     luasrv = scn == "static" and "luasrv (cached in Lua)" or "luasrv",
     luasrv_static = "luasrv (app:static)",
     nginx_lua = scn == "static" and "nginx + Lua (cached in Lua)" or "nginx + Lua",
-    nginx = scn == "static" and "nginx (file, sendfile)" or "nginx (return 200)",
+    nginx = scn == "static" and "nginx (file, sendfile)"
+      or ((scn == "https" or scn == "tls_new") and "nginx ssl (return 200)" or "nginx (return 200)"),
     c_ref = "C ref (libuv+llhttp)",
     c_ref_lua = "C ref + lua_pcall",
     echo_ref = "C ref (echo_ref)",
@@ -248,6 +253,10 @@ do
                "nginx_lua", "rate", function(q) return q >= 3 end, "%.0f")
   ratio_target("pipelined 16: luasrv req/s >= 0.9x C ref + lua_pcall", "pipelined", "luasrv",
                "c_ref_lua", "rate", function(q) return q >= 0.9 end, "%.0f")
+  ratio_target("HTTPS keep-alive: luasrv server CPU/request <= 1.1x nginx ssl's", "https",
+               "luasrv", "nginx", "cpu", function(q) return q <= 1.1 end, "%.2f us")
+  ratio_target("new TLS connections: luasrv per second >= 0.9x nginx's (full handshakes)",
+               "tls_new", "luasrv", "nginx", "rate", function(q) return q >= 0.9 end, "%.0f")
   ratio_target("TCP echo: luasrv msg/s >= 0.9x C echo_ref", "tcp_echo", "luasrv", "echo_ref",
                "rate", function(q) return q >= 0.9 end, "%.0f")
   local _, cu_name, cu_key = c_ref_of("udp_echo")
