@@ -11,7 +11,6 @@
 #include "log.h"
 
 #define LS_UDP_MT "luasrv.UDPSocket"
-#define LS_ADDR_MT "luasrv.Address"
 
 /* A kind of drop is logged at most once per interval, with the count since the last line. */
 #define LS_UDP_LOG_INTERVAL_MS 1000
@@ -32,11 +31,6 @@
 #define LS_UDP_BATCH_BYTES (16 * 1024)
 #define LS_UDP_BATCH_ITEM_MAX 2048
 
-typedef union {
-  struct sockaddr sa;
-  struct sockaddr_in in4;
-  struct sockaddr_in6 in6;
-} ls_sockaddr_u;
 
 typedef struct udp_ud_s udp_ud_t;
 typedef struct udp_lookup_s udp_lookup_t;
@@ -133,91 +127,6 @@ static void udp_batch_flush(ls_udp_t *u);
 
 /* ---- addresses ---------------------------------------------------------------------------- */
 
-static size_t sockaddr_size(const struct sockaddr *sa) {
-  return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-}
-
-static void push_addr(lua_State *L, const struct sockaddr *sa) {
-  ls_sockaddr_u *a = lua_newuserdatauv(L, sizeof *a, 0);
-  memset(a, 0, sizeof *a);
-  memcpy(a, sa, sockaddr_size(sa));
-  luaL_setmetatable(L, LS_ADDR_MT);
-}
-
-static int addr_port(const ls_sockaddr_u *a) {
-  return ntohs(a->sa.sa_family == AF_INET6 ? a->in6.sin6_port : a->in4.sin_port);
-}
-
-static void addr_host(const ls_sockaddr_u *a, char *host, size_t size) {
-  if (a->sa.sa_family == AF_INET6)
-    uv_ip6_name(&a->in6, host, size);
-  else
-    uv_ip4_name(&a->in4, host, size);
-}
-
-/* "127.0.0.1:5353" or "[::1]:5353". */
-static void addr_format(const ls_sockaddr_u *a, char *out, size_t size) {
-  char host[INET6_ADDRSTRLEN];
-  addr_host(a, host, sizeof host);
-  if (a->sa.sa_family == AF_INET6)
-    snprintf(out, size, "[%s]:%d", host, addr_port(a));
-  else
-    snprintf(out, size, "%s:%d", host, addr_port(a));
-}
-
-/* An IPv4 or IPv6 literal (no name lookup). 0 or a libuv error. */
-static int parse_literal(const char *host, int port, ls_sockaddr_u *out) {
-  memset(out, 0, sizeof *out);
-  if (uv_ip4_addr(host, port, &out->in4) == 0)
-    return 0;
-  return uv_ip6_addr(host, port, &out->in6);
-}
-
-static ls_sockaddr_u *check_addr(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, LS_ADDR_MT);
-}
-
-/* peer.host, peer.port, peer.family ("inet" or "inet6"). */
-static int l_addr_index(lua_State *L) {
-  ls_sockaddr_u *a = check_addr(L, 1);
-  const char *key = lua_tostring(L, 2);
-  if (key == NULL) {
-    lua_pushnil(L);
-  } else if (strcmp(key, "host") == 0) {
-    char host[INET6_ADDRSTRLEN];
-    addr_host(a, host, sizeof host);
-    lua_pushstring(L, host);
-  } else if (strcmp(key, "port") == 0) {
-    lua_pushinteger(L, addr_port(a));
-  } else if (strcmp(key, "family") == 0) {
-    lua_pushstring(L, a->sa.sa_family == AF_INET6 ? "inet6" : "inet");
-  } else {
-    lua_pushnil(L);
-  }
-  return 1;
-}
-
-static int l_addr_tostring(lua_State *L) {
-  char text[INET6_ADDRSTRLEN + 16];
-  addr_format(check_addr(L, 1), text, sizeof text);
-  lua_pushstring(L, text);
-  return 1;
-}
-
-static int l_addr_eq(lua_State *L) {
-  ls_sockaddr_u *a = check_addr(L, 1);
-  ls_sockaddr_u *b = check_addr(L, 2);
-  int same = a->sa.sa_family == b->sa.sa_family;
-  if (same && a->sa.sa_family == AF_INET6)
-    same = a->in6.sin6_port == b->in6.sin6_port &&
-           memcmp(&a->in6.sin6_addr, &b->in6.sin6_addr, sizeof a->in6.sin6_addr) == 0 &&
-           a->in6.sin6_scope_id == b->in6.sin6_scope_id;
-  else if (same)
-    same = a->in4.sin_port == b->in4.sin_port && a->in4.sin_addr.s_addr == b->in4.sin_addr.s_addr;
-  lua_pushboolean(L, same);
-  return 1;
-}
-
 static int check_port(lua_State *L, int idx) {
   lua_Integer port = luaL_checkinteger(L, idx);
   luaL_argcheck(L, port > 0 && port < 65536, idx, "port out of range");
@@ -229,9 +138,9 @@ static int l_udp_address(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
   int port = check_port(L, 2);
   ls_sockaddr_u a;
-  if (parse_literal(host, port, &a) != 0)
+  if (ls_addr_parse_literal(host, port, &a) != 0)
     return luaL_argerror(L, 1, "expected an IPv4 or IPv6 address");
-  push_addr(L, &a.sa);
+  ls_addr_push_object(L, &a.sa);
   return 1;
 }
 
@@ -434,7 +343,7 @@ static int udp_dispatch(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, u->base.handler_ref);
   lua_rawgeti(L, 1, 1);
   lua_pushlstring(L, u->rx_data, u->rx_len);
-  push_addr(L, u->rx_peer);
+  ls_addr_push_object(L, u->rx_peer);
   lua_rawgeti(L, 1, 2);
   lua_callk(L, 3, 0, 0, udp_dispatch_k);
   return 0;
@@ -712,7 +621,7 @@ static void udp_batch_flush(ls_udp_t *u) {
     iov[i].iov_base = b->data + b->item[i].off;
     iov[i].iov_len = b->item[i].len;
     msgs[i].msg_hdr.msg_name = &b->item[i].to;
-    msgs[i].msg_hdr.msg_namelen = (socklen_t)sockaddr_size(&b->item[i].to.sa);
+    msgs[i].msg_hdr.msg_namelen = (socklen_t)ls_sockaddr_size(&b->item[i].to.sa);
     msgs[i].msg_hdr.msg_iov = &iov[i];
     msgs[i].msg_hdr.msg_iovlen = 1;
   }
@@ -749,7 +658,7 @@ static int udp_batch_add(ls_udp_t *u, const char *data, size_t len, const struct
   if (b->n == LS_UDP_BATCH_MAX || b->used + len > LS_UDP_BATCH_BYTES)
     udp_batch_flush(u);
   u->batching = 1;
-  memcpy(&b->item[b->n].to, to, sockaddr_size(to));
+  memcpy(&b->item[b->n].to, to, ls_sockaddr_size(to));
   b->item[b->n].off = b->used;
   b->item[b->n].len = len;
   memcpy(b->data + b->used, data, len);
@@ -809,7 +718,7 @@ static void udp_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) 
         pick = ai;
     }
     if (pick != NULL)
-      memcpy(&lk->addr, pick->ai_addr, sockaddr_size(pick->ai_addr));
+      memcpy(&lk->addr, pick->ai_addr, ls_sockaddr_size(pick->ai_addr));
     else
       lk->status = UV_EAI_NONAME;
   }
@@ -932,7 +841,7 @@ static int l_udp_sendto(lua_State *L) {
   int port;
   ls_sockaddr_u addr;
   if (lua_type(L, 3) == LUA_TUSERDATA) {
-    ls_sockaddr_u *peer = check_addr(L, 3);
+    ls_sockaddr_u *peer = ls_addr_check(L, 3);
     if (u == NULL)
       return ls_push_error(L, LS_ECLOSED);
     return udp_send_buf(L, u, data, len, &peer->sa);
@@ -941,7 +850,7 @@ static int l_udp_sendto(lua_State *L) {
   port = check_port(L, 4);
   if (u == NULL)
     return ls_push_error(L, LS_ECLOSED);
-  if (parse_literal(host, port, &addr) == 0 || udp_cache_get(u, host, port, &addr))
+  if (ls_addr_parse_literal(host, port, &addr) == 0 || udp_cache_get(u, host, port, &addr))
     return udp_send_buf(L, u, data, len, &addr.sa);
   lua_settop(L, 4);
   return udp_lookup_start(L, u, host, port, "sendto", udp_sendto_lookup_k);
@@ -955,7 +864,7 @@ static int l_udp_send(lua_State *L) {
   const char *data = luaL_checklstring(L, 2, &len);
   const struct sockaddr *to = NULL;
   if (!lua_isnoneornil(L, 3))
-    to = &check_addr(L, 3)->sa;
+    to = &ls_addr_check(L, 3)->sa;
   if (u == NULL)
     return ls_push_error(L, LS_ECLOSED);
   if (to == NULL) {
@@ -998,7 +907,7 @@ static int l_udp_connect(lua_State *L) {
     return ls_push_error(L, LS_ECLOSED);
   if (u->is_listener)
     return luaL_error(L, "connect: a listening socket answers many peers; use srv.udp.socket()");
-  if (parse_literal(host, port, &addr) == 0)
+  if (ls_addr_parse_literal(host, port, &addr) == 0)
     return udp_connect_to(L, u, &addr);
   lua_settop(L, 3);
   return udp_lookup_start(L, u, host, port, "connect", udp_connect_lookup_k);
@@ -1065,7 +974,7 @@ static int udp_recv_k(lua_State *L, int status, lua_KContext ctx) {
     lua_pushlstring(L, u->rx_data, u->rx_len);
     if (!ctx)
       return 1;
-    push_addr(L, u->rx_peer);
+    ls_addr_push_object(L, u->rx_peer);
     return 2;
   }
   if (task != NULL && ls_task_take_timeout(task)) {
@@ -1129,9 +1038,9 @@ static int l_udp_address_method(lua_State *L) {
   err = uv_udp_getsockname(&u->handle, &a.sa, &len);
   if (err != 0)
     return ls_push_error(L, err);
-  addr_host(&a, host, sizeof host);
+  ls_sockaddr_host(&a, host, sizeof host);
   lua_pushstring(L, host);
-  lua_pushinteger(L, addr_port(&a));
+  lua_pushinteger(L, ls_sockaddr_port(&a));
   return 2;
 }
 
@@ -1146,7 +1055,7 @@ static int l_udp_peer(lua_State *L) {
   err = uv_udp_getpeername(&u->handle, &a.sa, &len);
   if (err != 0)
     return ls_push_error(L, err);
-  push_addr(L, &a.sa);
+  ls_addr_push_object(L, &a.sa);
   return 1;
 }
 
@@ -1231,10 +1140,6 @@ void ls_udp_open(lua_State *L, ls_gen_t *gen) {
       {"stats", l_udp_stats},       {NULL, NULL}};
   static const luaL_Reg udp_metameth[] = {
       {"__gc", l_udp_gc}, {"__close", l_udp_gc}, {"__tostring", l_udp_tostring}, {NULL, NULL}};
-  static const luaL_Reg addr_metameth[] = {{"__index", l_addr_index},
-                                           {"__tostring", l_addr_tostring},
-                                           {"__eq", l_addr_eq},
-                                           {NULL, NULL}};
   static const luaL_Reg funcs[] = {
       {"listen", l_udp_listen}, {"socket", l_udp_socket}, {"address", l_udp_address}, {NULL, NULL}};
   if (luaL_newmetatable(L, LS_UDP_MT)) {
@@ -1243,9 +1148,7 @@ void ls_udp_open(lua_State *L, ls_gen_t *gen) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
-  if (luaL_newmetatable(L, LS_ADDR_MT))
-    luaL_setfuncs(L, addr_metameth, 0);
-  lua_pop(L, 1);
+  ls_addr_open(L);
   lua_pushlightuserdata(L, gen);
   luaL_setfuncs(L, funcs, 1);
 }
