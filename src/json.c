@@ -286,12 +286,15 @@ static int format_integer(char *out, lua_Integer v) {
 
 static void encode_value(enc_t *e, int idx);
 
-static void describe_key(enc_t *e, int key_idx, const char *problem) {
+/* Raises for the key at key_idx, which cannot be in a JSON array (`in_array`) or object. */
+static void fail_key(enc_t *e, int key_idx, int in_array) {
   lua_State *L = e->L;
   if (lua_type(L, key_idx) == LUA_TSTRING)
-    fail(e, "table has both array items and the key \"%s\" (%s)", lua_tostring(L, key_idx),
-         problem);
-  fail(e, "table has the key %s (%s)", luaL_tolstring(L, key_idx, NULL), problem);
+    fail(e, "table mixes array items and the string key \"%s\"", lua_tostring(L, key_idx));
+  if (!in_array && lua_isinteger(L, key_idx) && lua_tointeger(L, key_idx) >= 1)
+    fail(e, "table mixes string keys and the key %s", luaL_tolstring(L, key_idx, NULL));
+  fail(e, "table has the key %s (JSON keys are strings or array indices 1..n)",
+       luaL_tolstring(L, key_idx, NULL));
 }
 
 /* The array items t[1..n] (nil as null). */
@@ -346,7 +349,7 @@ check:
     lua_Integer k = lua_isinteger(L, -2) ? lua_tointeger(L, -2) : 0;
     lua_pop(L, 1);
     if (k < 1)
-      describe_key(e, lua_gettop(L), "a JSON array has only the keys 1..n");
+      fail_key(e, lua_gettop(L), 1);
     if (with_mt && k > max)
       fail(e, "array_mt table has the key %I beyond its length #t = %I", k, max);
     if (!with_mt && k > max)
@@ -370,10 +373,8 @@ static void encode_object(enc_t *e, int idx) {
     size_t n;
     const char *k;
     if (lua_type(L, -2) != LUA_TSTRING) {
-      lua_pop(L, 1);
       e->path[e->depth].key = -1;
-      fail(e, "table has both string keys and the key %s (a JSON object has only string keys)",
-           luaL_tolstring(L, -1, NULL));
+      fail_key(e, lua_gettop(L) - 1, 0);
     }
     if (!first)
       put_char(e, ',');
