@@ -175,14 +175,19 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
   return len;
 }
 
-/* What each byte needs in a JSON string: 0 copied, 1 escaped, 2 starts a UTF-8 sequence. */
-static unsigned char byte_class[256];
-
-static void init_byte_class(void) {
-  int c;
-  for (c = 0; c < 256; c++)
-    byte_class[c] = c < 0x20 || c == '"' || c == '\\' ? 1 : c >= 0x80 ? 2 : 0;
-}
+/* What each byte needs in a JSON string: 0 copied, 1 escaped (control characters, '"' and
+ * '\\'), 2 starts a UTF-8 sequence (checked by utf8_seq). */
+/* clang-format off */
+#define ROW(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+static const unsigned char byte_class[256] = {
+  ROW(1), ROW(1),                                   /* 0x00-0x1f */
+  0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,   /* 0x20-0x2f: '"' */
+  ROW(0), ROW(0),                                   /* 0x30-0x4f */
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,   /* 0x50-0x5f: '\\' */
+  ROW(0), ROW(0),                                   /* 0x60-0x7f */
+  ROW(2), ROW(2), ROW(2), ROW(2), ROW(2), ROW(2), ROW(2), ROW(2)};
+#undef ROW
+/* clang-format on */
 
 /* Strings go out as UTF-8 with `"`, `\` and control characters escaped; "/" is not escaped
  * (it needs no escape in JSON; lua-cjson's "\/" only made output longer). */
@@ -357,8 +362,9 @@ check:
     count++;
   }
   if (!with_mt && count != max)
-    fail(e, "sparse array: keys up to %I but only %I items (use array_mt and json.null "
-            "for holes)",
+    fail(e,
+         "sparse array: keys up to %I but only %I items (use array_mt and json.null "
+         "for holes)",
          max, count);
   encode_items(e, idx, max);
 }
@@ -482,8 +488,6 @@ const char *ls_json_encode(lua_State *L, int idx, size_t *len) {
   e->depth = 0;
   e->buf = buf = get_scratch(L);
   buf->len = 0;
-  if (byte_class['"'] == 0)
-    init_byte_class();
   push_array_mt(L);
   e->mt = lua_gettop(L);
   encode_value(e, idx);
@@ -624,8 +628,8 @@ int ls_json_decode(lua_State *L, const char *s, size_t len) {
     }
     push_clean(L, err.text);
     lua_pushfstring(L, "%s%s at line %d, column %d (byte %d)",
-                    code == json_error_invalid_utf8 ? "invalid UTF-8: " : "",
-                    lua_tostring(L, -1), err.line, err.column, err.position);
+                    code == json_error_invalid_utf8 ? "invalid UTF-8: " : "", lua_tostring(L, -1),
+                    err.line, err.column, err.position);
     lua_remove(L, -2);
     return 2;
   }
