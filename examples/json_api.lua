@@ -35,7 +35,7 @@ local function find(req)
 end
 
 app:get("/todos", function()
-  local list = {}
+  local list = setmetatable({}, srv.json.array_mt) -- sent as [] when there are none
   for id = 1, next_id - 1 do
     if todos[id] then list[#list + 1] = todos[id] end
   end

@@ -13,13 +13,13 @@
 #include "errors.h"
 #include "fs.h"
 #include "http.h"
+#include "json.h"
 #include "tls.h"
 #include "log.h"
 
 #define LS_REQ_MT "luasrv.Request"
 #define LS_RES_MT "luasrv.Response"
 #define LS_HEADERS_MT "luasrv.Headers"
-#define LS_CJSON_KEY "luasrv.cjson"
 #define LS_REQ_METHODS_KEY "luasrv.Request.methods"
 /* res:write yields while more than this waits to be sent. */
 #define LS_HTTP_WRITE_HIWAT (64 * 1024)
@@ -66,21 +66,6 @@ static int push_cache(lua_State *L, int idx, int create) {
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, idx, 1);
   return 1;
-}
-
-/* Calls require("cjson")[name] with the value on top; the result replaces it. Protected by the
- * caller's context (a handler task or a pcall). */
-static void push_cjson(lua_State *L, const char *name) {
-  if (lua_getfield(L, LUA_REGISTRYINDEX, LS_CJSON_KEY) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "cjson");
-    lua_call(L, 1, 1);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, LS_CJSON_KEY);
-  }
-  lua_getfield(L, -1, name);
-  lua_remove(L, -2);
 }
 
 /* Joins the values of every header named `name` (lower case) with ", " ("; " for cookie).
@@ -517,20 +502,15 @@ static int l_req_body_reader(lua_State *L) {
 }
 
 static int json_k(lua_State *L, int status, lua_KContext ctx) {
+  size_t len;
+  const char *body;
   (void)status;
   (void)ctx;
   /* stack: req, body | nil, err... */
   if (lua_type(L, 2) != LUA_TSTRING)
     return lua_gettop(L) - 1;
-  lua_settop(L, 2);
-  push_cjson(L, "decode");
-  lua_pushvalue(L, 2);
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    return 2;
-  }
-  return 1;
+  body = lua_tolstring(L, 2, &len);
+  return ls_json_decode(L, body, len);
 }
 
 static int json_body_k(lua_State *L, int status, lua_KContext ctx) {
@@ -538,7 +518,7 @@ static int json_body_k(lua_State *L, int status, lua_KContext ctx) {
   return json_k(L, LUA_OK, ctx);
 }
 
-/* req:json() -> the body decoded as JSON, or nil, message for a malformed one. */
+/* req:json() -> the body decoded by srv.json, or nil, message for a malformed one. */
 static int l_req_json(lua_State *L) {
   luaL_checkudata(L, 1, LS_REQ_MT);
   lua_settop(L, 1);
@@ -668,10 +648,7 @@ static int l_res_json(lua_State *L) {
   const char *body;
   int status = lua_isnoneornil(L, 3) ? (c->status ? c->status : 200) : check_status(L, 3);
   luaL_checkany(L, 2);
-  push_cjson(L, "encode");
-  lua_pushvalue(L, 2);
-  lua_call(L, 1, 1);
-  body = lua_tolstring(L, -1, &len);
+  body = ls_json_encode(L, 2, &len);
   res_send(ud, status, "application/json", body, len);
   lua_settop(L, 1);
   return 1;
@@ -1119,10 +1096,7 @@ static void finish_from_returns(lua_State *L, ls_http_conn_t *c, int first) {
       body = lua_tolstring(L, idx, &len);
       break;
     case LUA_TTABLE:
-      push_cjson(L, "encode");
-      lua_pushvalue(L, idx);
-      lua_call(L, 1, 1);
-      body = lua_tolstring(L, -1, &len);
+      body = ls_json_encode(L, idx, &len);
       ctype = "application/json";
       break;
     case LUA_TNIL:

@@ -5,6 +5,7 @@
 
 #include "fs.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 #include "shared.h"
 #include "tcp.h"
@@ -204,6 +205,8 @@ int ls_module_open(lua_State *L) {
   lua_setfield(L, -2, "udp");
   ls_shared_open(L, &gen->rt->shared);
   lua_setfield(L, -2, "shared");
+  ls_json_open(L);
+  lua_setfield(L, -2, "json");
   lua_pushliteral(L, LUASRV_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -11,6 +11,7 @@ local M = {}
 
 local concat, pairs, type, tostring, tonumber = table.concat, pairs, type, tostring, tonumber
 local find, sub, lower = string.find, string.sub, string.lower
+local json_encode = core.json.encode
 
 local function encode_request(opts)
   local method = opts.method or "GET"
@@ -23,7 +24,11 @@ local function encode_request(opts)
     path = path .. (find(path, "?", 1, true) and "&" or "?") .. concat(parts, "&")
   end
   local body = opts.body or ""
-  if type(body) == "table" then body = require("cjson").encode(body) end
+  if type(body) == "table" then
+    local ok, encoded = pcall(json_encode, body)
+    if not ok then error(encoded, 3) end -- at t.request's caller
+    body = encoded
+  end
   local lines = { ("%s %s HTTP/1.1"):format(method, path) }
   local headers = opts.headers or {}
   local has = {}
