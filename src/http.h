@@ -133,6 +133,21 @@ static inline int ls_http__hexval(int ch) {
 }
 
 /* ---- http_server.c ---- */
+/* src/http_parser.c: llhttp's callbacks for requests (a paused parser hands a complete head
+ * or the end of a message back to ls_http__process). */
+extern const llhttp_settings_t ls_http__parser_settings;
+/* Runs llhttp over s[0..len), sets *used to what it took; pauses are resumed, upgrades the app
+ * did not take are skipped. Returns HPE_OK, HPE_PAUSED or llhttp's error. */
+llhttp_errno_t ls_http__parser_execute(ls_http_conn_t *c, const char *s, size_t len,
+                                       size_t *used);
+/* With a chunk-size line at the head of c->s.in: checks and strips its extensions. 1: parse
+ * on; 0: wait for the rest of the line; else the status to refuse the request with. */
+int ls_http__chunk_line(ls_http_conn_t *c);
+/* The status a parse error is answered with (400, 501, 505, or a callback's own). */
+int ls_http__parse_error_status(ls_http_conn_t *c, llhttp_errno_t err);
+/* Sets the connection's deadline (head, keep-alive) `ms` from now; none on a virtual one. */
+void ls_http__deadline(ls_http_conn_t *c, uint64_t ms);
+
 void ls_http__process(ls_http_conn_t *c);
 void ls_http__flush(ls_http_conn_t *c);
 void ls_http__close(ls_http_conn_t *c);
