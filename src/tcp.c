@@ -2,9 +2,11 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "addr.h"
 #include "buffer.h"
+#include "connect.h"
 #include "errors.h"
 #include "frame.h"
 #include "listener.h"
@@ -34,10 +36,8 @@ typedef struct ls_conn_s {
   ls_res_t res;
   ls_gen_t *gen;
   conn_ud_t *ud;
-  uv_connect_t creq;
-  uv_getaddrinfo_t gai;
-  struct addrinfo *addrs;
-  struct addrinfo *next_addr;
+  uv_connect_t creq;        /* a Unix-domain connect */
+  ls_connect_t *connecting; /* a TCP connect in progress (name lookup, attempts) */
   ls_task_t *reader;       /* task waiting for input */
   ls_task_t *writer;       /* task waiting for output to drain */
   ls_task_t *connector;    /* task waiting for connect */
@@ -56,7 +56,6 @@ typedef struct ls_conn_s {
   unsigned char connected;
   unsigned char closed;    /* closed for Lua; the stream may still be sending */
   unsigned char stream_closed; /* the stream's handles are closed */
-  unsigned char gai_pending;
 } ls_conn_t;
 
 struct conn_ud_s {
@@ -89,14 +88,12 @@ static ls_gen_t *upvalue_gen(lua_State *L) { return lua_touserdata(L, lua_upvalu
 /* ---- connection life cycle ---------------------------------------------------------------- */
 
 static void conn_maybe_free(ls_conn_t *c) {
-  if (!c->stream_closed || c->gai_pending)
+  if (!c->stream_closed)
     return;
   if (c->ud != NULL)
     c->ud->conn = NULL;
   if (c->handler != NULL)
     c->handler->data = NULL;
-  if (c->addrs != NULL)
-    uv_freeaddrinfo(c->addrs);
   ls_tls_ctx_release(c->pending_tls);
   ls_free(c->tls_name, c->tls_name_size);
   ls_free(c, sizeof *c);
@@ -181,8 +178,10 @@ static void conn_close(ls_conn_t *c, int graceful) {
   }
   if (c->s.closing)
     return;
-  if (c->gai_pending)
-    uv_cancel((uv_req_t *)&c->gai);
+  if (c->connecting != NULL) {
+    ls_connect_cancel(c->connecting);
+    c->connecting = NULL;
+  }
   if (graceful && ls_stream_unsent(&c->s) > 0 && c->s.write_err == 0 && c->connected) {
     ls_stream_end(&c->s, LS_LINGER_MS, 0);
     return;
@@ -799,51 +798,25 @@ static void conn_connected(ls_conn_t *c, int status) {
     ls_task_resume(c->connector);
 }
 
-static void conn_try_next_addr(ls_conn_t *c, int last_err);
-
+/* A Unix-domain connect's answer. */
 static void conn_connect_cb(uv_connect_t *req, int status) {
   ls_conn_t *c = req->data;
   if (status == UV_ECANCELED || c->s.closing)
     return;
-  if (status < 0 && c->next_addr != NULL) {
-    conn_try_next_addr(c, status);
-    return;
-  }
   conn_connected(c, status);
 }
 
-static void conn_try_next_addr(ls_conn_t *c, int last_err) {
-  while (c->next_addr != NULL) {
-    struct addrinfo *ai = c->next_addr;
-    int err;
-    c->next_addr = ai->ai_next;
-    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
-      continue;
-    c->creq.data = c;
-    err = uv_tcp_connect(&c->creq, &c->s.u.tcp, ai->ai_addr, conn_connect_cb);
-    if (err == 0)
-      return;
-    last_err = err;
+/* A TCP connect's answer (src/connect.c): the winning socket goes on the stream's handle. */
+static void conn_connect_done(ls_connect_t *req, int status, uv_os_sock_t fd, void *data) {
+  ls_conn_t *c = data;
+  (void)req;
+  c->connecting = NULL;
+  if (status == 0) {
+    status = uv_tcp_open(&c->s.u.tcp, fd);
+    if (status != 0)
+      close(fd);
   }
-  conn_connected(c, last_err);
-}
-
-static void conn_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  ls_conn_t *c = req->data;
-  c->gai_pending = 0;
-  if (c->s.closing) {
-    if (res != NULL)
-      uv_freeaddrinfo(res);
-    conn_maybe_free(c);
-    return;
-  }
-  if (status < 0) {
-    conn_connected(c, status);
-    return;
-  }
-  c->addrs = res;
-  c->next_addr = res;
-  conn_try_next_addr(c, UV_EADDRNOTAVAIL);
+  conn_connected(c, status);
 }
 
 static int conn_connect_k(lua_State *L, int status, lua_KContext ctx) {
@@ -958,23 +931,8 @@ static int l_tcp_connect(lua_State *L) {
   if (path != NULL) {
     uv_pipe_connect(&c->creq, &c->s.u.pipe, path, conn_connect_cb);
   } else {
-    struct sockaddr_storage ss;
-    if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) == 0 ||
-        uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) == 0) {
-      err = uv_tcp_connect(&c->creq, &c->s.u.tcp, (struct sockaddr *)&ss, conn_connect_cb);
-    } else {
-      struct addrinfo hints;
-      char service[16];
-      memset(&hints, 0, sizeof hints);
-      hints.ai_family = AF_UNSPEC;
-      hints.ai_socktype = SOCK_STREAM;
-      snprintf(service, sizeof service, "%d", (int)port);
-      c->gai.data = c;
-      err = uv_getaddrinfo(gen->rt->loop, &c->gai, conn_gai_cb, host, service, &hints);
-      if (err == 0)
-        c->gai_pending = 1;
-    }
-    if (err != 0) {
+    c->connecting = ls_connect_start(gen->rt->loop, host, (int)port, conn_connect_done, c, &err);
+    if (c->connecting == NULL) {
       conn_close(c, 0);
       return ls_push_error(L, err);
     }
