@@ -10,7 +10,7 @@ if not conn then
   io.stderr:write(("cannot connect to %s:%d: %s\n"):format(host, port, err))
   os.exit(1)
 end
-print(conn:readline())                    -- the greeting
+print(conn:read())                        -- the greeting, "Welcome!" (no newline)
 for _, name in ipairs({ "michael", "tracy", "sarah" }) do
   conn:write(name, "\n")
   print(conn:readline())

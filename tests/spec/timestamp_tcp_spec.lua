@@ -66,14 +66,15 @@ describe("examples/timestamp_tcp.lua", function()
       a:settimeout(5)
       b:settimeout(5)
       local before = srv.now()
-      a:write("from a, no newline yet")
+      a:write("from a, no newline")
       b:write("from b\n")
       local reply_b = b:readline()
-      a:write("\n")
-      local reply_a = a:readline()
+      -- A message without a newline is answered as it came, without one (as the tutorial's
+      -- server answers whatever one recv returned).
+      local reply_a = a:read()
       local dates = stamps_between(before, srv.now())
       assert_stamped(reply_b, "from b", dates)
-      assert_stamped(reply_a, "from a, no newline yet", dates)
+      assert_stamped(reply_a, "from a, no newline", dates)
       a:close()
       b:close()
     end)
@@ -138,5 +139,29 @@ describe("examples/timestamp_tcp.lua", function()
       assert.matches("^%[.-%] still there%?$", again:readline())
       again:close()
     end)
+  end)
+
+  it("answers the socket tutorial's Python client, which sends no newlines", function()
+    -- The tutorial's client: each input sent as it is, each reply printed.
+    local out = helper.capture(("printf 'hello\\nworld\\n' | python3 -c %s %d"):format(
+      helper.shell_quote([[
+import sys
+from socket import *
+tcpCliSock = socket(AF_INET, SOCK_STREAM)
+tcpCliSock.settimeout(5)  # not the tutorial's: a hang fails the spec instead
+tcpCliSock.connect(("127.0.0.1", int(sys.argv[1])))
+for data in sys.stdin.read().split():
+    tcpCliSock.send(data.encode())
+    data = tcpCliSock.recv(1024)
+    if not data:
+        break
+    print(data.decode("utf-8"))
+tcpCliSock.close()
+]]), server.port))
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.equal(2, #lines, out)
+    assert.matches("^%[%a%a%a %a%a%a [ %d]%d %d%d:%d%d:%d%d %d%d%d%d%] hello$", lines[1])
+    assert.matches("^%[.-%] world$", lines[2])
   end)
 end)
