@@ -497,6 +497,24 @@ static int l_fs_mkdir(lua_State *L) {
   return 1;
 }
 
+/* fs.chmod(path [, mode]) -> true | nil, message, code. Without a mode, the mode a newly
+ * created file gets: 0666 less the process's umask. */
+static int l_fs_chmod(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  lua_Integer mode;
+  if (lua_isnoneornil(L, 2)) {
+    mode_t mask = umask(0);
+    umask(mask);
+    mode = 0666 & ~mask;
+  } else {
+    mode = luaL_checkinteger(L, 2);
+  }
+  if (chmod(path, (mode_t)mode) != 0)
+    return ls_push_error(L, sys_err());
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* ---- temporary files ---------------------------------------------------------------------- */
 
 struct ls_fs_tmp_s {
@@ -560,7 +578,8 @@ void ls_fs_open(lua_State *L, ls_gen_t *gen) {
   static const luaL_Reg file_meth[] = {{"close", l_file_close}, {"stat", l_file_stat},
                                        {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"root", l_fs_root}, {"stat", l_fs_stat},
-                                   {"mkdir", l_fs_mkdir}, {NULL, NULL}};
+                                   {"mkdir", l_fs_mkdir}, {"chmod", l_fs_chmod},
+                                   {NULL, NULL}};
   (void)gen;
   if (luaL_newmetatable(L, LS_DIR_MT)) {
     lua_pushcfunction(L, l_dir_gc);

@@ -153,6 +153,9 @@ end
 function File:move(dest)
   if type(dest) ~= "string" then error("bad argument #1 to 'move' (string expected)", 2) end
   if self.path and rename(self.path, dest) then
+    -- The spool file was private (0600) while it was temporary; a moved upload gets the mode
+    -- any new file gets (0666 less the umask), as a small upload written below does.
+    core.fs.chmod(dest)
     self.path, self.data = dest, nil
     return true
   end

@@ -18,6 +18,10 @@ M.stat = fs.stat
 -- there already). mode defaults to 0755 (before the umask).
 M.mkdir = fs.mkdir
 
+--- fs.chmod(path [, mode]) -> true | nil, message, code. mode defaults to what a newly
+-- created file gets: 0666 less the umask (0644 with the usual umask 022).
+M.chmod = fs.chmod
+
 --- fs.list(path) -> a list of { name, kind, size, mtime } sorted by name, without "." and
 -- ".." | nil, message, code.
 function M.list(path)

@@ -7,7 +7,10 @@ local M = {}
 
 -- An app is given as it is (it is callable): the core then finds its exact routes itself
 -- (app.routes, see luasrv.router) and calls their handlers without a dispatch in Lua.
+-- srv.http.as_handler(app_or_fn [, level]): the handler listen() serves, or an error at the
+-- caller's `level` (default 1: whoever called as_handler).
 local function as_handler(app, level)
+  level = level or 1
   if type(app) == "function" then return app end
   local mt = getmetatable(app)
   if mt and mt.__call then return app end

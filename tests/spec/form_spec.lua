@@ -364,6 +364,23 @@ describe("forms", function()
     end)
   end)
 
+  it("gives a moved upload the mode of a new file, small (in memory) or large (spooled)", function()
+    local url = ("http://127.0.0.1:%d"):format(port)
+    local small, large = H.helper.tmpname("-small"), H.helper.tmpname("-large")
+    S.sh(("head -c 1000 /dev/urandom > %s"):format(S.q(small)))
+    S.sh(("head -c 300000 /dev/urandom > %s"):format(S.q(large)))
+    S.capture(("curl -s -o /dev/null -F 'file=@%s;filename=small.bin' %s/keep"):format(small, url))
+    S.capture(("curl -s -o /dev/null -F 'file=@%s;filename=large.bin' %s/keep"):format(large, url))
+    local umask = tonumber(S.capture("umask"):match("%d+"), 8)
+    local want = ("%o"):format(0x1B6 & ~umask) -- 0666 less the umask
+    for _, name in ipairs({ "small.bin", "large.bin" }) do
+      assert.equal(want, S.capture("stat -c %a " .. S.q(keepdir .. "/" .. name)):match("%d+"), name)
+      os.remove(keepdir .. "/" .. name)
+    end
+    os.remove(small)
+    os.remove(large)
+  end)
+
   describe("a 50 MB upload", function()
     it("is streamed to disk with flat memory, and its temporary file is gone afterwards", function()
       local src = H.helper.tmpname("-50m")

@@ -134,4 +134,15 @@ describe("exact routes called by the core", function()
     assert.equal(500, t.request(app, { path = "/fail" }).status)
     assert.equal(500, t.request(app, { path = "/bad" }).status)
   end)
+
+  it("srv.http.as_handler passes handlers and apps through and refuses the rest at the caller", function()
+    local fn = function() end
+    local app = srv.http.app()
+    assert.equal(fn, srv.http.as_handler(fn))
+    assert.equal(app, srv.http.as_handler(app))
+    local ok, err = pcall(function() srv.http.as_handler(42) end)
+    assert.is_false(ok)
+    assert.matches("http_routes_spec%.lua:%d+: bad argument #2 to 'listen' %(handler function or app " ..
+                   "expected, got number%)", err)
+  end)
 end)
