@@ -29,8 +29,9 @@ app:get("/login", function()
 end)
 
 app:post("/login", function(req)
-  local user = req:body():match("user=([^&]*)")
-  if not user or user == "" then
+  local form = req:form()            -- decoded: "John+Smith" arrives as "John Smith"
+  local user = form.user
+  if type(user) ~= "string" or user == "" then
     return 400, page("Login failed", "<p>Please give a user name.</p>")
   end
   return page("Welcome", "<p>Hello, " .. user:gsub("[<>&\"]", "") .. "!</p>")

@@ -50,8 +50,9 @@ typedef struct ls_conn_s {
   ls_tls_ctx_t *pending_tls; /* connect: TLS to put on once connected */
   char *tls_name;          /* connect: the name to verify (the host), for pending_tls/starttls */
   size_t tls_name_size;
-  struct ls_listener_s *accepted_by; /* a TLS connection whose handler waits for the handshake */
+  struct ls_listener_s *accepted_by; /* the listener that accepted it (NULL: connect) */
   uint64_t listener_id;     /* accepted_by's id, checked before use */
+  unsigned char awaiting_handshake; /* TLS: the handler starts when the handshake is done */
   unsigned char is_client;  /* made by connect: its handle keeps the loop alive only while used */
   unsigned char connected;
   unsigned char closed;    /* closed for Lua; the stream may still be sending */
@@ -117,7 +118,7 @@ static void conn_start_handler(ls_conn_t *c);
 
 static void conn_on_read(ls_stream_t *s) {
   ls_conn_t *c = s->owner;
-  if (c->accepted_by != NULL) {
+  if (c->awaiting_handshake) {
     /* A TLS connection of a listener: its handler starts once the handshake is done. */
     if (s->read_err != 0)
       conn_close(c, 0);
@@ -961,15 +962,38 @@ static void listener_res_close(ls_res_t *res) {
   listener_close((ls_listener_t *)((char *)res - offsetof(ls_listener_t, base.res)));
 }
 
+/* Logs a failed handler's error naming its listener and its peer:
+ * "tcp handler for tcp://127.0.0.1:9999 (peer 127.0.0.1:51234) failed: MESSAGE". */
+static void conn_log_failure(ls_task_t *task, ls_conn_t *c) {
+  const char *msg = lua_tostring(task->co, -1);
+  const char *where = "a closed listener";
+  char peer[INET6_ADDRSTRLEN + 16] = "-";
+  struct sockaddr_storage ss;
+  if (c->accepted_by != NULL && ls_listener_alive(c->gen->rt, &c->accepted_by->base, c->listener_id))
+    where = c->accepted_by->url;
+  if (c->s.is_pipe) {
+    snprintf(peer, sizeof peer, "unix");
+  } else if (ls_stream_peer(&c->s, &ss) == 0) {
+    char host[INET6_ADDRSTRLEN];
+    const ls_sockaddr_u *a = (const ls_sockaddr_u *)&ss;
+    ls_sockaddr_host(a, host, sizeof host);
+    snprintf(peer, sizeof peer, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host,
+             ls_sockaddr_port(a));
+  }
+  ls_log(LS_LOG_ERROR, "tcp handler for %s (peer %s) failed: %s", where, peer,
+         msg != NULL ? msg : "(an error value that is not a string)");
+}
+
 static int conn_handler_done(ls_task_t *task, int status, int nres) {
   ls_conn_t *c = task->data;
-  (void)status;
   (void)nres;
-  if (c != NULL) {
-    c->handler = NULL;
-    conn_close(c, 1);
-  }
-  return 0;
+  if (c == NULL)
+    return 0; /* the connection went first: the runtime logs the error as it is */
+  c->handler = NULL;
+  if (status != LUA_OK)
+    conn_log_failure(task, c);
+  conn_close(c, 1);
+  return status != LUA_OK;
 }
 
 static int conn_task_body_k(lua_State *L, int status, lua_KContext ctx) {
@@ -993,7 +1017,7 @@ static int conn_task_body(lua_State *L) {
 static void conn_start_handler(ls_conn_t *c) {
   ls_listener_t *l = c->accepted_by;
   ls_task_t *task;
-  c->accepted_by = NULL;
+  c->awaiting_handshake = 0;
   if (!ls_listener_alive(c->gen->rt, &l->base, c->listener_id)) {
     conn_close(c, 0);
     return;
@@ -1048,6 +1072,7 @@ static void listener_connection_cb(uv_stream_t *server, int status) {
   }
   /* TLS: the handler starts when the handshake is done (conn_on_read); a client that never
    * finishes it costs one stream until the handshake timeout. */
+  c->awaiting_handshake = 1;
   if (ls_tls_attach(&c->s, l->base.tls, NULL, l->handshake_ms) != 0) {
     conn_close(c, 0);
     return;

@@ -72,6 +72,16 @@ function M.new(dir, opts, level)
     end
     extra[#extra + 1] = { name, value }
   end
+  -- A directory that is not there (yet) is served as empty (every file 404), which is easy
+  -- to miss: say so when the mount is made. Creating it later works without a restart.
+  local kind = core.fs.stat(dir)
+  if kind ~= "directory" then
+    local info = debug.getinfo(level, "Sl")
+    local where = info and info.currentline and info.currentline > 0
+      and (info.short_src .. ":" .. info.currentline .. ": ") or ""
+    core.log("warn", ("%sstatic: %s is %s: every file below it answers 404 until it exists")
+      :format(where, dir, kind and ("a " .. kind .. ", not a directory") or "missing"))
+  end
   return setmetatable({
     dir = dir,
     root = fs_root(dir, floor(opts.open_files or 128)),

@@ -73,6 +73,13 @@ describe("a failing handler", function()
     assert.matches("conf_handler_errors%.lua:" .. line .. ": in ", log)
   end)
 
+  it("names the listener and the peer in the error line", function()
+    srv.run(function() fail_with(server.port, "boom") end)
+    local log = wait_for_log("tcp handler for", "the error line")
+    assert.matches("%[error%] tcp handler for tcp://127%.0%.0%.1:" .. server.port ..
+                   " %(peer 127%.0%.0%.1:%d+%) failed: [^\n]*conf_handler_errors%.lua:%d+: boom", log)
+  end)
+
   it("logs an error raised after the handler yielded, with the failing function's line", function()
     srv.run(function() fail_with(server.port, "boom-later") end)
     local line = C.line_of(fixture, 'error("boom after a sleep")')

@@ -159,3 +159,18 @@ end
 
 suite("static files safety", S.start)
 suite("static files safety without openat2", function() return S.start_env("LUASRV_NO_OPENAT2=1") end)
+
+describe("a static mount on a directory that is not there", function()
+  it("warns at start, naming the script's line and the directory", function()
+    local C = require "conformance"
+    local script = H.helper.tmpname(".lua")
+    H.helper.write_file(script, 'local srv = require "luasrv"\n' ..
+      'local app = srv.http.app()\n' ..
+      'app:static("/", "/nonexistent/luasrv-public")\n')
+    local status, _, err = C.exec({ script })
+    os.remove(script)
+    assert.equal(0, status, err)
+    assert.matches("%[warn%] .-%.lua:3: static: /nonexistent/luasrv%-public is missing: every file below it " ..
+                   "answers 404 until it exists", err)
+  end)
+end)
