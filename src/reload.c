@@ -27,12 +27,16 @@ struct ls_watch_s {
 
 static int file_exists(const char *path) { return access(path, R_OK) == 0; }
 
-/* Where the Lua half (lua/luasrv) lives: $LUASRV_LUA_DIR, beside an installed binary, or the
- * source tree the binary was built from. */
+/* Where the Lua half (lua/luasrv) lives, the first of: $LUASRV_LUA_DIR; <dir of the
+ * binary>/../share/luasrv/lua (an installed or copied tree); the install prefix the binary
+ * was built for; and the source tree, only for a binary that runs from the build directory it
+ * was built in. A copied binary therefore never loads the source tree's files by surprise;
+ * with none found, the install prefix is named, so require's error lists where it looked. */
 static void find_lua_dir(char *out, size_t size) {
   const char *env = getenv("LUASRV_LUA_DIR");
-  char exe[4000];
+  char exe[4000], real_build[4096], real_exe[4096];
   size_t len = sizeof exe;
+  int from_build = 0;
   if (env != NULL && *env != '\0') {
     snprintf(out, size, "%s", env);
     return;
@@ -47,11 +51,15 @@ static void find_lua_dir(char *out, size_t size) {
         snprintf(out, size, "%s/../share/luasrv/lua", exe);
         return;
       }
+      if (realpath(exe, real_exe) != NULL && realpath(LUASRV_BUILD_DIR, real_build) != NULL)
+        from_build = strncmp(real_exe, real_build, strlen(real_build)) == 0;
     }
   }
-  snprintf(out, size, "%s",
-           file_exists(LUASRV_SOURCE_LUA_DIR "/luasrv/init.lua") ? LUASRV_SOURCE_LUA_DIR
-                                                                 : LUASRV_INSTALL_LUA_DIR);
+  if (file_exists(LUASRV_INSTALL_LUA_DIR "/luasrv/init.lua") || !from_build ||
+      !file_exists(LUASRV_SOURCE_LUA_DIR "/luasrv/init.lua"))
+    snprintf(out, size, "%s", LUASRV_INSTALL_LUA_DIR);
+  else
+    snprintf(out, size, "%s", LUASRV_SOURCE_LUA_DIR);
 }
 
 /* Loads the standard libraries, points package.path at our Lua half and makes

@@ -258,3 +258,56 @@ describe("luasrv signals", function()
     assert.matches("grace period over", err)
   end)
 end)
+
+describe("scripts/run", function()
+  -- Only where the specs test the build scripts/run makes (build/), so that it has nothing to
+  -- rebuild; the sanitizer run tests build-sanitize/ and leaves this to the normal run.
+  local root = helper.root
+  local ours = helper.bin == root .. "/build/luasrv"
+
+  it("prints nothing of the build when nothing changed", function()
+    if not ours then return pending("the specs run against " .. helper.bin .. ", not build/luasrv") end
+    local out = helper.capture(("cd %s && scripts/run --version 2>&1"):format(helper.shell_quote(root)))
+    assert.matches("^luasrv %d+%.%d+%.%d+ %b()\n$", out)
+  end)
+end)
+
+describe("where luasrv finds its Lua files", function()
+  local dir
+
+  before_each(function()
+    dir = helper.tmpname("-copy")
+    assert(helper.run(("mkdir -p %s/bin && cp %s %s/bin/luasrv"):format(helper.shell_quote(dir),
+      helper.shell_quote(helper.bin), helper.shell_quote(dir))))
+    helper.write_file(dir .. "/probe.lua", 'print((require("luasrv.marker")))\n')
+  end)
+
+  after_each(function() helper.run("rm -rf " .. helper.shell_quote(dir)) end)
+
+  local function run(env)
+    return helper.capture(("cd %s && %s bin/luasrv probe.lua 2>&1"):format(helper.shell_quote(dir),
+      env or "env -u LUASRV_LUA_DIR -u LUA_PATH -u LUA_PATH_5_4"))
+  end
+
+  it("a copied binary does not load the source tree's lua/ behind the user's back", function()
+    -- The source tree has no luasrv/marker.lua either, so both answers would fail; what
+    -- matters is where it looked: the install prefix, never the source tree.
+    local out = run()
+    assert.matches("module 'luasrv.marker' not found", out)
+    assert.falsy(out:find(helper.root .. "/lua/", 1, true), out)
+  end)
+
+  it("an installed layout (bin/ beside share/luasrv/lua) loads its own files", function()
+    assert(helper.run(("mkdir -p %s/share/luasrv && cp -r %s/lua %s/share/luasrv/lua"):format(
+      helper.shell_quote(dir), helper.shell_quote(helper.root), helper.shell_quote(dir))))
+    helper.write_file(dir .. "/share/luasrv/lua/luasrv/marker.lua", 'return "installed copy"\n')
+    assert.equal("installed copy\n", run())
+  end)
+
+  it("LUASRV_LUA_DIR comes first", function()
+    assert(helper.run(("mkdir -p %s/elsewhere/luasrv"):format(helper.shell_quote(dir))))
+    helper.write_file(dir .. "/elsewhere/luasrv/marker.lua", 'return "from LUASRV_LUA_DIR"\n')
+    assert.equal("from LUASRV_LUA_DIR\n", run("env -u LUA_PATH -u LUA_PATH_5_4 LUASRV_LUA_DIR=" ..
+      helper.shell_quote(dir .. "/elsewhere")))
+  end)
+end)
