@@ -32,6 +32,7 @@ typedef struct options_s {
 
 static void print_usage(FILE *out) {
   fputs("usage: luasrv [options] script.lua [args...]\n"
+        "       luasrv test [busted arguments]     runs ./spec with busted (see docs/guide.md)\n"
         "\n"
         "Runs a Lua 5.4 script whose TCP, UDP and HTTP listeners, timers and clients are served\n"
         "by one event loop. A script with no listeners runs to completion; with listeners it\n"
@@ -153,6 +154,71 @@ static int check_script(const char *script) {
   return ok ? 0 : 1;
 }
 
+/* Whether `path` names an existing file. */
+static int exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* Finds `name` on $PATH; writes its path into out. Returns 1 if found. */
+static int find_on_path(const char *name, char *out, size_t size) {
+  const char *path = getenv("PATH");
+  while (path != NULL && *path != '\0') {
+    const char *end = strchr(path, ':');
+    size_t len = end != NULL ? (size_t)(end - path) : strlen(path);
+    snprintf(out, size, "%.*s/%s", (int)len, path, name);
+    if (len > 0 && access(out, X_OK) == 0)
+      return 1;
+    path = end != NULL ? end + 1 : NULL;
+  }
+  return 0;
+}
+
+/* luasrv test [busted arguments]: runs the busted specs of the current directory (./spec by
+ * default) under lua5.4 with luasrv's Lua files and luasrv/core.so on the search paths, so a
+ * user's project needs no LUA_PATH of its own. Replaces the process; returns only on error. */
+static int run_tests(int argc, char **argv) {
+  char lua_dir[4096], cmod[4200], exe[4096], busted[4096], lua[4096];
+  char lua_path[16384], lua_cpath[16384];
+  const char *old_path = getenv("LUA_PATH"), *old_cpath = getenv("LUA_CPATH");
+  size_t len = sizeof exe;
+  char **args;
+  int i;
+  ls_find_lua_dir(lua_dir, sizeof lua_dir);
+  cmod[0] = '\0';
+  if (uv_exepath(exe, &len) == 0 && strrchr(exe, '/') != NULL) {
+    *strrchr(exe, '/') = '\0';
+    /* a build directory (lib/luasrv/core.so) or an installed tree (../lib/lua/5.4/...) */
+    snprintf(cmod, sizeof cmod, "%s/lib/luasrv/core.so", exe);
+    if (exists(cmod))
+      snprintf(cmod, sizeof cmod, "%s/lib", exe);
+    else
+      snprintf(cmod, sizeof cmod, "%s/../lib/lua/5.4", exe);
+  }
+  if (!find_on_path("lua5.4", lua, sizeof lua)) {
+    fputs("luasrv test: lua5.4 is not installed (apt-get install lua5.4)\n", stderr);
+    return 1;
+  }
+  if (!find_on_path("busted", busted, sizeof busted)) {
+    fputs("luasrv test: busted is not installed (apt-get install lua-busted)\n", stderr);
+    return 1;
+  }
+  snprintf(lua_path, sizeof lua_path, "%s/?.lua;%s/?/init.lua;%s", lua_dir, lua_dir,
+           old_path != NULL ? old_path : ";");
+  snprintf(lua_cpath, sizeof lua_cpath, "%s/?.so;%s/?.so;%s", cmod, LUASRV_INSTALL_CMOD_DIR,
+           old_cpath != NULL ? old_cpath : ";");
+  setenv("LUA_PATH", lua_path, 1);
+  setenv("LUA_CPATH", lua_cpath, 1);
+  args = calloc((size_t)argc + 2, sizeof *args);
+  if (args == NULL)
+    return 1;
+  args[0] = lua;
+  args[1] = busted;
+  for (i = 2; i < argc; i++)
+    args[i] = argv[i];
+  execv(lua, args);
+  fprintf(stderr, "luasrv test: cannot run %s: %s\n", lua, strerror(errno));
+  free(args);
+  return 1;
+}
+
 int main(int argc, char **argv) {
   options_t opts;
   ls_runtime_t rt;
@@ -160,6 +226,8 @@ int main(int argc, char **argv) {
   uv_timer_t flush_timer;
   int exit_code;
 
+  if (argc >= 2 && strcmp(argv[1], "test") == 0)
+    return run_tests(argc, argv);
   parse_args(argc, argv, &opts);
   if (opts.check)
     return check_script(opts.script);

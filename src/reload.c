@@ -32,7 +32,7 @@ static int file_exists(const char *path) { return access(path, R_OK) == 0; }
  * was built for; and the source tree, only for a binary that runs from the build directory it
  * was built in. A copied binary therefore never loads the source tree's files by surprise;
  * with none found, the install prefix is named, so require's error lists where it looked. */
-static void find_lua_dir(char *out, size_t size) {
+void ls_find_lua_dir(char *out, size_t size) {
   const char *env = getenv("LUASRV_LUA_DIR");
   char exe[4000], real_build[4096], real_exe[4096];
   size_t len = sizeof exe;
@@ -70,7 +70,7 @@ static int setup_state(lua_State *L) {
   luaL_openlibs(L);
   lua_pushlightuserdata(L, gen);
   lua_setfield(L, LUA_REGISTRYINDEX, LS_GEN_KEY);
-  find_lua_dir(dir, sizeof dir);
+  ls_find_lua_dir(dir, sizeof dir);
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));

@@ -33,6 +33,10 @@ typedef struct ls_app_s {
  * Returns 0, or -1 if the script could not be compiled (reported on stderr). The top level
  * then runs on the loop; if it fails, rt->exit_code becomes 1 and the runtime stops. */
 int ls_app_start(ls_app_t *app);
+/* The directory of luasrv's Lua files (holding luasrv/init.lua): $LUASRV_LUA_DIR, an installed
+ * tree beside the binary, the install prefix, or the source tree for a binary in its build
+ * directory (see reload.c). */
+void ls_find_lua_dir(char *out, size_t size);
 /* Starts loading a new generation (or notes that one more is wanted if one is loading). */
 void ls_app_reload(ls_app_t *app);
 /* Stops watching and closes the app's handles. */

@@ -311,3 +311,48 @@ describe("where luasrv finds its Lua files", function()
       helper.shell_quote(dir .. "/elsewhere")))
   end)
 end)
+
+describe("luasrv test", function()
+  it("runs a project's ./spec with busted, luasrv's modules found without LUA_PATH", function()
+    local dir = helper.tmpname("-proj")
+    assert(helper.run(("mkdir -p %s/spec"):format(helper.shell_quote(dir))))
+    helper.write_file(dir .. "/spec/upper_spec.lua", [[
+local srv = require "luasrv"
+describe("upper", function()
+  it("answers in capitals", function()
+    srv.run(function()
+      local l = srv.tcp.listen({ port = 0 }, function(conn)
+        for line in conn:lines() do conn:write(line:upper(), "\n") end
+      end)
+      local conn = assert(srv.tcp.connect(l:address()))
+      conn:settimeout(5)
+      conn:write("hello\n")
+      assert.equal("HELLO", conn:readline())
+      conn:close()
+      l:close()
+    end)
+  end)
+end)
+]])
+    local cmd = ("cd %s && env -u LUA_PATH -u LUA_CPATH %s test 2>&1; echo \"exit=$?\""):format(
+      helper.shell_quote(dir), helper.shell_quote(helper.bin))
+    -- The sanitizer build's core.so needs the sanitizer runtimes preloaded, as the specs'
+    -- own interpreter has them: keep the preload there.
+    local function capture(c)
+      if not os.getenv("LUASRV_SANITIZED") then return helper.capture(c) end
+      local p = assert(io.popen(c))
+      local text = p:read("a")
+      p:close()
+      return text
+    end
+    local out = capture(cmd)
+    assert.matches("1 success / 0 failures / 0 errors", out)
+    assert.matches("exit=0\n$", out)
+    -- a failing spec fails the command
+    helper.write_file(dir .. "/spec/fail_spec.lua", 'it("fails", function() assert.equal(1, 2) end)\n')
+    out = capture(cmd)
+    assert.matches("1 failure", out)
+    assert.falsy(out:find("exit=0\n", 1, true), out)
+    helper.run("rm -rf " .. helper.shell_quote(dir))
+  end)
+end)
