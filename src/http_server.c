@@ -281,6 +281,8 @@ void ls_http__process(ls_http_conn_t *c) {
     }
     if (c->at_chunk_line) {
       int status = ls_http__chunk_line(c);
+      if (status == 0 && c->s.read_err != 0)
+        status = 400; /* the input ended inside a chunk-size line */
       if (status == 0)
         break; /* the rest of the line is still to come */
       if (status != 1) {

@@ -166,4 +166,22 @@ describe("HTTP parser defects", function()
       assert.matches("^127%.0%.0%.1 ", line)
     end)
   end)
+
+  it("answers 400 when the input ends inside a chunk-size line (found by fuzzing: a hang)", function()
+    local t = require "luasrv.test"
+    local bytes = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+                  "6\r\nabc\r\n0\r\n\rJ"
+    -- In-process the input simply ends there: an answer must come (it hung before).
+    local raw = t.raw(function(req) return req:body() end, bytes)
+    assert.matches("^HTTP/1%.1 4%d%d ", raw)
+    -- and over a socket: the client stops sending in the middle of the line
+    srv.run(function()
+      local c = H.connect(port)
+      c:send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n1")
+      c.conn:shutdown()
+      local r = assert(c:response())
+      assert.equal(400, r.status)
+      c:close()
+    end)
+  end)
 end)
