@@ -16,6 +16,7 @@
 
 #include "buffer.h"
 #include "runtime.h"
+#include "http_gzip.h"
 #include "listener.h"
 #include "stream.h"
 
@@ -48,6 +49,7 @@ struct ls_http_listener_s {
   ls_listen_sock_t sock;      /* the listening socket: TCP, or Unix-domain with `path` */
   ls_listener_base_t base;    /* the handler (function or callable app) and its generation */
   ls_http_limits_t limits;    /* as first set: a reload that keeps the listener keeps them */
+  ls_gzip_conf_t *gzip;       /* the `compress` option, or NULL (also kept across reloads) */
   unsigned conns;             /* open connections; the struct stays until they are gone */
   unsigned char closed;
   char url[128];
@@ -93,6 +95,7 @@ struct ls_http_conn_s {
   int status;
   uint64_t bytes_out;         /* body bytes sent, for the log */
   ls_buf_t res_headers;       /* "Name: value\r\n" lines set through res:header */
+  ls_gzip_stream_t *gz;       /* a streamed response being compressed */
   unsigned char head_sent;    /* streaming: the head went out */
   unsigned char answered;     /* the handler wrote a complete response (send, json...) */
   unsigned char chunked;      /* streaming with chunked framing */
@@ -178,6 +181,15 @@ int ls_http__append_response(ls_http_conn_t *c, int status, const char *ctype, c
                              size_t body_len);
 /* A complete error response (plain text), marking the connection to close if `close`. */
 void ls_http__error_response(ls_http_conn_t *c, int status, int close);
+/* For a response about to get its head, with Content-Type ctype (NULL: the one in
+ * res_headers) and body length `length` (SIZE_MAX: streamed): 0 when compression does not
+ * apply, 1 when it applies but the client does not take gzip (a Vary header is still due),
+ * 2 to compress. */
+int ls_http__gzip_decision(ls_http_conn_t *c, int status, const char *ctype, size_t length);
+/* Appends res_headers to b, plus "Vary: Accept-Encoding" for a decision >= 1 and, for 2,
+ * "Content-Encoding: gzip" with a strong ETag made weak (the compressed variant is another
+ * representation, RFC 9110 §8.8.1). */
+int ls_http__append_res_headers(ls_http_conn_t *c, ls_buf_t *b, int gzip_decision);
 /* Writes the access log line of the finished request. */
 void ls_http__access_log(ls_http_conn_t *c);
 void ls_http__set_log_format(int json, int enabled);

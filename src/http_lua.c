@@ -690,9 +690,47 @@ static void stream_head(ls_http_conn_t *c) {
       c->keep_alive = 0;
     }
   }
-  ls_buf_append(b, ls_buf_head(&c->res_headers), ls_buf_len(&c->res_headers));
+  {
+    /* A streamed body of an eligible type is compressed as it goes (its length is not
+     * known, so min_size does not apply); only with chunked framing, which ends it. */
+    int decision = c->chunked ? ls_http__gzip_decision(c, status, c->has_ctype ? NULL :
+                                                       "text/html", SIZE_MAX) : 0;
+    if (decision == 2 && !c->is_head && (c->gz = ls_gzip_stream_new(c->listener->gzip)) == NULL)
+      decision = 1;
+    ls_http__append_res_headers(c, b, decision);
+  }
   ls_buf_append(b, c->keep_alive ? "" : "Connection: close\r\n", c->keep_alive ? 0 : 19);
   ls_buf_append(b, "\r\n", 2);
+}
+
+/* Appends one chunk (or, unchunked, the bytes) of a streamed body; through the deflate
+ * stream when the response is compressed (finish: its last output). */
+static int stream_piece(ls_http_conn_t *c, const char *s, size_t n, int finish) {
+  ls_buf_t *out = &c->s.out;
+  ls_buf_t gz;
+  char size[24];
+  int rc = 0;
+  if (c->gz != NULL) {
+    ls_buf_init(&gz);
+    if (ls_gzip_stream_write(c->gz, s, n, finish, &gz) != 0) {
+      ls_buf_free(&gz);
+      return -1;
+    }
+    s = ls_buf_head(&gz);
+    n = ls_buf_len(&gz);
+  }
+  if (n > 0) {
+    if (c->chunked) {
+      int len = snprintf(size, sizeof size, "%zx\r\n", n);
+      rc |= ls_buf_append(out, size, (size_t)len);
+    }
+    rc |= ls_buf_append(out, s, n);
+    if (c->chunked)
+      rc |= ls_buf_append(out, "\r\n", 2);
+  }
+  if (c->gz != NULL)
+    ls_buf_free(&gz);
+  return rc;
 }
 
 static int res_write_k(lua_State *L, int status, lua_KContext ctx) {
@@ -735,19 +773,13 @@ static int l_res_write(lua_State *L) {
   if (!c->head_sent)
     stream_head(c);
   if (total > 0 && !c->is_head) {
-    char size[24];
-    if (c->chunked) {
-      int len = snprintf(size, sizeof size, "%zx\r\n", total);
-      ls_buf_append(&c->s.out, size, (size_t)len);
-    }
-    for (i = 2; i <= n; i++) {
-      size_t len;
-      const char *s = lua_tolstring(L, i, &len);
-      if (ls_buf_append(&c->s.out, s, len) != 0)
-        return luaL_error(L, "not enough memory");
-    }
-    if (c->chunked)
-      ls_buf_append(&c->s.out, "\r\n", 2);
+    const char *s;
+    size_t len;
+    if (n > 2)
+      lua_concat(L, n - 1); /* the pieces as one chunk */
+    s = lua_tolstring(L, 2, &len);
+    if (stream_piece(c, s, len, 0) != 0)
+      return luaL_error(L, "not enough memory");
     c->bytes_out += total;
   }
   ls_http__flush(c);
@@ -1158,6 +1190,8 @@ static int http_task_done(ls_task_t *task, int status, int nres) {
     if (!answered)
       respond_500(c, trace); /* else the complete response already queued goes out */
   } else if (c->head_sent) {
+    if (c->gz != NULL)
+      stream_piece(c, "", 0, 1); /* the end of the gzip member */
     if (c->chunked && !c->is_head)
       ls_buf_append(&c->s.out, "0\r\n\r\n", 5);
   }
@@ -1270,6 +1304,10 @@ void ls_http__dispatch(ls_http_conn_t *c) {
 }
 
 void ls_http__end_request(ls_http_conn_t *c) {
+  if (c->gz != NULL) {
+    ls_gzip_stream_free(c->gz);
+    c->gz = NULL;
+  }
   if (c->tmpfiles != NULL)
     ls_fs_tmp_remove_all(&c->tmpfiles);
   if (c->reject_msg != NULL) {

@@ -1,5 +1,6 @@
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "http.h"
@@ -106,10 +107,100 @@ int ls_http__valid_value(const char *s, size_t len) {
 
 static int status_has_body(int status) { return status >= 200 && status != 204 && status != 304; }
 
+static int append_response(ls_http_conn_t *c, int status, const char *ctype, const char *body,
+                           size_t body_len, const char *extra, size_t extra_len);
+
+/* The value of a header the handler set (res_headers), or NULL; the name in lower case. */
+static const char *res_header(const ls_http_conn_t *c, const char *name, size_t *len) {
+  const char *p = ls_buf_head(&c->res_headers), *end = p + ls_buf_len(&c->res_headers);
+  size_t nl = strlen(name);
+  while (p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (eol == NULL)
+      break;
+    if ((size_t)(eol - p) > nl + 1 && p[nl] == ':' && strncasecmp(p, name, nl) == 0) {
+      const char *v = p + nl + 1;
+      while (v < eol && *v == ' ')
+        v++;
+      *len = (size_t)(eol - v) - (eol > v && eol[-1] == '\r');
+      return v;
+    }
+    p = eol + 1;
+  }
+  return NULL;
+}
+
+int ls_http__gzip_decision(ls_http_conn_t *c, int status, const char *ctype, size_t length) {
+  const ls_gzip_conf_t *conf = c->listener->gzip;
+  const char *ae;
+  size_t ctype_len = ctype != NULL ? strlen(ctype) : 0, ae_len, dummy;
+  if (conf == NULL || !status_has_body(status) || status == 206 || c->has_clen ||
+      res_header(c, "content-encoding", &dummy) != NULL)
+    return 0;
+  if (c->has_ctype || ctype == NULL)
+    ctype = res_header(c, "content-type", &ctype_len);
+  if (!ls_gzip_eligible(conf, ctype, ctype_len, length))
+    return 0;
+  ae = ls_http__header(c, "accept-encoding", 15, &ae_len);
+  return ls_gzip_accepted(ae, ae_len) ? 2 : 1;
+}
+
+int ls_http__append_res_headers(ls_http_conn_t *c, ls_buf_t *b, int gzip_decision) {
+  const char *p = ls_buf_head(&c->res_headers), *end = p + ls_buf_len(&c->res_headers);
+  if (gzip_decision >= 1 && ls_buf_append(b, "Vary: Accept-Encoding\r\n", 23) != 0)
+    return -1;
+  if (gzip_decision < 2)
+    return ls_buf_append(b, p, (size_t)(end - p));
+  if (ls_buf_append(b, "Content-Encoding: gzip\r\n", 24) != 0)
+    return -1;
+  while (p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    const char *next = eol != NULL ? eol + 1 : end;
+    if ((size_t)(next - p) > 7 && strncasecmp(p, "etag: \"", 7) == 0) {
+      if (ls_buf_append(b, p, 6) != 0 || ls_buf_append(b, "W/", 2) != 0 ||
+          ls_buf_append(b, p + 6, (size_t)(next - p - 6)) != 0)
+        return -1;
+    } else if (ls_buf_append(b, p, (size_t)(next - p)) != 0) {
+      return -1;
+    }
+    p = next;
+  }
+  return 0;
+}
+
 int ls_http__append_response(ls_http_conn_t *c, int status, const char *ctype, const char *body,
                              size_t body_len) {
+  ls_buf_t gz, extra;
+  int decision = 0, rc;
+  /* A head without its body (body NULL: res:sendfile sends the file itself) stays identity. */
+  if (body != NULL && body_len > 0)
+    decision = ls_http__gzip_decision(c, status, ctype, body_len);
+  if (decision == 0)
+    return append_response(c, status, ctype, body, body_len, ls_buf_head(&c->res_headers),
+                           ls_buf_len(&c->res_headers));
+  ls_buf_init(&gz);
+  ls_buf_init(&extra);
+  if (decision == 2 && ls_gzip_compress(c->listener->gzip, body, body_len, &gz) != 0)
+    decision = 1; /* out of memory: identity */
+  rc = ls_http__append_res_headers(c, &extra, decision);
+  if (rc == 0) {
+    if (decision == 2)
+      rc = append_response(c, status, ctype, ls_buf_head(&gz), ls_buf_len(&gz),
+                           ls_buf_head(&extra), ls_buf_len(&extra));
+    else
+      rc = append_response(c, status, ctype, body, body_len, ls_buf_head(&extra),
+                           ls_buf_len(&extra));
+  }
+  ls_buf_free(&gz);
+  ls_buf_free(&extra);
+  return rc;
+}
+
+/* Builds a complete response into c->s.out, with `extra` as the handler's header lines. */
+static int append_response(ls_http_conn_t *c, int status, const char *ctype, const char *body,
+                           size_t body_len, const char *extra, size_t extra_len) {
   ls_buf_t *b = &c->s.out;
-  size_t line_len, date_len, ctype_len = 0, extra_len = ls_buf_len(&c->res_headers);
+  size_t line_len, date_len, ctype_len = 0;
   const char *line = ls_http__status_line(status, &line_len);
   const char *date = ls_http__date(c->rt->loop, &date_len);
   int has_body = status_has_body(status);
@@ -147,7 +238,7 @@ int ls_http__append_response(ls_http_conn_t *c, int status, const char *ctype, c
     PUT("\r\n", 2);
   }
   if (extra_len > 0)
-    PUT(ls_buf_head(&c->res_headers), extra_len);
+    PUT(extra, extra_len);
   if (!c->keep_alive)
     PUT("Connection: close\r\n", 19);
   else if (c->parser.http_minor == 0)

@@ -370,6 +370,7 @@ static void listener_free_cb(uv_handle_t *h) {
 static void listener_maybe_free(ls_http_listener_t *l) {
   if (l->closed != 2 || l->conns > 0)
     return;
+  ls_gzip_conf_free(l->gzip);
   ls_free(l, sizeof *l);
 }
 
@@ -436,14 +437,19 @@ static void read_limits(lua_State *L, int opts, ls_http_limits_t *lim) {
 static ls_http_listener_t *listener_alloc(lua_State *L, ls_gen_t *gen, int opts) {
   ls_http_limits_t limits;
   ls_http_listener_t *l;
+  ls_gzip_conf_t *gzip;
   read_limits(L, opts, &limits);
+  gzip = ls_gzip_conf_read(L, opts);
   l = ls_malloc(sizeof *l);
-  if (l == NULL)
+  if (l == NULL) {
+    ls_gzip_conf_free(gzip);
     luaL_error(L, "not enough memory");
+  }
   memset(l, 0, sizeof *l);
   l->base.gen = gen;
   l->base.handler_ref = l->base.staged_ref = LUA_NOREF;
   l->limits = limits;
+  l->gzip = gzip;
   return l;
 }
 
