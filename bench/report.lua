@@ -95,6 +95,8 @@ local scenarios = {
     servers = { "luasrv", "luasrv_static", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
   { id = "c200", label = "hello, 200 connections (-c200)",
     servers = { "luasrv", "nginx_lua", "nginx", "c_ref_lua", "c_ref" } },
+  { id = "gzip", label = "20 KB HTML gzipped at level 6 (-c" .. conns .. ")",
+    servers = { "luasrv", "nginx" } },
   { id = "https", label = "hello over TLS, keep-alive (-c" .. conns .. ")",
     servers = { "luasrv", "nginx" } },
   { id = "tls_new", label = "new TLS connection per request, full handshake (-c" .. conns .. ")",
@@ -111,7 +113,8 @@ local function server_label(scn, srv)
     luasrv_static = "luasrv (app:static)",
     nginx_lua = scn == "static" and "nginx + Lua (cached in Lua)" or "nginx + Lua",
     nginx = scn == "static" and "nginx (file, sendfile)"
-      or ((scn == "https" or scn == "tls_new") and "nginx ssl (return 200)" or "nginx (return 200)"),
+      or ((scn == "https" or scn == "tls_new") and "nginx ssl (return 200)")
+      or (scn == "gzip" and "nginx (file, gzip on)") or "nginx (return 200)",
     c_ref = "C ref (libuv+llhttp)",
     c_ref_lua = "C ref + lua_pcall",
     echo_ref = "C ref (echo_ref)",
@@ -253,6 +256,8 @@ do
                "nginx_lua", "rate", function(q) return q >= 3 end, "%.0f")
   ratio_target("pipelined 16: luasrv req/s >= 0.9x C ref + lua_pcall", "pipelined", "luasrv",
                "c_ref_lua", "rate", function(q) return q >= 0.9 end, "%.0f")
+  ratio_target("gzip 20 KB: luasrv server CPU/request <= 1.0x nginx gzip on's", "gzip",
+               "luasrv", "nginx", "cpu", function(q) return q <= 1.0 end, "%.2f us")
   ratio_target("HTTPS keep-alive: luasrv server CPU/request <= 1.1x nginx ssl's", "https",
                "luasrv", "nginx", "cpu", function(q) return q <= 1.1 end, "%.2f us")
   ratio_target("new TLS connections: luasrv per second >= 0.9x nginx's (full handshakes)",

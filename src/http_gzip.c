@@ -225,18 +225,22 @@ static void z_free(voidpf opaque, voidpf address) {
 
 /* Starts a gzip deflate stream with a window fitted to the input when its size is known
  * (as nginx's gzip module does): small bodies get small state. */
+static int fit_wbits(size_t hint, int *mem) {
+  int wbits = 15;
+  *mem = 8;
+  while (hint != SIZE_MAX && wbits > 9 && hint < ((size_t)1 << (wbits - 1))) {
+    wbits--;
+    if (*mem > 1)
+      (*mem)--;
+  }
+  return wbits;
+}
+
 static int deflate_start(z_stream *z, const ls_gzip_conf_t *conf, size_t hint) {
-  int wbits = 15, mem = 8;
+  int mem, wbits = fit_wbits(hint, &mem);
   memset(z, 0, sizeof *z);
   z->zalloc = z_alloc;
   z->zfree = z_free;
-  if (hint != SIZE_MAX) {
-    while (wbits > 9 && hint < ((size_t)1 << (wbits - 1))) {
-      wbits--;
-      if (mem > 1)
-        mem--;
-    }
-  }
   return deflateInit2(z, conf->level, Z_DEFLATED, 16 + wbits, mem, Z_DEFAULT_STRATEGY) == Z_OK
              ? 0
              : LS_ENOMEM;
@@ -265,14 +269,35 @@ static int deflate_into(z_stream *z, const char *s, size_t n, int flush, ls_buf_
   }
 }
 
+/* Whole bodies are compressed start to end in one call, never interleaved, so one deflate
+ * state serves them all: deflateReset instead of a fresh state (some 300 KiB allocated and
+ * freed, through mmap, for every response). It is remade when the level or the window a body
+ * wants changes. One per process, as the loop is. */
+static z_stream whole;
+static int whole_level, whole_wbits, whole_ready;
+
 int ls_gzip_compress(const ls_gzip_conf_t *conf, const char *s, size_t n, ls_buf_t *out) {
-  z_stream z;
-  int err = deflate_start(&z, conf, n);
-  if (err != 0)
-    return err;
-  err = deflate_into(&z, s, n, Z_FINISH, out);
-  deflateEnd(&z);
-  return err;
+  int mem, wbits = fit_wbits(n, &mem);
+  if (whole_ready && (whole_level != conf->level || whole_wbits != wbits)) {
+    deflateEnd(&whole);
+    whole_ready = 0;
+  }
+  if (!whole_ready) {
+    if (deflate_start(&whole, conf, n) != 0)
+      return LS_ENOMEM;
+    whole_ready = 1;
+    whole_level = conf->level;
+    whole_wbits = wbits;
+  } else if (deflateReset(&whole) != Z_OK) {
+    return LS_ENOMEM;
+  }
+  return deflate_into(&whole, s, n, Z_FINISH, out);
+}
+
+void ls_gzip_release(void) {
+  if (whole_ready)
+    deflateEnd(&whole);
+  whole_ready = 0;
 }
 
 ls_gzip_stream_t *ls_gzip_stream_new(const ls_gzip_conf_t *conf) {

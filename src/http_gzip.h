@@ -32,6 +32,9 @@ int ls_gzip_accepted(const char *ae, size_t len);
 /* Compresses s[0..n) whole into out (appended). Returns 0 or LS_ENOMEM. */
 int ls_gzip_compress(const ls_gzip_conf_t *conf, const char *s, size_t n, ls_buf_t *out);
 
+/* Frees the deflate state kept for whole bodies (at the end of the process). */
+void ls_gzip_release(void);
+
 /* A deflate stream for a streamed response; NULL when out of memory. */
 ls_gzip_stream_t *ls_gzip_stream_new(const ls_gzip_conf_t *conf);
 /* Compresses s[0..n) and flushes (or, with finish, ends the gzip member), appending what it

@@ -272,6 +272,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
   exit_code = rt.exit_code;
   ls_runtime_close(&rt);
+  ls_gzip_release();
   uv_loop_close(uv_default_loop());
   return exit_code;
 }
