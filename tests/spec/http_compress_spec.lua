@@ -126,6 +126,24 @@ print(b"Content-Encoding: gzip" in head, len(events), events[0] < 0.25, events[-
     assert.equal("True 3 True True\n", out)
   end)
 
+  it("serves headless Chromium gzip, which it decodes", function()
+    local dom = helper.capture(("timeout 60 chromium --headless --no-sandbox --disable-gpu " ..
+      "--dump-dom %s/ 2>/dev/null"):format(url))
+    assert.equal(700, select(2, dom:gsub("hello compressed world", "")))
+    -- the access log shows what went over the wire: the compressed size, not 21000 bytes
+    local line
+    for _ = 1, 50 do -- the access log is flushed every 0.2 s
+      for l in server:stdout():gmatch("[^\n]+") do
+        if l:find("HeadlessChrome", 1, true) and l:find('"GET / ', 1, true) then line = l end
+      end
+      if line then break end
+      os.execute("sleep 0.1")
+    end
+    assert.truthy(line, "no access log line for Chromium's request")
+    local bytes = tonumber(line:match('" 200 (%d+) '))
+    assert.is_true(bytes < PAGE_LEN / 20, line)
+  end)
+
   it("does not compress a precompressed static file again", function()
     local h = helper.capture(("curl -s -D - -o %s/got.gz -H 'Accept-Encoding: gzip' %s/static/page.html")
       :format(q(dir), url))
