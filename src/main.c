@@ -12,6 +12,7 @@
 #include "module.h"
 #include "reload.h"
 #include "runtime.h"
+#include "shared.h"
 #include "signals.h"
 #include "watchdog.h"
 
@@ -28,6 +29,7 @@ typedef struct options_s {
   double grace;
   double cpu_budget;   /* seconds; 0: off */
   double memory_limit; /* MiB per Lua state; 0: none */
+  double shared_size;  /* MiB of srv.shared */
 } options_t;
 
 static void print_usage(FILE *out) {
@@ -47,6 +49,7 @@ static void print_usage(FILE *out) {
         "  --reload       reload when the script or a Lua file it required from its\n"
         "                 directory changes (implies --dev); SIGHUP reloads in any mode\n"
         "  --grace S      seconds a SIGTERM waits for running handlers (default 5)\n"
+        "  --shared-size MB  size of the srv.shared store (default 16; at least 0.0625)\n"
         "  --log-format F access log format: combined (default) or json\n"
         "  --quiet        no access log; log only warnings and errors\n"
         "  --version      print the version and exit\n"
@@ -84,6 +87,7 @@ static void parse_args(int argc, char **argv, options_t *o) {
   o->grace = 5.0;
   o->cpu_budget = 1.0;
   o->memory_limit = 1024;
+  o->shared_size = (double)(LS_SHARED_DEFAULT_SIZE >> 20);
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (a[0] != '-' || a[1] == '\0')
@@ -121,6 +125,11 @@ static void parse_args(int argc, char **argv, options_t *o) {
       o->cpu_budget = number_arg(argc, argv, &i);
     } else if (strcmp(a, "--memory-limit") == 0) {
       o->memory_limit = number_arg(argc, argv, &i);
+    } else if (strcmp(a, "--shared-size") == 0) {
+      o->shared_size = number_arg(argc, argv, &i);
+      if (o->shared_size * 1024 * 1024 < (double)LS_SHARED_MIN_SIZE ||
+          o->shared_size > 1024 * 1024)
+        usage_error("--shared-size must be between 0.0625 and 1048576 MB, not", argv[i]);
     } else {
       usage_error("unknown option", a);
     }
@@ -176,6 +185,13 @@ int main(int argc, char **argv) {
   }
   rt.grace = opts.grace;
   rt.announce = 1;
+  rt.shared = ls_shared_new((size_t)(opts.shared_size * 1024 * 1024));
+  if (rt.shared == NULL) {
+    fprintf(stderr, "luasrv: cannot map %g MB of shared memory for srv.shared\n",
+            opts.shared_size);
+    ls_runtime_close(&rt);
+    return 1;
+  }
   rt.dev = opts.dev;
   if (ls_signals_start(&rt) != 0)
     ls_log(LS_LOG_WARN, "cannot handle SIGINT and SIGTERM; they end the process at once");

@@ -227,7 +227,9 @@ int ls_runtime_init(ls_runtime_t *rt, uv_loop_t *loop) {
     ls_free(rt->scratch, rt->scratch_size);
     return err;
   }
-  rt->shared = ls_shared_new(loop);
+  /* srv.shared: the command maps the zone (--shared-size, or the workers' zone); otherwise
+   * srv.shared maps one of the default size on first use. */
+  rt->shared = NULL;
   rt->ready_idle.data = rt;
   rt->reap_idle.data = rt;
   rt->grace_timer.data = rt;
