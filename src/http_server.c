@@ -5,6 +5,7 @@
 #include "errors.h"
 #include "http.h"
 #include "log.h"
+#include "workers.h"
 
 #define LS_HTTP_LISTENER_MT "luasrv.HttpListener"
 /* Input read ahead of the parser while a handler runs (pipelined requests wait in it). */
@@ -1050,7 +1051,7 @@ static int l_http_listen(lua_State *L) {
   uv_tcp_init(gen->rt->loop, &l->tcp);
   lua_pushvalue(L, 2);
   ls_listener_init(&l->base, gen, luaL_ref(L, LUA_REGISTRYINDEX), key, listener_res_close);
-  err = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0);
+  err = ls_worker_bind_tcp(&l->tcp, (struct sockaddr *)&ss, "http");
   if (err == 0)
     err = uv_listen((uv_stream_t *)&l->tcp, backlog, listener_connection_cb);
   if (err != 0) {

@@ -9,6 +9,7 @@
 #include "errors.h"
 #include "log.h"
 #include "shared.h"
+#include "workers.h"
 #include "watchdog.h"
 
 #define LS_SCRATCH_SIZE (64 * 1024)
@@ -88,6 +89,7 @@ void ls_listener_number(ls_runtime_t *rt, ls_listener_base_t *base) {
 }
 
 void ls_listener_release(ls_listener_base_t *base) {
+  ls_worker_listener_closed(); /* under --workers the master learns the socket may be unused */
   if (base->gen != NULL && base->handler_ref != LUA_NOREF)
     luaL_unref(base->gen->L, LUA_REGISTRYINDEX, base->handler_ref);
   if (base->staged_gen != NULL && base->staged_ref != LUA_NOREF)

@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "frame.h"
 #include "log.h"
+#include "workers.h"
 
 #define LS_CONN_MT "luasrv.Conn"
 #define LS_LISTENER_MT "luasrv.Listener"
@@ -978,7 +979,7 @@ static int l_tcp_connect(lua_State *L) {
 static void listener_close_cb(uv_handle_t *h) {
   ls_listener_t *l = h->data;
   if (l->path != NULL) {
-    unlink(l->path);
+    ls_worker_unlink_path(l->path);
     ls_free(l->path, l->path_size);
   }
   ls_free(l, sizeof *l);
@@ -1080,16 +1081,12 @@ static void listener_set_url(ls_listener_t *l) {
 static int listener_bind(ls_listener_t *l, const char *host, int port, const char *path) {
   int err;
   if (path != NULL) {
-    struct stat st;
-    /* A socket file left by an earlier run would make bind fail; nothing else is removed. */
-    if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-      unlink(path);
-    err = uv_pipe_bind(&l->u.pipe, path);
+    err = ls_worker_bind_pipe(&l->u.pipe, path);
   } else {
     struct sockaddr_storage ss;
     err = ls_addr_parse(host, port, &ss);
     if (err == 0)
-      err = uv_tcp_bind(&l->u.tcp, (struct sockaddr *)&ss, 0);
+      err = ls_worker_bind_tcp(&l->u.tcp, (struct sockaddr *)&ss, "tcp");
   }
   return err;
 }

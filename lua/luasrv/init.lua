@@ -18,6 +18,7 @@ local M = {
   monotime = core.monotime,
   memory = core.memory,
   shared = core.shared,
+  worker = core.worker,
   tcp = {
     listen = core.tcp.listen,
     connect = core.tcp.connect,
