@@ -162,6 +162,7 @@ describe("luasrv --workers", function()
         if id == 1 then victim = pid break end
       end
       assert(victim, "worker 1 never answered")
+      assert.equal(200, assert(get(s.port, "/incr?n=5")).status)
       srv.sleep(1.1) -- it has served long enough to be restarted at once
       local clients, after = 6, 0
       local rec = load(s.port, clients, function(rec)
@@ -182,6 +183,8 @@ describe("luasrv --workers", function()
         return id == 1 and pid ~= victim
       end, 5)
       assert.is_true(back, "worker 1 did not come back")
+      -- srv.shared outlived the worker.
+      for _ = 1, 10 do assert.equal("5", assert(get(s.port, "/get?k=total")).body) end
     end)
     local err = s:stderr()
     assert.is_truthy(err:find(("worker 1 (pid %d) was killed by signal 9"):format(victim), 1, true),
@@ -369,6 +372,27 @@ describe("luasrv --workers", function()
       assert.equal(3, count(s:stdout(), "listening on"), s:stdout())
       H.assert_clean_stop(s)
     end)
+end)
+
+describe("examples/every_core.lua", function()
+  it("counts every request once across the workers and names the worker", function()
+    local s = helper.start(helper.path("examples/every_core.lua"),
+      { flags = { "--workers", "2" }, args = { "0" } })
+    finally(function() s:cleanup() end)
+    srv.run(function()
+      local seen, numbers = {}, {}
+      for i = 1, 20 do
+        local r = assert(get(s.port, "/"))
+        local id, n = r.body:match("^worker (%d) of 2, request (%d+)\n$")
+        assert(id, r.body)
+        seen[id] = true
+        numbers[i] = tonumber(n)
+      end
+      for i = 1, 20 do assert.equal(i, numbers[i]) end
+      assert.is_true(seen["1"] and seen["2"])
+    end)
+    H.assert_clean_stop(s)
+  end)
 end)
 
 describe("luasrv --workers usage", function()
