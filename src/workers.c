@@ -670,6 +670,11 @@ int ls_workers_run(const ls_workers_opts_t *opts, int (*worker_main)(void *arg),
   sigaddset(&set, SIGHUP);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  /* Inherited dispositions (a shell ignores SIGINT in background jobs) must not hide them. */
+  signal(SIGCHLD, SIG_DFL);
+  signal(SIGHUP, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  signal(SIGINT, SIG_DFL);
   sigprocmask(SIG_BLOCK, &set, &m.old_mask);
   signal(SIGPIPE, SIG_IGN);
   m.sig_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
