@@ -29,6 +29,7 @@ typedef struct worker_s {
   uv_poll_t cmd_poll;
   uv_timer_t sync_timer;
   int attached;
+  int committed;  /* a generation has been committed: the worker is ready */
   int ready_sent;
   held_t *held;
   size_t nheld, held_cap;
@@ -109,6 +110,8 @@ static void sync_cb(uv_timer_t *t) {
   size_t i, kept = 0, n = 0;
   int changed;
   (void)t;
+  if (!self->committed)
+    return; /* still starting: the first commit reports (as READY) */
   for (i = 0; i < self->nheld; i++) {
     struct stat st;
     held_t h = self->held[i];
@@ -139,7 +142,7 @@ static void sync_cb(uv_timer_t *t) {
     if (self->nreported < self->reported_cap)
       self->reported[self->nreported++] = ino;
   }
-  if (send(self->req_fd, msg, 1 + n * sizeof(uint64_t), MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+  if (send(self->req_fd, msg, 1 + n * sizeof(uint64_t), MSG_NOSIGNAL) >= 0)
     self->ready_sent = 1;
 }
 
@@ -179,8 +182,10 @@ static void send_files(ls_app_t *app, ls_gen_t *gen) {
 static void worker_loaded(ls_app_t *app, ls_gen_t *gen, int ok) {
   if (self->report_files)
     send_files(app, gen);
-  if (ok)
+  if (ok) {
+    self->committed = 1;
     uv_timer_start(&self->sync_timer, sync_cb, 0, 0);
+  }
 }
 
 void ls_worker_listener_closed(void) {
