@@ -5,6 +5,7 @@
 --   status <scenario> <server> failed|skipped <reason...>
 --   idle <server> <conns> <baseline KiB> <KiB with conns> <held> <closed by server> <open_s>
 --   startup <server> <median_ms> <min_ms> <max_ms> <runs>
+--   balance <server> <busiest worker's requests> <total> <requests of each worker...>
 -- Usage: lua5.4 bench/report.lua text|markdown RESULTS "COMMAND"
 -- Each column is the median of the runs. A ratio between two servers is the median of the
 -- per-run ratios: within one run the servers are measured back to back, so load on the machine
@@ -15,7 +16,7 @@ assert(mode == "text" or mode == "markdown", "usage: report.lua text|markdown RE
 
 local config, machine, version = {}, {}, {}
 local version_order = {}
-local runs, rss, status, idle, startup = {}, {}, {}, {}, {}
+local runs, rss, status, idle, startup, balance = {}, {}, {}, {}, {}, {}
 
 local function slot(t, a, b)
   t[a] = t[a] or {}
@@ -49,6 +50,10 @@ for line in io.lines(path) do
   elseif kind == "idle" then
     idle[f[1]] = { conns = tonumber(f[2]), base = tonumber(f[3]), rss = tonumber(f[4]),
                    held = tonumber(f[5]), closed = tonumber(f[6]), open_s = tonumber(f[7]) }
+  elseif kind == "balance" then
+    local each = {}
+    for i = 4, #f do each[#each + 1] = f[i] end
+    balance[f[1]] = { busiest = tonumber(f[2]), total = tonumber(f[3]), each = each }
   elseif kind == "startup" then
     startup[f[1]] = { median = tonumber(f[2]), min = tonumber(f[3]), max = tonumber(f[4]),
                       runs = tonumber(f[5]) }
@@ -105,6 +110,10 @@ local scenarios = {
     servers = { "luasrv", "echo_ref" } },
   { id = "udp_echo", label = "UDP echo, 64 B, 50 sockets", unit = "msg",
     servers = { "luasrv", "udp_ref_mmsg", "udp_ref" } },
+  { id = "shared_incr", label = "hello, with and without srv.shared.incr (-c" .. conns .. ")",
+    servers = { "luasrv", "luasrv_incr" } },
+  { id = "workers", label = "hello, 1 and 2 workers, wrk -t2 on the same CPUs (-c" .. conns .. ")",
+    servers = { "luasrv_w1", "luasrv_w2", "nginx_lua_w1", "nginx_lua_w2" } },
 }
 
 local function server_label(scn, srv)
@@ -120,6 +129,11 @@ local function server_label(scn, srv)
     echo_ref = "C ref (echo_ref)",
     udp_ref = "C ref (udp_echo_ref)",
     udp_ref_mmsg = "C ref (udp_echo_ref --mmsg)",
+    luasrv_incr = "luasrv + srv.shared.incr",
+    luasrv_w1 = "luasrv --workers 1",
+    luasrv_w2 = "luasrv --workers 2",
+    nginx_lua_w1 = "nginx + Lua, 1 worker",
+    nginx_lua_w2 = "nginx + Lua, 2 workers",
   }
   return names[srv] or srv
 end
@@ -276,6 +290,31 @@ do
                          li.conns < 10000 and "; fewer than 10000 connections: not the target" or ""))
   else
     target(what, nil, nil, not_run("idle", "luasrv"))
+  end
+  ratio_target("srv.shared.incr in a handler: server CPU/request <= 1.1x the same route without it",
+               "shared_incr", "luasrv_incr", "luasrv", "cpu", function(q) return q <= 1.1 end,
+               "%.2f us")
+  -- Scaling is reported, not judged: two workers on a machine whose cores wrk shares.
+  for _, pair in ipairs({ { "luasrv", "luasrv_w2", "luasrv_w1" },
+                          { "nginx + Lua", "nginx_lua_w2", "nginx_lua_w1" } }) do
+    local what = pair[1] .. ": req/s with 2 workers / with 1 (reported)"
+    local q, each = paired("workers", pair[2], pair[3], "rate")
+    local a, b = stats("workers", pair[2]), stats("workers", pair[3])
+    if q then
+      target(what, nil, string.format("%.2fx (runs: %s); medians %.0f vs %.0f", q, each, a.rate,
+                                      b.rate), "measured")
+    else
+      target(what, nil, nil, not_run("workers", a and pair[3] or pair[2]))
+    end
+  end
+  local bl = balance.luasrv_w2
+  local bwhat = "balance over 10,000 new connections, --workers 2: busiest worker <= 60%"
+  if bl then
+    target(bwhat, bl.busiest / bl.total <= 0.6,
+           string.format("%.1f%% (requests per worker: %s)", 100 * bl.busiest / bl.total,
+                         table.concat(bl.each, " / ")))
+  else
+    target(bwhat, nil, nil, not_run("balance", "luasrv_w2"))
   end
   local ls = startup.luasrv
   if ls then

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "workers.h"
+
 int ls_addr_parse(const char *host, int port, struct sockaddr_storage *ss) {
   memset(ss, 0, sizeof *ss);
   if (strcmp(host, "localhost") == 0)
@@ -49,11 +51,13 @@ int ls_addr_push(lua_State *L, const struct sockaddr_storage *ss) {
 
 void ls_addr_key(const char *kind, const char *host, int port, char *out, size_t size) {
   struct sockaddr_storage ss;
-  if (port == 0 || ls_addr_parse(host, port, &ss) != 0) {
+  if (ls_addr_parse(host, port, &ss) != 0) {
     out[0] = '\0';
     return;
   }
   ls_addr_url(kind, &ss, out, size);
+  if (port == 0 && !ls_worker_port0_key(out, size))
+    out[0] = '\0'; /* a single process gets a new port at each reload */
 }
 
 /* ---- luasrv.Address ----------------------------------------------------------------------- */

@@ -14,8 +14,9 @@ int ls_addr_parse(const char *host, int port, struct sockaddr_storage *ss);
 void ls_addr_url(const char *scheme, const struct sockaddr_storage *ss, char *out, size_t size);
 
 /* The key a listener is matched by across reloads: "KIND://IP:PORT" with the host parsed as
- * ls_addr_parse does ("localhost" and "127.0.0.1" give the same key). Port 0 (any free
- * port) and an unparsable host give "" (never matched). */
+ * ls_addr_parse does ("localhost" and "127.0.0.1" give the same key). An unparsable host
+ * gives "" (never matched), and so does port 0 (any free port), except in a --workers worker,
+ * where the master keeps the port: there it is "KIND://IP:0#N" (see ls_worker_port0_key). */
 void ls_addr_key(const char *kind, const char *host, int port, char *out, size_t size);
 
 /* Pushes host and port; returns 2, or 0 for an address family that has neither. */

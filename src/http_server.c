@@ -500,8 +500,8 @@ static int l_http_listen(lua_State *L) {
   lua_pushvalue(L, 2);
   ls_listener_init(&l->base, gen, luaL_ref(L, LUA_REGISTRYINDEX), key, listener_res_close);
   l->base.tls = tls; /* released with the listener */
-  err = ls_listen_sock_open(&l->sock, gen->rt->loop, l, &lo, listener_connection_cb, where,
-                            sizeof where);
+  err = ls_listen_sock_open(&l->sock, gen->rt->loop, l, &lo, tls != NULL ? "https" : "http",
+                            listener_connection_cb, where, sizeof where);
   if (err != 0) {
     listener_close(l);
     return luaL_error(L, "listen: cannot listen on %s: %s", where, ls_strerror(err));

@@ -3,13 +3,12 @@
 #include <lauxlib.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "addr.h"
 #include "alloc.h"
 #include "errors.h"
 #include "runtime.h"
+#include "workers.h"
 
 void ls_listen_opts_read(lua_State *L, int idx, ls_listen_opts_t *o) {
   o->path = ls_opt_string_field(L, idx, "path");
@@ -38,8 +37,8 @@ void ls_listen_opts_key(const ls_listen_opts_t *o, const char *kind, char *out, 
 }
 
 int ls_listen_sock_open(ls_listen_sock_t *ls, uv_loop_t *loop, void *data,
-                        const ls_listen_opts_t *o, uv_connection_cb cb, char *where,
-                        size_t where_size) {
+                        const ls_listen_opts_t *o, const char *scheme, uv_connection_cb cb,
+                        char *where, size_t where_size) {
   const char *host = o->host, *path = o->path;
   int port = o->port;
   int err;
@@ -60,10 +59,9 @@ int ls_listen_sock_open(ls_listen_sock_t *ls, uv_loop_t *loop, void *data,
   if (err != 0)
     return err;
   if (path != NULL) {
-    struct stat st;
-    if (stat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-      unlink(path);
-    err = uv_pipe_bind(&ls->u.pipe, path);
+    /* Under --workers the master binds (and owns the file); otherwise a stale socket file
+     * is removed first (src/workers.c). */
+    err = ls_worker_bind_pipe(&ls->u.pipe, path);
     if (err == 0) {
       /* Bound: the path is ours to remove at close from now on. */
       ls->path_size = strlen(path) + 1;
@@ -76,7 +74,7 @@ int ls_listen_sock_open(ls_listen_sock_t *ls, uv_loop_t *loop, void *data,
     struct sockaddr_storage ss;
     err = ls_addr_parse(host, port, &ss);
     if (err == 0)
-      err = uv_tcp_bind(&ls->u.tcp, (struct sockaddr *)&ss, 0);
+      err = ls_worker_bind_tcp(&ls->u.tcp, (struct sockaddr *)&ss, scheme);
   }
   if (err == 0)
     err = uv_listen(&ls->u.stream, o->backlog, cb);
@@ -114,7 +112,7 @@ void ls_listen_sock_close(ls_listen_sock_t *ls, uv_close_cb cb) {
 
 void ls_listen_sock_closed(ls_listen_sock_t *ls) {
   if (ls->path != NULL) {
-    unlink(ls->path);
+    ls_worker_unlink_path(ls->path);
     ls_free(ls->path, ls->path_size);
     ls->path = NULL;
   }

@@ -32,12 +32,14 @@ void ls_listen_opts_read(lua_State *L, int idx, ls_listen_opts_t *o);
 void ls_listen_opts_key(const ls_listen_opts_t *o, const char *kind, char *out, size_t size);
 
 /* Makes the socket (u.handle.data = data), binds it to o's host:port, or to o->path (a socket
- * file left by an earlier run is removed first; nothing else is), and listens.
+ * file left by an earlier run is removed first; nothing else is), and listens. Under
+ * --workers the master binds and hands the socket over (src/workers.c); `scheme` ("tcp",
+ * "tls", "http", "https") names it in the master's "listening on" line.
  * Returns 0, or a libuv error with `where` ("127.0.0.1:80", "unix:/x.sock") filled in; either
  * way the handle exists and is closed with ls_listen_sock_close. */
 int ls_listen_sock_open(ls_listen_sock_t *ls, uv_loop_t *loop, void *data,
-                        const ls_listen_opts_t *o, uv_connection_cb cb, char *where,
-                        size_t where_size);
+                        const ls_listen_opts_t *o, const char *scheme, uv_connection_cb cb,
+                        char *where, size_t where_size);
 /* "scheme://127.0.0.1:8080", "scheme://[::1]:8080" or "unix:/run/app.sock". */
 void ls_listen_sock_url(const ls_listen_sock_t *ls, const char *scheme, char *out, size_t size);
 /* Pushes host, port (2) or the path (1), as listener:address() answers; 0 if unknown. */

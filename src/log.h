@@ -6,6 +6,8 @@
 typedef enum { LS_LOG_DEBUG, LS_LOG_INFO, LS_LOG_WARN, LS_LOG_ERROR } ls_log_level_t;
 
 void ls_log_set_level(ls_log_level_t min);
+/* A word put before every message of this process ("worker 2"), or "" for none. */
+void ls_log_set_tag(const char *tag);
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif

@@ -12,8 +12,10 @@
 #include "module.h"
 #include "reload.h"
 #include "runtime.h"
+#include "shared.h"
 #include "signals.h"
 #include "watchdog.h"
+#include "workers.h"
 
 #define EXIT_USAGE 2
 
@@ -28,6 +30,8 @@ typedef struct options_s {
   double grace;
   double cpu_budget;   /* seconds; 0: off */
   double memory_limit; /* MiB per Lua state; 0: none */
+  double shared_size;  /* MiB of srv.shared */
+  unsigned workers;    /* --workers: 0 for a single process */
 } options_t;
 
 static void print_usage(FILE *out) {
@@ -48,6 +52,8 @@ static void print_usage(FILE *out) {
         "  --reload       reload when the script or a Lua file it required from its\n"
         "                 directory changes (implies --dev); SIGHUP reloads in any mode\n"
         "  --grace S      seconds a SIGTERM waits for running handlers (default 5)\n"
+        "  --shared-size MB  size of the srv.shared store (default 16; at least 0.0625)\n"
+        "  --workers N    run N worker processes under a master (auto: one per CPU)\n"
         "  --log-format F access log format: combined (default) or json\n"
         "  --quiet        no access log; log only warnings and errors\n"
         "  --version      print the version and exit\n"
@@ -85,6 +91,7 @@ static void parse_args(int argc, char **argv, options_t *o) {
   o->grace = 5.0;
   o->cpu_budget = 1.0;
   o->memory_limit = 1024;
+  o->shared_size = (double)(LS_SHARED_DEFAULT_SIZE >> 20);
   for (i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (a[0] != '-' || a[1] == '\0')
@@ -122,6 +129,26 @@ static void parse_args(int argc, char **argv, options_t *o) {
       o->cpu_budget = number_arg(argc, argv, &i);
     } else if (strcmp(a, "--memory-limit") == 0) {
       o->memory_limit = number_arg(argc, argv, &i);
+    } else if (strcmp(a, "--workers") == 0) {
+      if (i + 1 >= argc)
+        usage_error("missing number after", a);
+      i++;
+      if (strcmp(argv[i], "auto") == 0) {
+        o->workers = uv_available_parallelism();
+      } else {
+        char *end;
+        long n;
+        errno = 0;
+        n = strtol(argv[i], &end, 10);
+        if (errno != 0 || *end != '\0' || end == argv[i] || n < 1 || n > 1024)
+          usage_error("--workers takes a number from 1 to 1024 or auto, not", argv[i]);
+        o->workers = (unsigned)n;
+      }
+    } else if (strcmp(a, "--shared-size") == 0) {
+      o->shared_size = number_arg(argc, argv, &i);
+      if (o->shared_size * 1024 * 1024 < (double)LS_SHARED_MIN_SIZE ||
+          o->shared_size > 1024 * 1024)
+        usage_error("--shared-size must be between 0.0625 and 1048576 MB, not", argv[i]);
     } else {
       usage_error("unknown option", a);
     }
@@ -219,15 +246,73 @@ static int run_tests(int argc, char **argv) {
   return 1;
 }
 
-int main(int argc, char **argv) {
-  options_t opts;
+/* What a serving process needs: the options, the command line and the srv.shared zone. */
+typedef struct serve_args_s {
+  const options_t *opts;
+  int argc;
+  char **argv;
+  ls_shared_t *zone;
+} serve_args_t;
+
+/* Makes the runtime, loads the script and serves until stopped: the whole life of a single
+ * process, or of one worker under --workers. Returns the exit status. */
+static int serve(void *arg) {
+  const serve_args_t *sa = arg;
+  const options_t *opts = sa->opts;
   ls_runtime_t rt;
   ls_app_t app;
   uv_timer_t flush_timer;
   int exit_code;
 
+  if (ls_runtime_init(&rt, uv_default_loop()) != 0) {
+    fputs("luasrv: cannot start the event loop\n", stderr);
+    return 1;
+  }
+  rt.grace = opts->grace;
+  rt.announce = ls_worker_id() == 0; /* under --workers the master prints the addresses */
+  rt.shared = sa->zone;
+  rt.dev = opts->dev;
+  if (ls_signals_start(&rt) != 0)
+    ls_log(LS_LOG_WARN, "cannot handle SIGINT and SIGTERM; they end the process at once");
+  if (ls_watchdog_start((unsigned)(opts->cpu_budget * 1000)) != 0)
+    ls_log(LS_LOG_WARN, "cannot start the CPU budget watchdog; handlers run unbounded");
+  uv_timer_init(rt.loop, &flush_timer);
+  uv_timer_start(&flush_timer, flush_stdout_cb, 200, 200);
+  uv_unref((uv_handle_t *)&flush_timer);
+
+  memset(&app, 0, sizeof app);
+  app.rt = &rt;
+  app.script = opts->script;
+  app.argc = sa->argc;
+  app.argv = sa->argv;
+  app.script_index = opts->script_index;
+  app.memory_limit = (size_t)(opts->memory_limit * 1024 * 1024);
+  app.watch = opts->reload && ls_worker_id() == 0; /* a worker's master watches */
+  ls_worker_attach(&rt, &app);
+  rt.in_loop = 1;
+  if (ls_app_start(&app) == 0 && !rt.stopping)
+    uv_run(rt.loop, UV_RUN_DEFAULT);
+  rt.in_loop = 0;
+  ls_signals_close(&rt);
+  ls_worker_detach();
+  ls_app_close(&app);
+  uv_close((uv_handle_t *)&flush_timer, NULL);
+  ls_watchdog_stop();
+  fflush(stdout);
+  exit_code = rt.exit_code;
+  ls_runtime_close(&rt); /* unmaps the zone from this process */
+  ls_gzip_release();
+  uv_loop_close(uv_default_loop());
+  return exit_code;
+}
+
+int main(int argc, char **argv) {
+  options_t opts;
+  serve_args_t sa;
+
   if (argc >= 2 && strcmp(argv[1], "test") == 0)
     return run_tests(argc, argv);
+
   parse_args(argc, argv, &opts);
   if (opts.check)
     return check_script(opts.script);
@@ -238,41 +323,25 @@ int main(int argc, char **argv) {
   ls_log_set_level(opts.quiet ? LS_LOG_WARN : opts.dev ? LS_LOG_DEBUG : LS_LOG_INFO);
   ls_http__set_log_format(opts.log_json, !opts.quiet);
 
-  if (ls_runtime_init(&rt, uv_default_loop()) != 0) {
-    fputs("luasrv: cannot start the event loop\n", stderr);
+  sa.opts = &opts;
+  sa.argc = argc;
+  sa.argv = argv;
+  /* Mapped before any fork, so that every worker shares it. */
+  sa.zone = ls_shared_new((size_t)(opts.shared_size * 1024 * 1024));
+  if (sa.zone == NULL) {
+    fprintf(stderr, "luasrv: cannot map %g MB of shared memory for srv.shared\n",
+            opts.shared_size);
     return 1;
   }
-  rt.grace = opts.grace;
-  rt.announce = 1;
-  rt.dev = opts.dev;
-  if (ls_signals_start(&rt) != 0)
-    ls_log(LS_LOG_WARN, "cannot handle SIGINT and SIGTERM; they end the process at once");
-  if (ls_watchdog_start((unsigned)(opts.cpu_budget * 1000)) != 0)
-    ls_log(LS_LOG_WARN, "cannot start the CPU budget watchdog; handlers run unbounded");
-  uv_timer_init(rt.loop, &flush_timer);
-  uv_timer_start(&flush_timer, flush_stdout_cb, 200, 200);
-  uv_unref((uv_handle_t *)&flush_timer);
-
-  memset(&app, 0, sizeof app);
-  app.rt = &rt;
-  app.script = opts.script;
-  app.argc = argc;
-  app.argv = argv;
-  app.script_index = opts.script_index;
-  app.memory_limit = (size_t)(opts.memory_limit * 1024 * 1024);
-  app.watch = opts.reload;
-  rt.in_loop = 1;
-  if (ls_app_start(&app) == 0 && !rt.stopping)
-    uv_run(rt.loop, UV_RUN_DEFAULT);
-  rt.in_loop = 0;
-  ls_signals_close(&rt);
-  ls_app_close(&app);
-  uv_close((uv_handle_t *)&flush_timer, NULL);
-  ls_watchdog_stop();
-  fflush(stdout);
-  exit_code = rt.exit_code;
-  ls_runtime_close(&rt);
-  ls_gzip_release();
-  uv_loop_close(uv_default_loop());
-  return exit_code;
+  if (opts.workers > 0) {
+    ls_workers_opts_t wo;
+    int status;
+    wo.count = opts.workers;
+    wo.grace = opts.grace;
+    wo.watch = opts.reload;
+    status = ls_workers_run(&wo, serve, &sa);
+    ls_shared_free(sa.zone);
+    return status;
+  }
+  return serve(&sa);
 }

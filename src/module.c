@@ -10,6 +10,7 @@
 #include "shared.h"
 #include "tcp.h"
 #include "udp.h"
+#include "workers.h"
 #include "timer.h"
 
 #define LS_EMBED_MT "luasrv.EmbeddedRuntime"
@@ -209,5 +210,11 @@ int ls_module_open(lua_State *L) {
   lua_setfield(L, -2, "json");
   lua_pushliteral(L, LUASRV_VERSION);
   lua_setfield(L, -2, "version");
+  lua_createtable(L, 0, 2);
+  lua_pushinteger(L, (lua_Integer)ls_worker_id());
+  lua_setfield(L, -2, "id");
+  lua_pushinteger(L, (lua_Integer)ls_worker_count());
+  lua_setfield(L, -2, "count");
+  lua_setfield(L, -2, "worker");
   return 1;
 }

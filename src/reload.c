@@ -10,20 +10,8 @@
 #include "log.h"
 #include "module.h"
 
-/* Changes within this many milliseconds become one reload (editors write in several steps). */
-#define LS_DEBOUNCE_MS 30
 /* Registry key of the list of files require() found in a generation. */
 #define LS_REQUIRED_KEY "luasrv.required_files"
-
-/* One watched directory and the file names in it that matter. */
-struct ls_watch_s {
-  uv_fs_event_t event;
-  ls_app_t *app;
-  ls_watch_t *next;
-  char dir[PATH_MAX];
-  char *names;            /* "name\0name\0\0" */
-  size_t names_size;
-};
 
 static int file_exists(const char *path) { return access(path, R_OK) == 0; }
 
@@ -113,86 +101,6 @@ static int push_script_args(lua_State *L, int argc, char **argv, int script_inde
 
 /* ---- watching ----------------------------------------------------------------------------- */
 
-static void watch_close_cb(uv_handle_t *h) {
-  ls_watch_t *w = h->data;
-  ls_free(w->names, w->names_size);
-  ls_free(w, sizeof *w);
-}
-
-static void unwatch_all(ls_app_t *app) {
-  while (app->watches != NULL) {
-    ls_watch_t *w = app->watches;
-    app->watches = w->next;
-    uv_close((uv_handle_t *)&w->event, watch_close_cb);
-  }
-}
-
-static int watch_has(const ls_watch_t *w, const char *name) {
-  const char *p = w->names;
-  while (p != NULL && *p != '\0') {
-    if (strcmp(p, name) == 0)
-      return 1;
-    p += strlen(p) + 1;
-  }
-  return 0;
-}
-
-static void debounce_cb(uv_timer_t *t) { ls_app_reload(t->data); }
-
-static void watch_event_cb(uv_fs_event_t *event, const char *filename, int events, int status) {
-  ls_watch_t *w = event->data;
-  (void)events;
-  if (status < 0 || filename == NULL || !watch_has(w, filename))
-    return;
-  uv_timer_start(&w->app->debounce, debounce_cb, LS_DEBOUNCE_MS, 0);
-}
-
-/* Adds `path` (absolute) to the watch of its directory, making that watch if needed. */
-static void watch_file(ls_app_t *app, const char *path) {
-  const char *slash = strrchr(path, '/');
-  const char *name = slash + 1;
-  size_t dir_len = (size_t)(slash - path);
-  size_t name_len = strlen(name) + 1;
-  ls_watch_t *w;
-  char *names;
-  for (w = app->watches; w != NULL; w = w->next)
-    if (strlen(w->dir) == dir_len && strncmp(w->dir, path, dir_len) == 0)
-      break;
-  if (w == NULL) {
-    w = ls_malloc(sizeof *w);
-    if (w == NULL)
-      return;
-    memset(w, 0, sizeof *w);
-    w->app = app;
-    memcpy(w->dir, path, dir_len);
-    w->dir[dir_len == 0 ? 1 : dir_len] = '\0';
-    if (dir_len == 0)
-      w->dir[0] = '/';
-    uv_fs_event_init(app->rt->loop, &w->event);
-    w->event.data = w;
-    if (uv_fs_event_start(&w->event, watch_event_cb, w->dir, 0) != 0) {
-      ls_log(LS_LOG_WARN, "cannot watch %s for changes", w->dir);
-      uv_close((uv_handle_t *)&w->event, watch_close_cb);
-      return;
-    }
-    /* With --reload the server waits for the next save even when the script has no
-     * listener (left), so a save that fixes it takes effect. */
-    w->next = app->watches;
-    app->watches = w;
-  }
-  if (watch_has(w, name))
-    return;
-  names = ls_realloc(w->names, w->names_size, (w->names_size ? w->names_size : 1) + name_len);
-  if (names == NULL)
-    return;
-  if (w->names_size == 0)
-    w->names_size = 1;
-  memcpy(names + w->names_size - 1, name, name_len);
-  w->names = names;
-  w->names_size += name_len;
-  w->names[w->names_size - 1] = '\0';
-}
-
 /* The Lua files the generation's require() found, with the script first; rewatch keeps those
  * under the script's directory (not system or luasrv modules). */
 static int list_project_files(lua_State *L) {
@@ -210,12 +118,12 @@ static int list_project_files(lua_State *L) {
   return 1;
 }
 
-static void rewatch(ls_app_t *app, ls_gen_t *gen) {
+void ls_app_project_files(ls_app_t *app, ls_gen_t *gen, void (*fn)(void *ud, const char *path),
+                          void *ud) {
   lua_State *L = gen->L;
   char root[PATH_MAX], real[PATH_MAX];
   size_t root_len;
   lua_Integer i, n;
-  unwatch_all(app);
   if (realpath(app->script, root) == NULL)
     return;
   *strrchr(root, '/') = '\0';
@@ -232,11 +140,20 @@ static void rewatch(ls_app_t *app, ls_gen_t *gen) {
     lua_rawgeti(L, -1, i);
     if (realpath(lua_tostring(L, -1), real) != NULL && strncmp(real, root, root_len) == 0 &&
         real[root_len] == '/')
-      watch_file(app, real);
+      fn(ud, real);
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
 }
+
+static void watch_one(void *ud, const char *path) { ls_watcher_add(ud, path); }
+
+static void rewatch(ls_app_t *app, ls_gen_t *gen) {
+  ls_watcher_clear(&app->watcher);
+  ls_app_project_files(app, gen, watch_one, &app->watcher);
+}
+
+static void changed_cb(ls_watcher_t *w) { ls_app_reload(w->data); }
 
 /* ---- loading ------------------------------------------------------------------------------ */
 
@@ -264,6 +181,8 @@ static int load_done(ls_task_t *task, int status, int nres) {
            rt->gen->id, msg != NULL ? msg : "(error object)");
     if (app->watch)
       rewatch(app, gen); /* what the failed load required, so saving a fix reloads */
+    if (app->loaded != NULL)
+      app->loaded(app, gen, 0);
     ls_gen_abort(gen);
   } else {
     ls_gen_commit(gen);
@@ -272,6 +191,8 @@ static int load_done(ls_task_t *task, int status, int nres) {
              (double)(uv_hrtime() - app->load_started) / 1e6, gen->id);
     if (app->watch)
       rewatch(app, gen);
+    if (app->loaded != NULL)
+      app->loaded(app, gen, 1);
   }
   if (app->again) {
     app->again = 0;
@@ -338,8 +259,7 @@ static void sighup_cb(uv_signal_t *sig, int signum) {
 }
 
 int ls_app_start(ls_app_t *app) {
-  uv_timer_init(app->rt->loop, &app->debounce);
-  app->debounce.data = app;
+  ls_watcher_init(&app->watcher, app->rt->loop, changed_cb, app);
   uv_signal_init(app->rt->loop, &app->sighup);
   app->sighup.data = app;
   uv_signal_start(&app->sighup, sighup_cb, SIGHUP);
@@ -349,7 +269,6 @@ int ls_app_start(ls_app_t *app) {
 }
 
 void ls_app_close(ls_app_t *app) {
-  unwatch_all(app);
-  uv_close((uv_handle_t *)&app->debounce, NULL);
+  ls_watcher_close(&app->watcher);
   uv_close((uv_handle_t *)&app->sighup, NULL);
 }

@@ -10,10 +10,11 @@
 #define LS_RELOAD_H
 
 #include "runtime.h"
+#include "watch.h"
 
-typedef struct ls_watch_s ls_watch_t;
+typedef struct ls_app_s ls_app_t;
 
-typedef struct ls_app_s {
+struct ls_app_s {
   ls_runtime_t *rt;
   const char *script;
   int argc;
@@ -24,10 +25,12 @@ typedef struct ls_app_s {
   int loading;            /* a load is in progress */
   int again;              /* another change came while loading */
   uint64_t load_started;  /* uv_hrtime() of the load in progress */
-  ls_watch_t *watches;
-  uv_timer_t debounce;
+  ls_watcher_t watcher;
   uv_signal_t sighup;
-} ls_app_t;
+  /* If set, called after each load, before a failed generation is dropped: ok is 1 when
+   * `gen` was committed (src/workers.c reports to the master from here). */
+  void (*loaded)(ls_app_t *app, ls_gen_t *gen, int ok);
+};
 
 /* Sets up reloading (SIGHUP always, file watching if app->watch) and starts the first load.
  * Returns 0, or -1 if the script could not be compiled (reported on stderr). The top level
@@ -39,6 +42,10 @@ int ls_app_start(ls_app_t *app);
 void ls_find_lua_dir(char *out, size_t size);
 /* Starts loading a new generation (or notes that one more is wanted if one is loading). */
 void ls_app_reload(ls_app_t *app);
+/* Calls fn(ud, path) with the real path of each Lua file the generation's require() found
+ * under the script's directory, the script first: the files --reload watches. */
+void ls_app_project_files(ls_app_t *app, ls_gen_t *gen, void (*fn)(void *ud, const char *path),
+                          void *ud);
 /* Stops watching and closes the app's handles. */
 void ls_app_close(ls_app_t *app);
 

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "shared.h"
 #include "tls.h"
+#include "workers.h"
 #include "watchdog.h"
 
 #define LS_SCRATCH_SIZE (64 * 1024)
@@ -89,6 +90,7 @@ void ls_listener_number(ls_runtime_t *rt, ls_listener_base_t *base) {
 }
 
 void ls_listener_release(ls_listener_base_t *base) {
+  ls_worker_listener_closed(); /* under --workers the master learns the socket may be unused */
   if (base->gen != NULL && base->handler_ref != LUA_NOREF)
     luaL_unref(base->gen->L, LUA_REGISTRYINDEX, base->handler_ref);
   if (base->staged_gen != NULL && base->staged_ref != LUA_NOREF)
@@ -237,7 +239,9 @@ int ls_runtime_init(ls_runtime_t *rt, uv_loop_t *loop) {
     ls_free(rt->scratch, rt->scratch_size);
     return err;
   }
-  rt->shared = ls_shared_new(loop);
+  /* srv.shared: the command maps the zone (--shared-size, or the workers' zone); otherwise
+   * srv.shared maps one of the default size on first use. */
+  rt->shared = NULL;
   rt->ready_idle.data = rt;
   rt->reap_idle.data = rt;
   rt->grace_timer.data = rt;

@@ -1140,8 +1140,8 @@ static int l_tcp_listen(lua_State *L) {
   l->handshake_ms = (uint64_t)handshake_ms;
   ls_listener_init(&l->base, gen, LUA_NOREF, key, listener_res_close);
   l->base.tls = tls; /* released with the listener */
-  err = ls_listen_sock_open(&l->sock, gen->rt->loop, l, &lo, listener_connection_cb, where,
-                            sizeof where);
+  err = ls_listen_sock_open(&l->sock, gen->rt->loop, l, &lo, tls != NULL ? "tls" : "tcp",
+                            listener_connection_cb, where, sizeof where);
   if (err != 0) {
     listener_close(l);
     return luaL_error(L, "listen: cannot listen on %s: %s", where, ls_strerror(err));

@@ -9,6 +9,7 @@
 #include "addr.h"
 #include "errors.h"
 #include "log.h"
+#include "workers.h"
 
 #define LS_UDP_MT "luasrv.UDPSocket"
 
@@ -413,11 +414,12 @@ static void udp_apply_opts(ls_udp_t *u, const udp_opts_t *o) {
 
 /* Binds the socket to opts.host/opts.port; raises (closing the socket) when it cannot. */
 static void udp_bind_opts(lua_State *L, ls_udp_t *u, const char *host, lua_Integer port,
-                          const char *what) {
+                          const char *what, int listener) {
   struct sockaddr_storage ss;
   int err = ls_addr_parse(host, (int)port, &ss);
   if (err == 0)
-    err = uv_udp_bind(&u->handle, (const struct sockaddr *)&ss, 0);
+    err = listener ? ls_worker_bind_udp(&u->handle, (const struct sockaddr *)&ss)
+                   : uv_udp_bind(&u->handle, (const struct sockaddr *)&ss, 0);
   if (err != 0) {
     udp_close(u);
     luaL_error(L, "%s: cannot bind udp %s:%d: %s", what, host, (int)port, uv_strerror(err));
@@ -495,7 +497,7 @@ static int l_udp_listen(lua_State *L) {
 #endif
   }
   u->max_pending = (unsigned)max_pending;
-  udp_bind_opts(L, u, host, port, "listen");
+  udp_bind_opts(L, u, host, port, "listen", 1);
   err = udp_make_rbuf(u);
   if (err == 0)
     err = uv_udp_recv_start(&u->handle, udp_alloc_cb, udp_listener_recv_cb);
@@ -555,7 +557,7 @@ static int l_udp_socket(lua_State *L) {
   u = udp_new(L, gen, &gen->rt->resources, 0);
   udp_apply_opts(u, &o);
   if (host != NULL)
-    udp_bind_opts(L, u, host, port, "socket");
+    udp_bind_opts(L, u, host, port, "socket", 0);
   return 1;
 }
 

@@ -19,6 +19,7 @@ local M = {
   memory = core.memory,
   shared = core.shared,
   json = core.json,
+  worker = core.worker,
   tcp = {
     listen = core.tcp.listen,
     connect = core.tcp.connect,
