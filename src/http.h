@@ -124,6 +124,43 @@ struct ls_http_conn_s {
   } peer;
 };
 
+/* ---- the Lua objects (src/http_request.c, src/http_response.c, src/http_lua.c) ---------- */
+
+#define LS_REQ_MT "luasrv.Request"
+#define LS_RES_MT "luasrv.Response"
+#define LS_HEADERS_MT "luasrv.Headers"
+#define LS_SENDFILE_MT "luasrv.SendFile"
+#define LS_REQ_METHODS_KEY "luasrv.Request.methods"
+/* res:write yields while more than this waits to be sent. */
+#define LS_HTTP_WRITE_HIWAT (64 * 1024)
+
+/* The Lua objects point at their connection while the request is current; at its end the
+ * pointer is cleared, so a kept reference answers nil, "closed" and never touches a later
+ * request's data. They need no finaliser: the handler's task holds them until the request
+ * ends, and the end clears both links. Objects with __gc cost every minor collection of the
+ * generational collector a walk, so two per request would be a steady price. */
+struct ls_http_req_ud_s {
+  ls_http_conn_t *c;
+};
+struct ls_http_res_ud_s {
+  ls_http_conn_t *c;
+};
+
+/* The connection of the request object at idx (NULL once its request ended); raises for
+ * anything but a request. */
+ls_http_conn_t *ls_http__req_conn(lua_State *L, int idx);
+/* Registers the luasrv.Request and luasrv.Headers metatables and the request methods table. */
+void ls_http__request_open(lua_State *L);
+/* Registers luasrv.Response (and the sendfile state's metatable); sets core.http_sendfile in
+ * the table at index `core`. */
+void ls_http__response_open(lua_State *L, int core);
+/* A status argument at idx: an integer from 100 to 999, or raises. */
+int ls_http__check_status(lua_State *L, int idx);
+/* Adds a header line "name: value" from the Lua values at the two indexes (validated). */
+void ls_http__add_header_value(lua_State *L, ls_http_conn_t *c, int name_idx, int value_idx);
+/* Ends a streamed response: the last of its compressed output, the last chunk. */
+void ls_http__stream_end(ls_http_conn_t *c);
+
 /* The value of a hex digit, or -1. */
 static inline int ls_http__hexval(int ch) {
   if (ch >= '0' && ch <= '9')
