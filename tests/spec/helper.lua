@@ -75,6 +75,16 @@ function M.free_tcp_ports(n)
   end)
 end
 
+--- How many times the plain text `needle` occurs in `text`.
+function M.count(text, needle)
+  local n, i = 0, 1
+  while true do
+    local s, e = text:find(needle, i, true)
+    if not s then return n end
+    n, i = n + 1, e + 1
+  end
+end
+
 local Server = {}
 Server.__index = Server
 

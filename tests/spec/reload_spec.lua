@@ -48,15 +48,7 @@ local function join(recs, timeout)
   end
 end
 
---- How many times the plain text `needle` occurs in `text`.
-local function count(text, needle)
-  local n, i = 0, 1
-  while true do
-    local s, e = text:find(needle, i, true)
-    if not s then return n end
-    n, i = n + 1, e + 1
-  end
-end
+local count = helper.count
 
 local function line_count(text)
   return select(2, text:gsub("\n", "\n"))

@@ -8,14 +8,7 @@ local H = require "http_helper"
 local FIXTURE = helper.path("tests/fixtures/workers_app.lua")
 local quote = helper.shell_quote
 
-local function count(text, needle)
-  local n, i = 0, 1
-  while true do
-    local s, e = text:find(needle, i, true)
-    if not s then return n end
-    n, i = n + 1, e + 1
-  end
-end
+local count = helper.count
 
 --- GET target on a new connection: the response, or nil and why (never raises).
 local function get(port, target, timeout)
