@@ -13,9 +13,7 @@
 #include "log.h"
 #include "stream.h"
 #include "tls.h"
-
-#define LS_CONN_MT "luasrv.Conn"
-#define LS_LISTENER_MT "luasrv.Listener"
+#include "tcp_internal.h"
 
 /* Input is read ahead until this much is buffered (or what a waiting reader needs). */
 #define LS_READ_HIWAT (256 * 1024)
@@ -26,63 +24,6 @@
 #define LS_LINGER_MS 30000
 #define LS_WRITE_MAX_BUFS 16
 
-typedef struct conn_ud_s conn_ud_t;
-
-/* A connection. The C struct belongs to the core and lives until its stream has closed and
- * no name lookup is outstanding; the Lua object (conn_ud_t) only points at it,
- * and that pointer is cleared when the struct goes, so a late call answers "closed". */
-typedef struct ls_conn_s {
-  ls_stream_t s;           /* the socket, its input and its output queue */
-  ls_res_t res;
-  ls_gen_t *gen;
-  conn_ud_t *ud;
-  uv_connect_t creq;        /* a Unix-domain connect */
-  ls_connect_t *connecting; /* a TCP connect in progress (name lookup, attempts) */
-  ls_task_t *reader;       /* task waiting for input */
-  ls_task_t *writer;       /* task waiting for output to drain */
-  ls_task_t *connector;    /* task waiting for connect */
-  ls_task_t *handler;      /* task running the listener's handler for this connection */
-  int connect_err;
-  int64_t timeout_ms;      /* for each read, write and connect; -1: none */
-  size_t line_max;
-  size_t frame_max;
-  size_t want;             /* input bytes the waiting reader needs */
-  ls_tls_ctx_t *pending_tls; /* connect: TLS to put on once connected */
-  char *tls_name;          /* connect: the name to verify (the host), for pending_tls/starttls */
-  size_t tls_name_size;
-  struct ls_listener_s *accepted_by; /* the listener that accepted it (NULL: connect) */
-  uint64_t listener_id;     /* accepted_by's id, checked before use */
-  unsigned char awaiting_handshake; /* TLS: the handler starts when the handshake is done */
-  unsigned char is_client;  /* made by connect: its handle keeps the loop alive only while used */
-  unsigned char connected;
-  unsigned char closed;    /* closed for Lua; the stream may still be sending */
-  unsigned char stream_closed; /* the stream's handles are closed */
-} ls_conn_t;
-
-struct conn_ud_s {
-  ls_conn_t *conn;
-  ls_gen_t *gen;
-};
-
-typedef struct listener_ud_s listener_ud_t;
-
-typedef struct ls_listener_s {
-  ls_listen_sock_t sock;     /* the listening socket (TCP or Unix-domain) */
-  ls_listener_base_t base;   /* handler, generation and TLS context; handed over on reload */
-  int64_t timeout_ms;
-  uint64_t handshake_ms;     /* TLS: how long a client may take to finish its handshake */
-  size_t line_max;
-  size_t frame_max;
-  char url[128];
-} ls_listener_t;
-
-struct listener_ud_s {
-  ls_listener_t *listener;   /* checked with ls_listener_alive before use */
-  uint64_t id;               /* the listener's id when the object was made */
-  ls_gen_t *gen;
-};
-
-static void conn_close(ls_conn_t *c, int graceful);
 
 static ls_gen_t *upvalue_gen(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
 
@@ -101,7 +42,7 @@ static void conn_maybe_free(ls_conn_t *c) {
 }
 
 static void conn_res_close(ls_res_t *res) {
-  conn_close((ls_conn_t *)((char *)res - offsetof(ls_conn_t, res)), 0);
+  ls__tcp_conn_close((ls_conn_t *)((char *)res - offsetof(ls_conn_t, res)), 0);
 }
 
 /* Wakes whoever waits on the connection; they look at its state when they run. */
@@ -114,16 +55,15 @@ static void conn_wake_all(ls_conn_t *c) {
     ls_task_wake(c->connector);
 }
 
-static void conn_start_handler(ls_conn_t *c);
 
 static void conn_on_read(ls_stream_t *s) {
   ls_conn_t *c = s->owner;
   if (c->awaiting_handshake) {
     /* A TLS connection of a listener: its handler starts once the handshake is done. */
     if (s->read_err != 0)
-      conn_close(c, 0);
+      ls__tcp_conn_close(c, 0);
     else if (ls_tls_ready(s))
-      conn_start_handler(c);
+      ls__tcp_start_handler(c);
     return;
   }
   if (c->connector != NULL)
@@ -151,7 +91,7 @@ static void conn_on_close(ls_stream_t *s) {
 
 static const ls_stream_events_t conn_events = {conn_on_read, conn_on_written, conn_on_close};
 
-static ls_conn_t *conn_new(ls_gen_t *gen, int is_pipe) {
+ls_conn_t *ls__tcp_conn_new(ls_gen_t *gen, int is_pipe) {
   ls_conn_t *c = ls_malloc(sizeof *c);
   if (c == NULL)
     return NULL;
@@ -172,7 +112,7 @@ static ls_conn_t *conn_new(ls_gen_t *gen, int is_pipe) {
 
 /* Closes the connection for Lua at once. With graceful set and output still queued, the
  * stream ends once it is sent (at most LS_LINGER_MS later); otherwise it closes now. */
-static void conn_close(ls_conn_t *c, int graceful) {
+void ls__tcp_conn_close(ls_conn_t *c, int graceful) {
   if (!c->closed) {
     c->closed = 1;
     conn_wake_all(c);
@@ -197,7 +137,7 @@ static size_t conn_read_hiwat(const ls_conn_t *c) {
 }
 
 /* Reads ahead while there is room, so a waiting reader is woken only by new data. */
-static void conn_want_input(ls_conn_t *c) {
+void ls__tcp_conn_want_input(ls_conn_t *c) {
   if (c->closed || !c->connected)
     return;
   c->s.read_limit = conn_read_hiwat(c);
@@ -206,12 +146,12 @@ static void conn_want_input(ls_conn_t *c) {
 
 static void conn_consume(ls_conn_t *c, size_t n) {
   ls_buf_consume(&c->s.in, n);
-  conn_want_input(c);
+  ls__tcp_conn_want_input(c);
 }
 
 /* ---- Lua objects -------------------------------------------------------------------------- */
 
-static conn_ud_t *conn_push_ud(lua_State *L, ls_conn_t *c) {
+conn_ud_t *ls__tcp_conn_push_ud(lua_State *L, ls_conn_t *c) {
   conn_ud_t *ud = lua_newuserdatauv(L, sizeof *ud, 0);
   ud->conn = c;
   ud->gen = c->gen;
@@ -247,7 +187,7 @@ static int conn_wait_input(lua_State *L, ls_conn_t *c, size_t want, const char *
     return luaL_error(L, "%s: another task is already reading this connection", what);
   c->reader = task;
   c->want = want;
-  conn_want_input(c);
+  ls__tcp_conn_want_input(c);
   if (c->is_client)
     uv_ref(&c->s.u.handle);
   return ls_task_wait(task, c->timeout_ms, 0, k);
@@ -369,7 +309,7 @@ static int conn_readline_step(lua_State *L, ls_conn_t *c, size_t max, lua_KFunct
   }
   if (len > max) {
     /* The peer sends more than a line may hold: bound memory and drop the connection. */
-    conn_close(c, 1);
+    ls__tcp_conn_close(c, 1);
     return ls_push_error(L, LS_ELINETOOLONG);
   }
   if (c->s.read_err != 0) {
@@ -487,7 +427,7 @@ static int conn_read_frame_k(lua_State *L, int status, lua_KContext ctx) {
   }
   size = ls_frame_decode(&fmt, (const unsigned char *)ls_buf_head(&c->s.in));
   if (size > max) {
-    conn_close(c, 1);
+    ls__tcp_conn_close(c, 1);
     return ls_push_error(L, LS_EFRAMETOOLARGE);
   }
   if (len - fmt.size < size) {
@@ -624,7 +564,7 @@ static int l_conn_write_frame(lua_State *L) {
 static int l_conn_close(lua_State *L) {
   ls_conn_t *c = check_conn(L);
   if (c != NULL) {
-    conn_close(c, 1);
+    ls__tcp_conn_close(c, 1);
   }
   lua_pushboolean(L, 1);
   return 1;
@@ -680,7 +620,7 @@ static int l_conn_gc(lua_State *L) {
   conn_ud_t *ud = check_conn_ud(L);
   if (ud->conn != NULL) {
     ud->conn->ud = NULL;
-    conn_close(ud->conn, 1);
+    ls__tcp_conn_close(ud->conn, 1);
     ud->conn = NULL;
   }
   return 0;
@@ -717,7 +657,7 @@ static int conn_starttls_k(lua_State *L, int status, lua_KContext ctx) {
     return 3;
   }
   c->connector = ls_task_check(c->gen, L, "starttls");
-  conn_want_input(c);
+  ls__tcp_conn_want_input(c);
   return ls_task_wait(c->connector, c->timeout_ms, 0, conn_starttls_k);
 }
 
@@ -832,7 +772,7 @@ static int conn_connect_k(lua_State *L, int status, lua_KContext ctx) {
   if (c->connected && c->s.tls != NULL && !ls_tls_ready(&c->s) && c->s.read_err == 0 &&
       !(task != NULL && ls_task_take_timeout(task))) {
     /* Connected; the TLS handshake goes on (conn_on_read wakes us when it ends). */
-    conn_want_input(c);
+    ls__tcp_conn_want_input(c);
     c->connector = ls_task_check(c->gen, L, "connect");
     return ls_task_wait(c->connector, c->timeout_ms, ctx, conn_connect_k);
   }
@@ -844,7 +784,7 @@ static int conn_connect_k(lua_State *L, int status, lua_KContext ctx) {
       lua_pushliteral(L, "ETIMEDOUT");
       n = 3;
     }
-    conn_close(c, 0);
+    ls__tcp_conn_close(c, 0);
     return n;
   }
   if (c->connected) {
@@ -852,13 +792,13 @@ static int conn_connect_k(lua_State *L, int status, lua_KContext ctx) {
      * waiting on it does (see conn_wait_input). */
     c->is_client = 1;
     uv_unref(&c->s.u.handle);
-    conn_want_input(c);
+    ls__tcp_conn_want_input(c);
     lua_pushvalue(L, (int)ctx);
     return 1;
   }
   if (c->connect_err != 0 || (task != NULL && ls_task_take_timeout(task))) {
     int err = c->connect_err != 0 ? c->connect_err : LS_ETIMEDOUT;
-    conn_close(c, 0);
+    ls__tcp_conn_close(c, 0);
     return ls_push_error(L, err);
   }
   c->connector = ls_task_check(c->gen, L, "connect");
@@ -902,13 +842,13 @@ static int l_tcp_connect(lua_State *L) {
   if (path == NULL)
     luaL_argcheck(L, port > 0 && port < 65536, opts == 1 ? 1 : 2, "port out of range");
   task = ls_task_check(gen, L, "connect");
-  c = conn_new(gen, path != NULL);
+  c = ls__tcp_conn_new(gen, path != NULL);
   if (c == NULL)
     return luaL_error(L, "connect: not enough memory");
   c->timeout_ms = ls_opt_timeout_field(L, opts, "timeout", 30000);
   c->line_max = ls_opt_size_field(L, opts, "line_max", LS_TCP_LINE_MAX);
   c->frame_max = ls_opt_size_field(L, opts, "frame_max", LS_TCP_FRAME_MAX);
-  conn_push_ud(L, c);
+  ls__tcp_conn_push_ud(L, c);
   udx = lua_gettop(L);
   if (host != NULL) {
     c->tls_name_size = strlen(host) + 1;
@@ -934,7 +874,7 @@ static int l_tcp_connect(lua_State *L) {
   } else {
     c->connecting = ls_connect_start(gen->rt->loop, host, (int)port, conn_connect_done, c, &err);
     if (c->connecting == NULL) {
-      conn_close(c, 0);
+      ls__tcp_conn_close(c, 0);
       return ls_push_error(L, err);
     }
   }
@@ -942,265 +882,6 @@ static int l_tcp_connect(lua_State *L) {
   return ls_task_wait(task, c->timeout_ms, udx, conn_connect_k);
 }
 
-/* ---- listen ------------------------------------------------------------------------------- */
-
-static void listener_close_cb(uv_handle_t *h) {
-  ls_listener_t *l = h->data;
-  ls_listen_sock_closed(&l->sock);
-  ls_free(l, sizeof *l);
-}
-
-static void listener_close(ls_listener_t *l) {
-  if (uv_is_closing(&l->sock.u.handle))
-    return;
-  ls_res_unlink(&l->base.res);
-  ls_listener_release(&l->base);
-  ls_listen_sock_close(&l->sock, listener_close_cb);
-}
-
-static void listener_res_close(ls_res_t *res) {
-  listener_close((ls_listener_t *)((char *)res - offsetof(ls_listener_t, base.res)));
-}
-
-/* Logs a failed handler's error naming its listener and its peer:
- * "tcp handler for tcp://127.0.0.1:9999 (peer 127.0.0.1:51234) failed: MESSAGE". */
-static void conn_log_failure(ls_task_t *task, ls_conn_t *c) {
-  const char *msg = lua_tostring(task->co, -1);
-  const char *where = "a closed listener";
-  char peer[INET6_ADDRSTRLEN + 16] = "-";
-  struct sockaddr_storage ss;
-  if (c->accepted_by != NULL && ls_listener_alive(c->gen->rt, &c->accepted_by->base, c->listener_id))
-    where = c->accepted_by->url;
-  if (c->s.is_pipe) {
-    snprintf(peer, sizeof peer, "unix");
-  } else if (ls_stream_peer(&c->s, &ss) == 0) {
-    char host[INET6_ADDRSTRLEN];
-    const ls_sockaddr_u *a = (const ls_sockaddr_u *)&ss;
-    ls_sockaddr_host(a, host, sizeof host);
-    snprintf(peer, sizeof peer, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host,
-             ls_sockaddr_port(a));
-  }
-  ls_log(LS_LOG_ERROR, "tcp handler for %s (peer %s) failed: %s", where, peer,
-         msg != NULL ? msg : "(an error value that is not a string)");
-}
-
-static int conn_handler_done(ls_task_t *task, int status, int nres) {
-  ls_conn_t *c = task->data;
-  (void)nres;
-  if (c == NULL)
-    return 0; /* the connection went first: the runtime logs the error as it is */
-  c->handler = NULL;
-  if (status != LUA_OK)
-    conn_log_failure(task, c);
-  conn_close(c, 1);
-  return status != LUA_OK;
-}
-
-static int conn_task_body_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)L;
-  (void)status;
-  (void)ctx;
-  return 0;
-}
-
-/* The body of a connection's task: handler(conn). */
-static int conn_task_body(lua_State *L) {
-  ls_conn_t *c = lua_touserdata(L, 2);
-  lua_settop(L, 1);
-  conn_push_ud(L, c);
-  lua_callk(L, 1, 0, 0, conn_task_body_k);
-  return 0;
-}
-
-/* Starts the listener's handler for an accepted connection, in the listener's current
- * generation (a reload during a TLS handshake hands the connection to the new one). */
-static void conn_start_handler(ls_conn_t *c) {
-  ls_listener_t *l = c->accepted_by;
-  ls_task_t *task;
-  c->awaiting_handshake = 0;
-  if (!ls_listener_alive(c->gen->rt, &l->base, c->listener_id)) {
-    conn_close(c, 0);
-    return;
-  }
-  if (c->gen != l->base.gen) {
-    ls_res_unlink(&c->res);
-    c->gen = l->base.gen;
-    ls_res_link_gen(&c->gen->rt->resources, &c->res, c->gen);
-  }
-  task = ls_task_new(l->base.gen, conn_handler_done, c);
-  if (task == NULL) {
-    ls_log(LS_LOG_ERROR, "%s: out of memory starting a handler", l->url);
-    conn_close(c, 0);
-    return;
-  }
-  c->handler = task;
-  task->budgeted = 1;
-  /* The connection object is made inside the task, where running out of memory is an error of
-   * that task rather than a panic. */
-  lua_pushcfunction(task->co, conn_task_body);
-  lua_rawgeti(task->co, LUA_REGISTRYINDEX, l->base.handler_ref);
-  lua_pushlightuserdata(task->co, c);
-  conn_want_input(c);
-  ls_task_start(task, 2);
-}
-
-static void listener_connection_cb(uv_stream_t *server, int status) {
-  ls_listener_t *l = server->data;
-  ls_conn_t *c;
-  if (status < 0) {
-    ls_log(LS_LOG_WARN, "%s: accept failed: %s", l->url, uv_strerror(status));
-    return;
-  }
-  c = conn_new(l->base.gen, l->sock.is_pipe);
-  if (c == NULL) {
-    ls_log(LS_LOG_ERROR, "%s: out of memory accepting a connection", l->url);
-    return;
-  }
-  if (ls_stream_accept(&c->s, server) != 0) {
-    conn_close(c, 0);
-    return;
-  }
-  c->connected = 1;
-  c->timeout_ms = l->timeout_ms;
-  c->line_max = l->line_max;
-  c->frame_max = l->frame_max;
-  c->accepted_by = l;
-  c->listener_id = l->base.id;
-  if (l->base.tls == NULL) {
-    conn_start_handler(c);
-    return;
-  }
-  /* TLS: the handler starts when the handshake is done (conn_on_read); a client that never
-   * finishes it costs one stream until the handshake timeout. */
-  c->awaiting_handshake = 1;
-  if (ls_tls_attach(&c->s, l->base.tls, NULL, l->handshake_ms) != 0) {
-    conn_close(c, 0);
-    return;
-  }
-  conn_want_input(c);
-}
-
-/* Fills in the listener's printable address ("tcp://127.0.0.1:9999", "unix:/run/x.sock"). */
-static void listener_set_url(ls_listener_t *l) {
-  ls_listen_sock_url(&l->sock, l->base.tls != NULL ? "tls" : "tcp", l->url, sizeof l->url);
-}
-
-/* srv.tcp.listen(opts, handler) -> listener. opts: host (default "127.0.0.1"), port (0: any
- * free port), or path for a Unix socket; backlog; timeout, line_max, frame_max for each
- * connection. handler(conn) runs in its own task for each connection, which closes when the
- * handler returns. Raises if the address cannot be bound. */
-static int l_tcp_listen(lua_State *L) {
-  ls_gen_t *gen = upvalue_gen(L);
-  ls_listen_opts_t lo;
-  ls_listener_t *l, *claimed;
-  listener_ud_t *ud;
-  ls_tls_ctx_t *tls;
-  int64_t handshake_ms, timeout_ms;
-  size_t line_max, frame_max;
-  char key[160], where[200];
-  int err;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  ls_listen_opts_read(L, 1, &lo);
-  timeout_ms = ls_opt_timeout_field(L, 1, "timeout", -1);
-  line_max = ls_opt_size_field(L, 1, "line_max", LS_TCP_LINE_MAX);
-  frame_max = ls_opt_size_field(L, 1, "frame_max", LS_TCP_FRAME_MAX);
-  handshake_ms = ls_opt_timeout_field(L, 1, "handshake_timeout", 10000);
-  handshake_ms = handshake_ms < 0 ? 0 : handshake_ms; /* 0: no limit */
-  lua_getfield(L, 1, "tls");
-  tls = lua_isnil(L, -1) ? NULL : ls_tls_server_ctx(L, -1, 0);
-  lua_pop(L, 1);
-  ud = lua_newuserdatauv(L, sizeof *ud, 0);
-  ud->listener = NULL;
-  ud->gen = gen;
-  luaL_setmetatable(L, LS_LISTENER_MT);
-  ls_listen_opts_key(&lo, "tcp", key, sizeof key);
-  claimed = (ls_listener_t *)ls_listener_claim(gen, key);
-  if (claimed != NULL) {
-    /* A reload listening where the running generation does: keep the socket, stage the
-     * new handler; ls_gen_commit switches to it once the script has loaded. */
-    claimed = (ls_listener_t *)((char *)claimed - offsetof(ls_listener_t, base));
-    lua_pushvalue(L, 2);
-    claimed->base.staged_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    claimed->base.staged_gen = gen;
-    claimed->base.staged_tls = tls;
-    ud->listener = claimed;
-    ud->id = claimed->base.id;
-    return 1;
-  }
-  l = ls_malloc(sizeof *l);
-  if (l == NULL) {
-    ls_tls_ctx_release(tls);
-    return luaL_error(L, "listen: not enough memory");
-  }
-  memset(l, 0, sizeof *l);
-  l->timeout_ms = timeout_ms;
-  l->line_max = line_max;
-  l->frame_max = frame_max;
-  l->handshake_ms = (uint64_t)handshake_ms;
-  ls_listener_init(&l->base, gen, LUA_NOREF, key, listener_res_close);
-  l->base.tls = tls; /* released with the listener */
-  err = ls_listen_sock_open(&l->sock, gen->rt->loop, l, &lo, tls != NULL ? "tls" : "tcp",
-                            listener_connection_cb, where, sizeof where);
-  if (err != 0) {
-    listener_close(l);
-    return luaL_error(L, "listen: cannot listen on %s: %s", where, ls_strerror(err));
-  }
-  lua_pushvalue(L, 2);
-  l->base.handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  ud->listener = l;
-  ud->id = l->base.id;
-  listener_set_url(l);
-  if (gen->rt->announce) {
-    printf("listening on %s\n", l->url);
-    fflush(stdout);
-  }
-  return 1;
-}
-
-/* The open listener behind the Lua object at argument 1, or NULL once it has closed. */
-static ls_listener_t *check_listener(lua_State *L) {
-  listener_ud_t *ud = luaL_checkudata(L, 1, LS_LISTENER_MT);
-  if (ud->listener == NULL || !ls_listener_alive(ud->gen->rt, &ud->listener->base, ud->id))
-    return NULL;
-  return ud->listener;
-}
-
-/* listener:close() -> true: stops accepting; running connections go on. */
-static int l_listener_close(lua_State *L) {
-  ls_listener_t *l = check_listener(L);
-  if (l != NULL)
-    listener_close(l);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-/* listener:address() -> host, port (TCP) or path (Unix); nil, "closed" once closed. */
-static int l_listener_address(lua_State *L) {
-  ls_listener_t *l = check_listener(L);
-  int n = l != NULL ? ls_listen_sock_push_address(L, &l->sock) : 0;
-  return n > 0 ? n : ls_push_error(L, LS_ECLOSED);
-}
-
-/* listener:url() -> "tcp://127.0.0.1:9999" as printed at start. */
-static int l_listener_url(lua_State *L) {
-  ls_listener_t *l = check_listener(L);
-  if (l == NULL)
-    return ls_push_error(L, LS_ECLOSED);
-  lua_pushstring(L, l->url);
-  return 1;
-}
-
-static int l_listener_tostring(lua_State *L) {
-  ls_listener_t *l = check_listener(L);
-  if (l != NULL)
-    lua_pushfstring(L, "luasrv.Listener (%s)", l->url);
-  else
-    lua_pushliteral(L, "luasrv.Listener (closed)");
-  return 1;
-}
-
-/* Makes a class's metatable; the methods get the metatable as their first upvalue. */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *meth,
                       const luaL_Reg *metameth) {
   if (luaL_newmetatable(L, name)) {
@@ -1227,15 +908,9 @@ void ls_tcp_open(lua_State *L, ls_gen_t *gen) {
                                            {"__close", l_conn_gc},
                                            {"__tostring", l_conn_tostring},
                                            {NULL, NULL}};
-  static const luaL_Reg listener_meth[] = {{"close", l_listener_close},
-                                           {"address", l_listener_address},
-                                           {"url", l_listener_url},
-                                           {NULL, NULL}};
-  static const luaL_Reg listener_metameth[] = {{"__tostring", l_listener_tostring},
-                                               {NULL, NULL}};
-  static const luaL_Reg funcs[] = {{"listen", l_tcp_listen}, {"connect", l_tcp_connect}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"listen", ls__tcp_listen}, {"connect", l_tcp_connect}, {NULL, NULL}};
   new_class(L, LS_CONN_MT, conn_meth, conn_metameth);
-  new_class(L, LS_LISTENER_MT, listener_meth, listener_metameth);
+  ls__tcp_listener_open(L);
   lua_pushlightuserdata(L, gen);
   luaL_setfuncs(L, funcs, 1);
 }
