@@ -45,11 +45,19 @@ typedef struct ls_http_conn_s ls_http_conn_t;
 typedef struct ls_http_req_ud_s ls_http_req_ud_t;
 typedef struct ls_http_res_ud_s ls_http_res_ud_t;
 
+/* What the connection cycle (http_server.c) calls upwards, set by the listener's maker
+ * (http_listen.c): the Lua side's entry points (ls_http__lua_hooks, http_lua.c). */
+typedef struct ls_http_hooks_s {
+  void (*dispatch)(ls_http_conn_t *c);    /* a complete head: start its handler */
+  void (*end_request)(ls_http_conn_t *c); /* the request is over (also at a close) */
+} ls_http_hooks_t;
+
 struct ls_http_listener_s {
   ls_listen_sock_t sock;      /* the listening socket: TCP, or Unix-domain with `path` */
   ls_listener_base_t base;    /* the handler (function or callable app) and its generation */
   ls_http_limits_t limits;    /* as first set: a reload that keeps the listener keeps them */
   ls_gzip_conf_t *gzip;       /* the `compress` option, or NULL (also kept across reloads) */
+  const ls_http_hooks_t *hooks;
   unsigned conns;             /* open connections; the struct stays until they are gone */
   unsigned char closed;
   char url[128];
@@ -187,6 +195,16 @@ int ls_http__chunk_line(ls_http_conn_t *c);
 int ls_http__parse_error_status(ls_http_conn_t *c, llhttp_errno_t err);
 /* Sets the connection's deadline (head, keep-alive) `ms` from now; none on a virtual one. */
 void ls_http__deadline(ls_http_conn_t *c, uint64_t ms);
+
+/* src/http_server.c, for http_listen.c: a connection struct (virtual_conn: without a
+ * socket), its end, and the listener's accept, close and resource-close. */
+ls_http_conn_t *ls_http__conn_new(ls_http_listener_t *l, int virtual_conn);
+void ls_http__conn_free(ls_http_conn_t *c);
+void ls_http__listener_connection_cb(uv_stream_t *server, int status);
+void ls_http__listener_close(ls_http_listener_t *l);
+void ls_http__listener_res_close(ls_res_t *res);
+/* http_lua.c's entry points for the connection cycle. */
+extern const ls_http_hooks_t ls_http__lua_hooks;
 
 void ls_http__process(ls_http_conn_t *c);
 void ls_http__flush(ls_http_conn_t *c);

@@ -335,3 +335,5 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
   lua_pushcfunction(L, l_http_tmpfile);
   lua_setfield(L, core, "http_tmpfile");
 }
+
+const ls_http_hooks_t ls_http__lua_hooks = {ls_http__dispatch, ls_http__end_request};
