@@ -41,7 +41,7 @@ static void maybe_free(ls_connect_t *req) {
     ls_free(req, sizeof *req);
 }
 
-static void timer_close_cb(uv_handle_t *h) {
+static void delay_close_cb(uv_handle_t *h) {
   ls_connect_t *req = h->data;
   req->open--;
   maybe_free(req);
@@ -64,7 +64,7 @@ static void attempt_close(attempt_t *a) {
 static void finish(ls_connect_t *req, int status, uv_os_sock_t fd) {
   unsigned i;
   req->finished = 1;
-  uv_close((uv_handle_t *)&req->delay, timer_close_cb);
+  uv_close((uv_handle_t *)&req->delay, delay_close_cb);
   for (i = 0; i < req->naddrs; i++)
     if (req->attempts[i] != NULL)
       attempt_close(req->attempts[i]);
@@ -215,7 +215,7 @@ ls_connect_t *ls_connect_start(uv_loop_t *loop, const char *host, int port, ls_c
     *err = uv_getaddrinfo(loop, &req->gai, gai_cb, host, service, &hints);
     if (*err != 0) {
       req->cancelled = 1;
-      uv_close((uv_handle_t *)&req->delay, timer_close_cb);
+      uv_close((uv_handle_t *)&req->delay, delay_close_cb);
       return NULL;
     }
     req->lookup_pending = 1;
@@ -230,7 +230,7 @@ void ls_connect_cancel(ls_connect_t *req) {
     uv_cancel((uv_req_t *)&req->gai);
     if (!req->finished) {
       req->finished = 1;
-      uv_close((uv_handle_t *)&req->delay, timer_close_cb);
+      uv_close((uv_handle_t *)&req->delay, delay_close_cb);
     }
     return; /* gai_cb frees it */
   }

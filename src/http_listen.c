@@ -124,7 +124,7 @@ static int l_http_listen(lua_State *L) {
 }
 
 /* The open listener behind the Lua object at argument 1, or NULL once it has closed. */
-static ls_http_listener_t *check_listener(lua_State *L) {
+static ls_http_listener_t *http_check_listener(lua_State *L) {
   listener_ud_t *ud = luaL_checkudata(L, 1, LS_HTTP_LISTENER_MT);
   if (ud->listener == NULL || !ls_listener_alive(ud->gen->rt, &ud->listener->base, ud->id))
     return NULL;
@@ -132,8 +132,8 @@ static ls_http_listener_t *check_listener(lua_State *L) {
 }
 
 /* listener:close() -> true: stops accepting; requests in progress finish. */
-static int l_listener_close(lua_State *L) {
-  ls_http_listener_t *l = check_listener(L);
+static int l_http_listener_close(lua_State *L) {
+  ls_http_listener_t *l = http_check_listener(L);
   if (l != NULL)
     ls_http__listener_close(l);
   lua_pushboolean(L, 1);
@@ -141,15 +141,15 @@ static int l_listener_close(lua_State *L) {
 }
 
 /* listener:address() -> host, port. */
-static int l_listener_address(lua_State *L) {
-  ls_http_listener_t *l = check_listener(L);
+static int l_http_listener_address(lua_State *L) {
+  ls_http_listener_t *l = http_check_listener(L);
   int n = l != NULL ? ls_listen_sock_push_address(L, &l->sock) : 0;
   return n > 0 ? n : ls_push_error(L, LS_ECLOSED);
 }
 
 /* listener:url() -> "http://127.0.0.1:8080". */
-static int l_listener_url(lua_State *L) {
-  ls_http_listener_t *l = check_listener(L);
+static int l_http_listener_url(lua_State *L) {
+  ls_http_listener_t *l = http_check_listener(L);
   if (l == NULL)
     return ls_push_error(L, LS_ECLOSED);
   lua_pushstring(L, l->url);
@@ -227,8 +227,8 @@ static int l_http_inject(lua_State *L) {
 void ls_http_open(lua_State *L, ls_gen_t *gen) {
   static const luaL_Reg funcs[] = {{"http_listen", l_http_listen}, {"http_inject", l_http_inject},
                                    {NULL, NULL}};
-  static const luaL_Reg meth[] = {{"close", l_listener_close}, {"address", l_listener_address},
-                                  {"url", l_listener_url}, {NULL, NULL}};
+  static const luaL_Reg meth[] = {{"close", l_http_listener_close}, {"address", l_http_listener_address},
+                                  {"url", l_http_listener_url}, {NULL, NULL}};
   if (luaL_newmetatable(L, LS_HTTP_LISTENER_MT)) {
     lua_newtable(L);
     luaL_setfuncs(L, meth, 0);

@@ -83,7 +83,7 @@ void ls_http__close(ls_http_conn_t *c) {
   uv_close((uv_handle_t *)&c->timer, conn_timer_close_cb);
 }
 
-static void conn_res_close(ls_res_t *res) {
+static void http_conn_res_close(ls_res_t *res) {
   ls_http__close((ls_http_conn_t *)((char *)res - offsetof(ls_http_conn_t, res)));
 }
 
@@ -108,9 +108,9 @@ static void conn_timer_cb(uv_timer_t *t) {
 
 /* ---- stream events ------------------------------------------------------------------------ */
 
-static void conn_on_read(ls_stream_t *s) { ls_http__process(s->owner); }
+static void http_conn_on_read(ls_stream_t *s) { ls_http__process(s->owner); }
 
-static void conn_on_written(ls_stream_t *s) {
+static void http_conn_on_written(ls_stream_t *s) {
   ls_http_conn_t *c = s->owner;
   if (s->write_err != 0) {
     if (s->write_err == UV_ETIMEDOUT)
@@ -123,13 +123,13 @@ static void conn_on_written(ls_stream_t *s) {
     ls_task_resume(c->writer);
 }
 
-static void conn_on_close(ls_stream_t *s) {
+static void http_conn_on_close(ls_stream_t *s) {
   ls_http_conn_t *c = s->owner;
   ls_http__close(c); /* when the stream ended by itself (drained, failed) */
   conn_closed_one(c);
 }
 
-static const ls_stream_events_t conn_events = {conn_on_read, conn_on_written, conn_on_close};
+static const ls_stream_events_t http_conn_events = {http_conn_on_read, http_conn_on_written, http_conn_on_close};
 
 /* Prepares a connection struct for the listener; `virtual_conn` makes one without a socket. */
 ls_http_conn_t *ls_http__conn_new(ls_http_listener_t *l, int virtual_conn) {
@@ -149,7 +149,7 @@ ls_http_conn_t *ls_http__conn_new(ls_http_listener_t *l, int virtual_conn) {
   llhttp_init(&c->parser, HTTP_REQUEST, &ls_http__parser_settings);
   c->parser.data = c;
   if (!virtual_conn) {
-    if (ls_stream_init(&c->s, c->rt, l->sock.is_pipe, &conn_events, c) != 0) {
+    if (ls_stream_init(&c->s, c->rt, l->sock.is_pipe, &http_conn_events, c) != 0) {
       ls_free(c->headers, l->limits.header_count * sizeof *c->headers);
       ls_free(c, sizeof *c);
       return NULL;
@@ -159,7 +159,7 @@ ls_http_conn_t *ls_http__conn_new(ls_http_listener_t *l, int virtual_conn) {
     uv_timer_init(c->rt->loop, &c->timer);
   }
   c->timer.data = c;
-  c->res.close = conn_res_close;
+  c->res.close = http_conn_res_close;
   ls_res_link(&l->base.gen->rt->resources, &c->res);
   l->conns++;
   return c;

@@ -58,8 +58,6 @@ static ls_gen_t *embedded_gen(lua_State *L) {
   return e->rt.gen;
 }
 
-static ls_gen_t *upvalue_gen(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
-
 /* ---- srv.run ------------------------------------------------------------------------------ */
 
 typedef struct run_state_s {
@@ -95,7 +93,7 @@ static int run_k(lua_State *L, int status, lua_KContext ctx) {
 /* srv.run(fn, ...) -> fn's results. Runs fn in a task and the loop until fn returns; an error
  * in fn is raised here. Inside a task (e.g. under the luasrv command) it simply calls fn. */
 static int l_run(lua_State *L) {
-  ls_gen_t *gen = upvalue_gen(L);
+  ls_gen_t *gen = ls_upvalue_gen(L);
   ls_runtime_t *rt = gen->rt;
   int nargs = lua_gettop(L) - 1;
   run_state_t st = {0, LUA_OK, LUA_NOREF};
@@ -144,7 +142,7 @@ static int l_run(lua_State *L) {
 /* srv.loop(): serves until srv.stop() or nothing is left to do. The luasrv command runs the
  * loop itself once the script's top level ends, so there it returns at once. */
 static int l_loop(lua_State *L) {
-  ls_gen_t *gen = upvalue_gen(L);
+  ls_gen_t *gen = ls_upvalue_gen(L);
   ls_runtime_t *rt = gen->rt;
   if (ls_task_current(gen, L) != NULL || rt->in_loop)
     return 0;
@@ -157,7 +155,7 @@ static int l_loop(lua_State *L) {
 
 /* srv.stop(): closes the listeners and ends srv.loop / the luasrv command's loop. */
 static int l_stop(lua_State *L) {
-  ls_gen_t *gen = upvalue_gen(L);
+  ls_gen_t *gen = ls_upvalue_gen(L);
   ls_runtime_stop(gen->rt, 0);
   return 0;
 }
@@ -174,7 +172,7 @@ static int l_log(lua_State *L) {
 
 /* core.memory() -> bytes in use by this Lua state (when the core made it) and by the C core. */
 static int l_memory(lua_State *L) {
-  ls_gen_t *gen = upvalue_gen(L);
+  ls_gen_t *gen = ls_upvalue_gen(L);
   if (gen->owns_state)
     lua_pushinteger(L, (lua_Integer)gen->alloc.used);
   else

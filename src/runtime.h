@@ -190,6 +190,12 @@ static inline int ls_task_take_timeout(ls_task_t *task) {
   return t;
 }
 
+/* The generation of a C function registered with the generation as its first upvalue (the
+ * core's functions are: see ls_tcp_open and friends). */
+static inline ls_gen_t *ls_upvalue_gen(lua_State *L) {
+  return (ls_gen_t *)lua_touserdata(L, lua_upvalueindex(1));
+}
+
 /* Pushes nil, message, code for a runtime failure and returns 3 (the luv convention). */
 int ls_push_error(lua_State *L, int err);
 /* Converts a timeout in seconds (nil or negative: none) at `idx` to milliseconds or -1. */

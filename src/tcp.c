@@ -25,8 +25,6 @@
 #define LS_WRITE_MAX_BUFS 16
 
 
-static ls_gen_t *upvalue_gen(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
-
 /* ---- connection life cycle ---------------------------------------------------------------- */
 
 static void conn_maybe_free(ls_conn_t *c) {
@@ -41,7 +39,7 @@ static void conn_maybe_free(ls_conn_t *c) {
   ls_free(c, sizeof *c);
 }
 
-static void conn_res_close(ls_res_t *res) {
+static void tcp_conn_res_close(ls_res_t *res) {
   ls__tcp_conn_close((ls_conn_t *)((char *)res - offsetof(ls_conn_t, res)), 0);
 }
 
@@ -56,7 +54,7 @@ static void conn_wake_all(ls_conn_t *c) {
 }
 
 
-static void conn_on_read(ls_stream_t *s) {
+static void tcp_conn_on_read(ls_stream_t *s) {
   ls_conn_t *c = s->owner;
   if (c->awaiting_handshake) {
     /* A TLS connection of a listener: its handler starts once the handshake is done. */
@@ -72,13 +70,13 @@ static void conn_on_read(ls_stream_t *s) {
     ls_task_resume(c->reader);
 }
 
-static void conn_on_written(ls_stream_t *s) {
+static void tcp_conn_on_written(ls_stream_t *s) {
   ls_conn_t *c = s->owner;
   if (c->writer != NULL)
     ls_task_resume(c->writer);
 }
 
-static void conn_on_close(ls_stream_t *s) {
+static void tcp_conn_on_close(ls_stream_t *s) {
   ls_conn_t *c = s->owner;
   ls_res_unlink(&c->res);
   c->stream_closed = 1;
@@ -89,14 +87,14 @@ static void conn_on_close(ls_stream_t *s) {
   conn_maybe_free(c);
 }
 
-static const ls_stream_events_t conn_events = {conn_on_read, conn_on_written, conn_on_close};
+static const ls_stream_events_t tcp_conn_events = {tcp_conn_on_read, tcp_conn_on_written, tcp_conn_on_close};
 
 ls_conn_t *ls__tcp_conn_new(ls_gen_t *gen, int is_pipe) {
   ls_conn_t *c = ls_malloc(sizeof *c);
   if (c == NULL)
     return NULL;
   memset(c, 0, sizeof *c);
-  if (ls_stream_init(&c->s, gen->rt, is_pipe, &conn_events, c) != 0) {
+  if (ls_stream_init(&c->s, gen->rt, is_pipe, &tcp_conn_events, c) != 0) {
     ls_free(c, sizeof *c);
     return NULL;
   }
@@ -105,7 +103,7 @@ ls_conn_t *ls__tcp_conn_new(ls_gen_t *gen, int is_pipe) {
   c->line_max = LS_TCP_LINE_MAX;
   c->frame_max = LS_TCP_FRAME_MAX;
   c->s.read_limit = LS_READ_HIWAT;
-  c->res.close = conn_res_close;
+  c->res.close = tcp_conn_res_close;
   ls_res_link_gen(&gen->rt->resources, &c->res, gen);
   return c;
 }
@@ -771,7 +769,7 @@ static int conn_connect_k(lua_State *L, int status, lua_KContext ctx) {
     return ls_push_error(L, LS_ECLOSED);
   if (c->connected && c->s.tls != NULL && !ls_tls_ready(&c->s) && c->s.read_err == 0 &&
       !(task != NULL && ls_task_take_timeout(task))) {
-    /* Connected; the TLS handshake goes on (conn_on_read wakes us when it ends). */
+    /* Connected; the TLS handshake goes on (tcp_conn_on_read wakes us when it ends). */
     ls__tcp_conn_want_input(c);
     c->connector = ls_task_check(c->gen, L, "connect");
     return ls_task_wait(c->connector, c->timeout_ms, ctx, conn_connect_k);
@@ -809,7 +807,7 @@ static int conn_connect_k(lua_State *L, int status, lua_KContext ctx) {
  * -> conn, or nil, message, code. Host names are resolved through libuv; opts.timeout
  * (seconds, default 30) bounds the lookup and the connect. */
 static int l_tcp_connect(lua_State *L) {
-  ls_gen_t *gen = upvalue_gen(L);
+  ls_gen_t *gen = ls_upvalue_gen(L);
   int opts = 0;
   const char *host = NULL;
   const char *path = NULL;

@@ -9,8 +9,6 @@
 #include "tcp.h"
 #include "tcp_internal.h"
 
-static ls_gen_t *upvalue_gen(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
-
 /* ---- listen ------------------------------------------------------------------------------- */
 
 static void listener_close_cb(uv_handle_t *h) {
@@ -159,7 +157,7 @@ static void listener_set_url(ls_listener_t *l) {
  * connection. handler(conn) runs in its own task for each connection, which closes when the
  * handler returns. Raises if the address cannot be bound. */
 int ls__tcp_listen(lua_State *L) {
-  ls_gen_t *gen = upvalue_gen(L);
+  ls_gen_t *gen = ls_upvalue_gen(L);
   ls_listen_opts_t lo;
   ls_listener_t *l, *claimed;
   listener_ud_t *ud;
@@ -228,7 +226,7 @@ int ls__tcp_listen(lua_State *L) {
 }
 
 /* The open listener behind the Lua object at argument 1, or NULL once it has closed. */
-static ls_listener_t *check_listener(lua_State *L) {
+static ls_listener_t *tcp_check_listener(lua_State *L) {
   listener_ud_t *ud = luaL_checkudata(L, 1, LS_LISTENER_MT);
   if (ud->listener == NULL || !ls_listener_alive(ud->gen->rt, &ud->listener->base, ud->id))
     return NULL;
@@ -236,8 +234,8 @@ static ls_listener_t *check_listener(lua_State *L) {
 }
 
 /* listener:close() -> true: stops accepting; running connections go on. */
-static int l_listener_close(lua_State *L) {
-  ls_listener_t *l = check_listener(L);
+static int l_tcp_listener_close(lua_State *L) {
+  ls_listener_t *l = tcp_check_listener(L);
   if (l != NULL)
     listener_close(l);
   lua_pushboolean(L, 1);
@@ -245,23 +243,23 @@ static int l_listener_close(lua_State *L) {
 }
 
 /* listener:address() -> host, port (TCP) or path (Unix); nil, "closed" once closed. */
-static int l_listener_address(lua_State *L) {
-  ls_listener_t *l = check_listener(L);
+static int l_tcp_listener_address(lua_State *L) {
+  ls_listener_t *l = tcp_check_listener(L);
   int n = l != NULL ? ls_listen_sock_push_address(L, &l->sock) : 0;
   return n > 0 ? n : ls_push_error(L, LS_ECLOSED);
 }
 
 /* listener:url() -> "tcp://127.0.0.1:9999" as printed at start. */
-static int l_listener_url(lua_State *L) {
-  ls_listener_t *l = check_listener(L);
+static int l_tcp_listener_url(lua_State *L) {
+  ls_listener_t *l = tcp_check_listener(L);
   if (l == NULL)
     return ls_push_error(L, LS_ECLOSED);
   lua_pushstring(L, l->url);
   return 1;
 }
 
-static int l_listener_tostring(lua_State *L) {
-  ls_listener_t *l = check_listener(L);
+static int l_tcp_listener_tostring(lua_State *L) {
+  ls_listener_t *l = tcp_check_listener(L);
   if (l != NULL)
     lua_pushfstring(L, "luasrv.Listener (%s)", l->url);
   else
@@ -271,11 +269,11 @@ static int l_listener_tostring(lua_State *L) {
 
 /* Makes a class's metatable; the methods get the metatable as their first upvalue. */
 void ls__tcp_listener_open(lua_State *L) {
-  static const luaL_Reg listener_meth[] = {{"close", l_listener_close},
-                                           {"address", l_listener_address},
-                                           {"url", l_listener_url},
+  static const luaL_Reg listener_meth[] = {{"close", l_tcp_listener_close},
+                                           {"address", l_tcp_listener_address},
+                                           {"url", l_tcp_listener_url},
                                            {NULL, NULL}};
-  static const luaL_Reg listener_metameth[] = {{"__tostring", l_listener_tostring},
+  static const luaL_Reg listener_metameth[] = {{"__tostring", l_tcp_listener_tostring},
                                                {NULL, NULL}};
   if (luaL_newmetatable(L, LS_LISTENER_MT)) {
     luaL_setfuncs(L, listener_metameth, 0);

@@ -62,8 +62,6 @@ static void timer_fire_cb(uv_timer_t *handle) {
     timer_close(timer);
 }
 
-static ls_gen_t *upvalue_gen(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
-
 static uint64_t check_delay_ms(lua_State *L, int idx) {
   lua_Number s = luaL_checknumber(L, idx);
   luaL_argcheck(L, s >= 0 && s == s && !isinf(s), idx, "expected a non-negative number of seconds");
@@ -71,7 +69,7 @@ static uint64_t check_delay_ms(lua_State *L, int idx) {
 }
 
 static int timer_start(lua_State *L, int repeat) {
-  ls_gen_t *gen = upvalue_gen(L);
+  ls_gen_t *gen = ls_upvalue_gen(L);
   uint64_t ms = check_delay_ms(L, 1);
   ls_timer_t *timer;
   timer_ud_t *ud;
@@ -148,7 +146,7 @@ static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* srv.sleep(seconds): suspends the calling task; other tasks run meanwhile. */
 static int l_sleep(lua_State *L) {
-  ls_gen_t *gen = upvalue_gen(L);
+  ls_gen_t *gen = ls_upvalue_gen(L);
   uint64_t ms = check_delay_ms(L, 1);
   ls_task_t *task = ls_task_check(gen, L, "sleep");
   lua_settop(L, 0);

@@ -121,8 +121,6 @@ typedef struct udp_send_s {
   char data[];
 } udp_send_t;
 
-static ls_gen_t *upvalue_gen(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
-
 static int udp_handler_done(ls_task_t *task, int status, int nres);
 static void udp_batch_flush(ls_udp_t *u);
 
@@ -441,7 +439,7 @@ static void push_handler_pair(lua_State *L, int handler, int sock) {
  * sock:sendto). handler(data, peer, sock) runs in its own task for each datagram. Raises if
  * the address cannot be bound. Prints "listening on udp://HOST:PORT" under the command. */
 static int l_udp_listen(lua_State *L) {
-  ls_gen_t *gen = upvalue_gen(L);
+  ls_gen_t *gen = ls_upvalue_gen(L);
   const char *host;
   lua_Integer port;
   udp_opts_t o;
@@ -529,7 +527,7 @@ static int l_udp_listen(lua_State *L) {
  * (host default "0.0.0.0"; without either the socket binds on first use), timeout (default
  * for recv/recvfrom and name lookups; none by default), recv_size. Raises if it cannot bind. */
 static int l_udp_socket(lua_State *L) {
-  ls_gen_t *gen = upvalue_gen(L);
+  ls_gen_t *gen = ls_upvalue_gen(L);
   int opts = 0;
   const char *host;
   lua_Integer port = 0;
