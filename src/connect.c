@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "dns.h"
 #include "alloc.h"
 #include "errors.h"
 
@@ -21,7 +22,7 @@ typedef struct attempt_s {
 
 struct ls_connect_s {
   uv_loop_t *loop;
-  uv_getaddrinfo_t gai;
+  ls_dns_t *lookup;             /* the name lookup in progress, or NULL */
   uv_timer_t delay;             /* the next attempt's start */
   ls_sockaddr_u addrs[LS_CONNECT_MAX_ADDRS];
   attempt_t *attempts[LS_CONNECT_MAX_ADDRS];
@@ -29,7 +30,6 @@ struct ls_connect_s {
   unsigned open;                /* handles not yet closed: the timer and the attempts */
   unsigned active;              /* attempts waiting for an answer */
   int last_err;
-  unsigned char lookup_pending;
   unsigned char finished;       /* the winner is chosen, or every attempt failed */
   unsigned char cancelled;      /* the caller gave up: no callback */
   ls_connect_cb cb;
@@ -37,7 +37,7 @@ struct ls_connect_s {
 };
 
 static void maybe_free(ls_connect_t *req) {
-  if (req->open == 0 && !req->lookup_pending)
+  if (req->open == 0)
     ls_free(req, sizeof *req);
 }
 
@@ -167,21 +167,15 @@ static void order_addresses(ls_connect_t *req, const struct addrinfo *res) {
   }
 }
 
-static void gai_cb(uv_getaddrinfo_t *gai, int status, struct addrinfo *res) {
-  ls_connect_t *req = gai->data;
-  req->lookup_pending = 0;
-  if (req->cancelled) {
-    if (res != NULL)
-      uv_freeaddrinfo(res);
-    maybe_free(req);
-    return;
-  }
+static void lookup_cb(ls_dns_t *dns, int status, const struct addrinfo *res, void *data) {
+  ls_connect_t *req = data;
+  (void)dns;
+  req->lookup = NULL;
   if (status < 0) {
     finish(req, status, -1);
     return;
   }
   order_addresses(req, res);
-  uv_freeaddrinfo(res);
   start_next(req);
 }
 
@@ -205,20 +199,12 @@ ls_connect_t *ls_connect_start(uv_loop_t *loop, const char *host, int port, ls_c
     req->naddrs = 1;
     uv_timer_start(&req->delay, delay_cb, 0, 0);
   } else {
-    struct addrinfo hints;
-    char service[16];
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(service, sizeof service, "%d", port);
-    req->gai.data = req;
-    *err = uv_getaddrinfo(loop, &req->gai, gai_cb, host, service, &hints);
-    if (*err != 0) {
+    req->lookup = ls_dns_resolve(loop, host, port, AF_UNSPEC, SOCK_STREAM, lookup_cb, req, err);
+    if (req->lookup == NULL) {
       req->cancelled = 1;
       uv_close((uv_handle_t *)&req->delay, delay_close_cb);
       return NULL;
     }
-    req->lookup_pending = 1;
   }
   *err = 0;
   return req;
@@ -226,13 +212,9 @@ ls_connect_t *ls_connect_start(uv_loop_t *loop, const char *host, int port, ls_c
 
 void ls_connect_cancel(ls_connect_t *req) {
   req->cancelled = 1;
-  if (req->lookup_pending) {
-    uv_cancel((uv_req_t *)&req->gai);
-    if (!req->finished) {
-      req->finished = 1;
-      uv_close((uv_handle_t *)&req->delay, delay_close_cb);
-    }
-    return; /* gai_cb frees it */
+  if (req->lookup != NULL) {
+    ls_dns_cancel(req->lookup);
+    req->lookup = NULL;
   }
   if (!req->finished)
     finish(req, LS_ECLOSED, -1);

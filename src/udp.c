@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "addr.h"
+#include "dns.h"
 #include "errors.h"
 #include "log.h"
 #include "workers.h"
@@ -102,10 +103,11 @@ struct udp_ud_s {
 static ls_udp_t *ud_socket(udp_ud_t *ud);
 
 /* A host name lookup for sendto or connect. The waiting task owns it and frees it once done;
- * if the task gives up (timeout) or the socket closes first, it is orphaned (task or u NULL)
- * and the lookup callback frees it. */
+ * if the task gives up (timeout) or the socket closes first, the lookup is cancelled (no
+ * callback comes) and the record freed at once; a waiting task then finds its socket closed
+ * and does not look at the record. */
 struct udp_lookup_s {
-  uv_getaddrinfo_t req;
+  ls_dns_t *dns;           /* the lookup, until its answer came */
   udp_lookup_t *next, *prev;
   ls_udp_t *u;
   ls_task_t *task;
@@ -193,12 +195,11 @@ static void udp_close(ls_udp_t *u) {
   }
   for (lk = u->lookups; lk != NULL;) {
     udp_lookup_t *next = lk->next;
-    lk->u = NULL;
-    lk->next = lk->prev = NULL;
     if (lk->task != NULL)
-      ls_task_wake(lk->task);
-    lk->task = NULL;
-    uv_cancel((uv_req_t *)&lk->req);
+      ls_task_wake(lk->task); /* it finds the socket closed */
+    if (lk->dns != NULL)
+      ls_dns_cancel(lk->dns);
+    ls_free(lk, sizeof *lk);
     lk = next;
   }
   u->lookups = NULL;
@@ -703,8 +704,10 @@ sent:
 
 /* ---- name lookups (sendto and connect with a host name) ----------------------------------- */
 
-static void udp_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  udp_lookup_t *lk = req->data;
+static void udp_lookup_cb(ls_dns_t *dns, int status, const struct addrinfo *res, void *data) {
+  udp_lookup_t *lk = data;
+  (void)dns;
+  lk->dns = NULL;
   lk->done = 1;
   lk->status = status;
   if (status == 0) {
@@ -722,13 +725,6 @@ static void udp_gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) 
     else
       lk->status = UV_EAI_NONAME;
   }
-  if (res != NULL)
-    uv_freeaddrinfo(res);
-  if (lk->task == NULL) {
-    lookup_unlink(lk->u, lk);
-    ls_free(lk, sizeof *lk);
-    return;
-  }
   ls_task_resume(lk->task);
 }
 
@@ -741,27 +737,21 @@ static int64_t udp_lookup_timeout(const ls_udp_t *u) {
 static int udp_lookup_start(lua_State *L, ls_udp_t *u, const char *host, int port,
                             const char *what, lua_KFunction k) {
   ls_task_t *task = ls_task_check(u->base.gen, L, what);
-  struct addrinfo hints;
-  char service[16];
   ls_sockaddr_u bound;
-  int len = sizeof bound;
+  int len = sizeof bound, family = AF_UNSPEC;
   udp_lookup_t *lk;
   int err;
   lk = ls_malloc(sizeof *lk);
   if (lk == NULL)
     return ls_push_error(L, LS_ENOMEM);
   memset(lk, 0, sizeof *lk);
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
   if (uv_udp_getsockname(&u->handle, &bound.sa, &len) == 0)
-    hints.ai_family = bound.sa.sa_family;
-  hints.ai_socktype = SOCK_DGRAM;
-  snprintf(service, sizeof service, "%d", port);
-  lk->req.data = lk;
+    family = bound.sa.sa_family;
   lk->u = u;
   lk->task = task;
-  err = uv_getaddrinfo(u->base.gen->rt->loop, &lk->req, udp_gai_cb, host, service, &hints);
-  if (err != 0) {
+  lk->dns = ls_dns_resolve(u->base.gen->rt->loop, host, port, family, SOCK_DGRAM, udp_lookup_cb,
+                           lk, &err);
+  if (lk->dns == NULL) {
     ls_free(lk, sizeof *lk);
     return ls_push_error(L, err);
   }
@@ -789,8 +779,9 @@ static int udp_lookup_result(lua_State *L, lua_KContext ctx, lua_KFunction k, ls
     return err != 0 ? ls_push_error(L, err) : 0;
   }
   if (task != NULL && ls_task_take_timeout(task)) {
-    lk->task = NULL;
-    uv_cancel((uv_req_t *)&lk->req);
+    ls_dns_cancel(lk->dns);
+    lookup_unlink(u, lk);
+    ls_free(lk, sizeof *lk);
     return ls_push_error(L, LS_ETIMEDOUT);
   }
   return ls_task_wait(ls_task_check(u->base.gen, L, "udp lookup"), udp_lookup_timeout(u), ctx, k);
