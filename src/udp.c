@@ -1,4 +1,5 @@
 #include "udp.h"
+#include "udp_internal.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -12,123 +13,13 @@
 #include "log.h"
 #include "workers.h"
 
-#define LS_UDP_MT "luasrv.UDPSocket"
-
-/* A kind of drop is logged at most once per interval, with the count since the last line. */
-#define LS_UDP_LOG_INTERVAL_MS 1000
-/* How long a resolved host name is reused by sendto before it is looked up again. */
-#define LS_UDP_NAME_TTL_MS 30000
-/* The bound on a name lookup when the socket has no timeout of its own. */
-#define LS_UDP_LOOKUP_TIMEOUT_MS 30000
-#define LS_UDP_HOST_MAX 256
-/* Datagrams a listener takes per recvmmsg call (at most 20 in libuv). */
-#define LS_UDP_MMSG_CHUNKS 8
-/* Replies that handlers send while a listener works through one recvmmsg batch are gathered
- * (up to these limits, each reply at most ITEM_MAX bytes) and go out in one sendmmsg when the
- * batch ends: under load that halves the system calls per datagram. Linux only. */
-#if defined(__linux__)
-#define LS_UDP_BATCH_SENDS 1
-#endif
-#define LS_UDP_BATCH_MAX LS_UDP_MMSG_CHUNKS
-#define LS_UDP_BATCH_BYTES (16 * 1024)
-#define LS_UDP_BATCH_ITEM_MAX 2048
-
-
-typedef struct udp_ud_s udp_ud_t;
-typedef struct udp_lookup_s udp_lookup_t;
-
-typedef struct udp_batch_s {
-  unsigned n;
-  size_t used;
-  struct {
-    ls_sockaddr_u to;
-    size_t off, len;
-  } item[LS_UDP_BATCH_MAX];
-  char data[LS_UDP_BATCH_BYTES];
-} udp_batch_t;
-
-typedef struct drop_log_s {
-  uint64_t last_ms;
-  uint64_t unlogged;
-  unsigned char ever;
-} drop_log_t;
-
-/* A UDP socket. The C struct belongs to the core and lives until the handle's close callback;
- * the Lua object (udp_ud_t) only points at it and is cleared when it goes, so a late call
- * answers "closed". A listener pins its Lua object (self_ref) while open, since every handler
- * gets it as `sock`. */
-typedef struct ls_udp_s {
-  uv_udp_t handle;
-  /* base.gen owns the socket; for a listener, base.handler_ref is a table {handler, sock} in
-   * that generation, handed over to a new generation on reload. */
-  ls_listener_base_t base;
-  udp_ud_t *ud;            /* client sockets: their Lua object, cleared when either goes */
-  char *rbuf;              /* receive buffer, made when receiving starts */
-  size_t rbuf_size;
-  size_t recv_max;         /* the largest datagram taken; larger ones are dropped */
-  unsigned max_pending;
-  unsigned pending;        /* handler tasks started and not yet finished */
-  int64_t timeout_ms;      /* default for recv/recvfrom and name lookups; -1: none */
-  /* The datagram being handed over: valid only inside the receive callback. */
-  const char *rx_data;
-  size_t rx_len;
-  const struct sockaddr *rx_peer;
-  int rx_err;
-  ls_task_t *reader;       /* client sockets: the task waiting in recv/recvfrom */
-  udp_lookup_t *lookups;   /* name lookups in flight */
-  unsigned char rx_ready;  /* a datagram (or rx_err) waits for the reader */
-  unsigned char receiving;
-  unsigned char closing;   /* uv_close called */
-  unsigned char is_listener;
-  unsigned char batching;  /* inside a recvmmsg batch: replies go into `batch` */
-  int family;              /* listeners: AF_INET or AF_INET6, as bound */
-  udp_batch_t *batch;      /* listeners using recvmmsg */
-  /* One resolved name, so a client that keeps sending to "example.org" looks it up once. */
-  char cache_host[LS_UDP_HOST_MAX];
-  int cache_port;
-  uint64_t cache_expiry;
-  ls_sockaddr_u cache_addr;
-  uint64_t received, sent, dropped_truncated, dropped_busy, handler_errors, send_errors;
-  drop_log_t trunc_log, busy_log;
-  char url[128];
-} ls_udp_t;
-
-struct udp_ud_s {
-  ls_udp_t *udp;
-  ls_gen_t *gen;
-  int listener;            /* a listener's object: checked with ls_listener_alive, no back link */
-  uint64_t id;             /* listeners: the listener's id when the object was made */
-};
-
-static ls_udp_t *ud_socket(udp_ud_t *ud);
-
-/* A host name lookup for sendto or connect. The waiting task owns it and frees it once done;
- * if the task gives up (timeout) or the socket closes first, the lookup is cancelled (no
- * callback comes) and the record freed at once; a waiting task then finds its socket closed
- * and does not look at the record. */
-struct udp_lookup_s {
-  ls_dns_t *dns;           /* the lookup, until its answer came */
-  udp_lookup_t *next, *prev;
-  ls_udp_t *u;
-  ls_task_t *task;
-  int status;
-  unsigned char done;
-  ls_sockaddr_u addr;
-};
-
-/* A queued send: the datagram copied, because Lua may collect its string before libuv sends. */
-typedef struct udp_send_s {
-  uv_udp_send_t req;
-  size_t size;
-  char data[];
-} udp_send_t;
 
 static int udp_handler_done(ls_task_t *task, int status, int nres);
 static void udp_batch_flush(ls_udp_t *u);
 
 /* ---- addresses ---------------------------------------------------------------------------- */
 
-static int check_port(lua_State *L, int idx) {
+int ls__udp_check_port(lua_State *L, int idx) {
   lua_Integer port = luaL_checkinteger(L, idx);
   luaL_argcheck(L, port > 0 && port < 65536, idx, "port out of range");
   return (int)port;
@@ -137,7 +28,7 @@ static int check_port(lua_State *L, int idx) {
 /* srv.udp.address(host, port) -> an Address for an IPv4 or IPv6 literal (no lookup). */
 static int l_udp_address(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
-  int port = check_port(L, 2);
+  int port = ls__udp_check_port(L, 2);
   ls_sockaddr_u a;
   if (ls_addr_parse_literal(host, port, &a) != 0)
     return luaL_argerror(L, 1, "expected an IPv4 or IPv6 address");
@@ -158,7 +49,7 @@ static void udp_close_cb(uv_handle_t *h) {
   ls_free(u, sizeof *u);
 }
 
-static void lookup_unlink(ls_udp_t *u, udp_lookup_t *lk) {
+void ls__udp_lookup_unlink(ls_udp_t *u, udp_lookup_t *lk) {
   if (u == NULL)
     return;
   if (lk->prev != NULL)
@@ -250,17 +141,17 @@ static ls_udp_t *udp_new(lua_State *L, ls_gen_t *gen, ls_res_t *list, unsigned f
   return u;
 }
 
-static udp_ud_t *check_ud(lua_State *L) { return luaL_checkudata(L, 1, LS_UDP_MT); }
+udp_ud_t *ls__udp_check_ud(lua_State *L) { return luaL_checkudata(L, 1, LS_UDP_MT); }
 
 /* The open socket at argument 1, or NULL when it is closed. */
-static ls_udp_t *check_udp(lua_State *L) {
-  ls_udp_t *u = ud_socket(check_ud(L));
+ls_udp_t *ls__udp_check_udp(lua_State *L) {
+  ls_udp_t *u = ls__udp_ud_socket(ls__udp_check_ud(L));
   return u != NULL && !u->closing ? u : NULL;
 }
 
 /* The socket behind a Lua object, or NULL once gone: a client socket clears the object's
  * pointer when it is freed; a listener's pointer is checked against the open listeners. */
-static ls_udp_t *ud_socket(udp_ud_t *ud) {
+ls_udp_t *ls__udp_ud_socket(udp_ud_t *ud) {
   if (ud->udp == NULL || (ud->listener && !ls_listener_alive(ud->gen->rt, &ud->udp->base, ud->id)))
     return NULL;
   return ud->udp;
@@ -291,21 +182,21 @@ static void udp_log_drop(ls_udp_t *u, drop_log_t *dl, const char *why) {
   dl->ever = 1;
 }
 
-static void udp_drop_truncated(ls_udp_t *u) {
+void ls__udp_drop_truncated(ls_udp_t *u) {
   char why[96];
   u->dropped_truncated++;
   snprintf(why, sizeof why, "larger than the %zu-byte receive buffer (truncated)", u->recv_max);
   udp_log_drop(u, &u->trunc_log, why);
 }
 
-static void udp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+void ls__udp_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   ls_udp_t *u = h->data;
   (void)suggested;
   buf->base = u->rbuf;
   buf->len = u->rbuf_size;
 }
 
-static int udp_make_rbuf(ls_udp_t *u) {
+int ls__udp_make_rbuf(ls_udp_t *u) {
   if (u->rbuf == NULL && (u->rbuf = ls_malloc(u->rbuf_size)) == NULL)
     return UV_ENOMEM;
   return 0;
@@ -367,7 +258,7 @@ static void udp_listener_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf
   if ((flags & UV_UDP_MMSG_CHUNK) && u->batch != NULL)
     u->batching = 1;
   if ((flags & UV_UDP_PARTIAL) || (size_t)nread > u->recv_max) {
-    udp_drop_truncated(u);
+    ls__udp_drop_truncated(u);
     return;
   }
   if (u->pending >= u->max_pending) {
@@ -497,9 +388,9 @@ static int l_udp_listen(lua_State *L) {
   }
   u->max_pending = (unsigned)max_pending;
   udp_bind_opts(L, u, host, port, "listen", 1);
-  err = udp_make_rbuf(u);
+  err = ls__udp_make_rbuf(u);
   if (err == 0)
-    err = uv_udp_recv_start(&u->handle, udp_alloc_cb, udp_listener_recv_cb);
+    err = uv_udp_recv_start(&u->handle, ls__udp_alloc_cb, udp_listener_recv_cb);
   if (err != 0) {
     udp_close(u);
     return luaL_error(L, "listen: cannot receive on udp %s:%d: %s", host, (int)port,
@@ -671,8 +562,8 @@ static int udp_batch_add(ls_udp_t *u, const char *data, size_t len, const struct
 /* Sends one datagram (to `to`, or the connected peer when NULL): into the batch inside a
  * listener's recvmmsg batch, else straight to the socket when it can, else a queued copy.
  * Pushes true or nil, message, code (failures are counted in send_errors). */
-static int udp_send_buf(lua_State *L, ls_udp_t *u, const char *data, size_t len,
-                        const struct sockaddr *to) {
+int ls__udp_send_buf(lua_State *L, ls_udp_t *u, const char *data, size_t len,
+                     const struct sockaddr *to) {
   uv_buf_t buf;
   int n;
   if (len > LS_UDP_RECV_SIZE) {
@@ -702,315 +593,11 @@ sent:
   return 1;
 }
 
-/* ---- name lookups (sendto and connect with a host name) ----------------------------------- */
-
-static void udp_lookup_cb(ls_dns_t *dns, int status, const struct addrinfo *res, void *data) {
-  udp_lookup_t *lk = data;
-  (void)dns;
-  lk->dns = NULL;
-  lk->done = 1;
-  lk->status = status;
-  if (status == 0) {
-    /* Prefer IPv4, as listeners default to 127.0.0.1; the hints already narrowed the family
-     * when the socket was bound. */
-    const struct addrinfo *pick = NULL, *ai;
-    for (ai = res; ai != NULL; ai = ai->ai_next) {
-      if (ai->ai_family == AF_INET && (pick == NULL || pick->ai_family != AF_INET))
-        pick = ai;
-      else if (ai->ai_family == AF_INET6 && pick == NULL)
-        pick = ai;
-    }
-    if (pick != NULL)
-      memcpy(&lk->addr, pick->ai_addr, ls_sockaddr_size(pick->ai_addr));
-    else
-      lk->status = UV_EAI_NONAME;
-  }
-  ls_task_resume(lk->task);
-}
-
-static int64_t udp_lookup_timeout(const ls_udp_t *u) {
-  return u->timeout_ms >= 0 ? u->timeout_ms : LS_UDP_LOOKUP_TIMEOUT_MS;
-}
-
-/* Starts resolving host and yields; k runs when the lookup ends, gets the lookup as ctx and
- * calls udp_lookup_result. */
-static int udp_lookup_start(lua_State *L, ls_udp_t *u, const char *host, int port,
-                            const char *what, lua_KFunction k) {
-  ls_task_t *task = ls_task_check(u->base.gen, L, what);
-  ls_sockaddr_u bound;
-  int len = sizeof bound, family = AF_UNSPEC;
-  udp_lookup_t *lk;
-  int err;
-  lk = ls_malloc(sizeof *lk);
-  if (lk == NULL)
-    return ls_push_error(L, LS_ENOMEM);
-  memset(lk, 0, sizeof *lk);
-  if (uv_udp_getsockname(&u->handle, &bound.sa, &len) == 0)
-    family = bound.sa.sa_family;
-  lk->u = u;
-  lk->task = task;
-  lk->dns = ls_dns_resolve(u->base.gen->rt->loop, host, port, family, SOCK_DGRAM, udp_lookup_cb,
-                           lk, &err);
-  if (lk->dns == NULL) {
-    ls_free(lk, sizeof *lk);
-    return ls_push_error(L, err);
-  }
-  lk->next = u->lookups;
-  if (u->lookups != NULL)
-    u->lookups->prev = lk;
-  u->lookups = lk;
-  return ls_task_wait(task, udp_lookup_timeout(u), (lua_KContext)lk, k);
-}
-
-/* In a lookup's continuation: 0 with *addr filled in, or the number of results pushed for a
- * failure (closed socket, timeout, unknown name). Waits again after a spurious wake-up. */
-static int udp_lookup_result(lua_State *L, lua_KContext ctx, lua_KFunction k, ls_sockaddr_u *addr) {
-  udp_ud_t *ud = check_ud(L);
-  ls_udp_t *u = ud_socket(ud);
-  udp_lookup_t *lk = (udp_lookup_t *)ctx;
-  ls_task_t *task = ls_task_current(ud->gen, L);
-  if (u == NULL || u->closing)
-    return ls_push_error(L, LS_ECLOSED); /* the close orphaned the lookup: not ours to touch */
-  if (lk->done) {
-    int err = lk->status;
-    *addr = lk->addr;
-    lookup_unlink(u, lk);
-    ls_free(lk, sizeof *lk);
-    return err != 0 ? ls_push_error(L, err) : 0;
-  }
-  if (task != NULL && ls_task_take_timeout(task)) {
-    ls_dns_cancel(lk->dns);
-    lookup_unlink(u, lk);
-    ls_free(lk, sizeof *lk);
-    return ls_push_error(L, LS_ETIMEDOUT);
-  }
-  return ls_task_wait(ls_task_check(u->base.gen, L, "udp lookup"), udp_lookup_timeout(u), ctx, k);
-}
-
-static int udp_cache_get(ls_udp_t *u, const char *host, int port, ls_sockaddr_u *addr) {
-  if (u->cache_port != port || strcmp(u->cache_host, host) != 0)
-    return 0;
-  if (uv_now(u->base.gen->rt->loop) >= u->cache_expiry)
-    return 0;
-  *addr = u->cache_addr;
-  return 1;
-}
-
-static void udp_cache_put(ls_udp_t *u, const char *host, int port, const ls_sockaddr_u *addr) {
-  size_t len = strlen(host);
-  if (len >= sizeof u->cache_host)
-    return;
-  memcpy(u->cache_host, host, len + 1);
-  u->cache_port = port;
-  u->cache_addr = *addr;
-  u->cache_expiry = uv_now(u->base.gen->rt->loop) + LS_UDP_NAME_TTL_MS;
-}
-
-/* ---- sock:sendto, sock:send --------------------------------------------------------------- */
-
-static int udp_sendto_lookup_k(lua_State *L, int status, lua_KContext ctx) {
-  ls_sockaddr_u addr;
-  size_t len;
-  const char *data;
-  int n;
-  (void)status;
-  n = udp_lookup_result(L, ctx, udp_sendto_lookup_k, &addr);
-  if (n != 0)
-    return n;
-  udp_cache_put(ud_socket(check_ud(L)), lua_tostring(L, 3), (int)lua_tointeger(L, 4), &addr);
-  data = lua_tolstring(L, 2, &len);
-  return udp_send_buf(L, ud_socket(check_ud(L)), data, len, &addr.sa);
-}
-
-/* sock:sendto(data, host, port) or sock:sendto(data, peer) -> true, or nil, message, code.
- * A host name is resolved through libuv (the task waits; the answer is reused for 30 s). */
-static int l_udp_sendto(lua_State *L) {
-  ls_udp_t *u = check_udp(L);
-  size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
-  const char *host;
-  int port;
-  ls_sockaddr_u addr;
-  if (lua_type(L, 3) == LUA_TUSERDATA) {
-    ls_sockaddr_u *peer = ls_addr_check(L, 3);
-    if (u == NULL)
-      return ls_push_error(L, LS_ECLOSED);
-    return udp_send_buf(L, u, data, len, &peer->sa);
-  }
-  host = luaL_checkstring(L, 3);
-  port = check_port(L, 4);
-  if (u == NULL)
-    return ls_push_error(L, LS_ECLOSED);
-  if (ls_addr_parse_literal(host, port, &addr) == 0 || udp_cache_get(u, host, port, &addr))
-    return udp_send_buf(L, u, data, len, &addr.sa);
-  lua_settop(L, 4);
-  return udp_lookup_start(L, u, host, port, "sendto", udp_sendto_lookup_k);
-}
-
-/* sock:send(data [, peer]) -> true, or nil, message, code: to peer (an Address, as handlers
- * get it), or to the connected peer without one. */
-static int l_udp_send(lua_State *L) {
-  ls_udp_t *u = check_udp(L);
-  size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
-  const struct sockaddr *to = NULL;
-  if (!lua_isnoneornil(L, 3))
-    to = &ls_addr_check(L, 3)->sa;
-  if (u == NULL)
-    return ls_push_error(L, LS_ECLOSED);
-  if (to == NULL) {
-    ls_sockaddr_u peer;
-    int plen = sizeof peer;
-    if (uv_udp_getpeername(&u->handle, &peer.sa, &plen) != 0)
-      return luaL_argerror(L, 3, "a peer address is needed: the socket is not connected");
-  }
-  return udp_send_buf(L, u, data, len, to);
-}
-
-/* ---- sock:connect ------------------------------------------------------------------------- */
-
-static int udp_connect_to(lua_State *L, ls_udp_t *u, const ls_sockaddr_u *addr) {
-  int err = uv_udp_connect(&u->handle, &addr->sa);
-  if (err != 0)
-    return ls_push_error(L, err);
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-static int udp_connect_lookup_k(lua_State *L, int status, lua_KContext ctx) {
-  ls_sockaddr_u addr;
-  int n;
-  (void)status;
-  n = udp_lookup_result(L, ctx, udp_connect_lookup_k, &addr);
-  if (n != 0)
-    return n;
-  return udp_connect_to(L, ud_socket(check_ud(L)), &addr);
-}
-
-/* sock:connect(host, port) -> true, or nil, message, code. Afterwards send(data) and recv()
- * talk to that peer only. Not for listening sockets. */
-static int l_udp_connect(lua_State *L) {
-  ls_udp_t *u = check_udp(L);
-  const char *host = luaL_checkstring(L, 2);
-  int port = check_port(L, 3);
-  ls_sockaddr_u addr;
-  if (u == NULL)
-    return ls_push_error(L, LS_ECLOSED);
-  if (u->is_listener)
-    return luaL_error(L, "connect: a listening socket answers many peers; use srv.udp.socket()");
-  if (ls_addr_parse_literal(host, port, &addr) == 0)
-    return udp_connect_to(L, u, &addr);
-  lua_settop(L, 3);
-  return udp_lookup_start(L, u, host, port, "connect", udp_connect_lookup_k);
-}
-
-/* ---- client receive: sock:recvfrom, sock:recv --------------------------------------------- */
-
-/* Client sockets receive only while a task waits, so datagrams that arrive in between stay in
- * the kernel's buffer (bounded) instead of a queue of ours. */
-static void udp_reader_left(ls_udp_t *u) {
-  if (u->reader == NULL && u->receiving) {
-    uv_udp_recv_stop(&u->handle);
-    u->receiving = 0;
-  }
-}
-
-static void udp_client_recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
-                               const struct sockaddr *addr, unsigned flags) {
-  ls_udp_t *u = h->data;
-  if (u->closing || (nread == 0 && addr == NULL))
-    return;
-  if (nread >= 0 && ((flags & UV_UDP_PARTIAL) || (size_t)nread > u->recv_max)) {
-    udp_drop_truncated(u);
-    return;
-  }
-  if (u->reader == NULL) {
-    udp_reader_left(u); /* not expected: receiving runs only for a reader */
-    return;
-  }
-  if (nread < 0) {
-    u->rx_err = (int)nread;
-  } else {
-    u->rx_data = buf->base;
-    u->rx_len = (size_t)nread;
-    u->rx_peer = addr;
-  }
-  u->rx_ready = 1;
-  ls_task_resume(u->reader);
-  /* The reader has taken it; the struct lives at least until the close callback. */
-  u->rx_ready = 0;
-  u->rx_err = 0;
-}
-
-static int udp_recv_k(lua_State *L, int status, lua_KContext ctx) {
-  udp_ud_t *ud = check_ud(L);
-  ls_task_t *task = ls_task_current(ud->gen, L);
-  ls_udp_t *u = ud_socket(ud);
-  const char *what = ctx ? "recvfrom" : "recv";
-  int err;
-  (void)status;
-  if (u != NULL && task != NULL && u->reader == task)
-    u->reader = NULL;
-  if (u == NULL || u->closing)
-    return ls_push_error(L, LS_ECLOSED);
-  if (u->rx_ready) {
-    u->rx_ready = 0;
-    udp_reader_left(u);
-    if (u->rx_err != 0) {
-      err = u->rx_err;
-      u->rx_err = 0;
-      return ls_push_error(L, err);
-    }
-    u->received++;
-    lua_pushlstring(L, u->rx_data, u->rx_len);
-    if (!ctx)
-      return 1;
-    ls_addr_push_object(L, u->rx_peer);
-    return 2;
-  }
-  if (task != NULL && ls_task_take_timeout(task)) {
-    udp_reader_left(u);
-    return ls_push_error(L, LS_ETIMEDOUT);
-  }
-  task = ls_task_check(u->base.gen, L, what);
-  if (u->reader != NULL)
-    return luaL_error(L, "%s: another task is already receiving on this socket", what);
-  if (!u->receiving) {
-    err = udp_make_rbuf(u);
-    if (err == 0)
-      err = uv_udp_recv_start(&u->handle, udp_alloc_cb, udp_client_recv_cb);
-    if (err != 0)
-      return ls_push_error(L, err);
-    u->receiving = 1;
-  }
-  u->reader = task;
-  return ls_task_wait(task, ls_opt_timeout_ms(L, 2, u->timeout_ms), ctx, udp_recv_k);
-}
-
-static int udp_recv_common(lua_State *L, int with_peer) {
-  udp_ud_t *ud = check_ud(L);
-  if (!lua_isnoneornil(L, 2))
-    luaL_checknumber(L, 2);
-  lua_settop(L, 2);
-  if (ud_socket(ud) != NULL && ud->listener)
-    return luaL_error(L, "%s: a listening socket hands its datagrams to its handler",
-                      with_peer ? "recvfrom" : "recv");
-  return udp_recv_k(L, LUA_OK, with_peer);
-}
-
-/* sock:recvfrom([timeout]) -> data, peer; or nil, "timeout" | "closed" | message, code.
- * timeout in seconds (default: the socket's, none unless set). A datagram larger than
- * recv_size is dropped and counted, never returned truncated. */
-static int l_udp_recvfrom(lua_State *L) { return udp_recv_common(L, 1); }
-
-/* sock:recv([timeout]) -> data; or nil, message, code. As recvfrom, without the peer. */
-static int l_udp_recv(lua_State *L) { return udp_recv_common(L, 0); }
-
 /* ---- other methods ------------------------------------------------------------------------ */
 
 /* sock:close() -> true. Running handlers go on; their sends answer nil, "closed". */
 static int l_udp_close(lua_State *L) {
-  ls_udp_t *u = check_udp(L);
+  ls_udp_t *u = ls__udp_check_udp(L);
   if (u != NULL)
     udp_close(u);
   lua_pushboolean(L, 1);
@@ -1019,7 +606,7 @@ static int l_udp_close(lua_State *L) {
 
 /* sock:address() -> host, port of the local end; nil, message, code if closed or unbound. */
 static int l_udp_address_method(lua_State *L) {
-  ls_udp_t *u = check_udp(L);
+  ls_udp_t *u = ls__udp_check_udp(L);
   ls_sockaddr_u a;
   int len = sizeof a;
   int err;
@@ -1037,7 +624,7 @@ static int l_udp_address_method(lua_State *L) {
 
 /* sock:peer() -> the connected peer's Address; nil, message, code when not connected. */
 static int l_udp_peer(lua_State *L) {
-  ls_udp_t *u = check_udp(L);
+  ls_udp_t *u = ls__udp_check_udp(L);
   ls_sockaddr_u a;
   int len = sizeof a;
   int err;
@@ -1052,7 +639,7 @@ static int l_udp_peer(lua_State *L) {
 
 /* sock:url() -> "udp://127.0.0.1:8888", as printed at start. */
 static int l_udp_url(lua_State *L) {
-  ls_udp_t *u = check_udp(L);
+  ls_udp_t *u = ls__udp_check_udp(L);
   if (u == NULL)
     return ls_push_error(L, LS_ECLOSED);
   udp_set_url(u);
@@ -1062,9 +649,9 @@ static int l_udp_url(lua_State *L) {
 
 /* sock:settimeout(seconds | nil) -> sock: the default for recv/recvfrom and name lookups. */
 static int l_udp_settimeout(lua_State *L) {
-  udp_ud_t *ud = check_ud(L);
+  udp_ud_t *ud = ls__udp_check_ud(L);
   int64_t ms = ls_opt_timeout_ms(L, 2, -1);
-  if (ud_socket(ud) != NULL)
+  if (ls__udp_ud_socket(ud) != NULL)
     ud->udp->timeout_ms = ms;
   lua_settop(L, 1);
   return 1;
@@ -1078,8 +665,8 @@ static void set_count(lua_State *L, const char *name, uint64_t n) {
 /* sock:stats() -> { received, sent, dropped_truncated, dropped_busy, handler_errors,
  * send_errors, pending }; counts since the socket opened (zeros once closed). */
 static int l_udp_stats(lua_State *L) {
-  udp_ud_t *ud = check_ud(L);
-  ls_udp_t *u = ud_socket(ud);
+  udp_ud_t *ud = ls__udp_check_ud(L);
+  ls_udp_t *u = ls__udp_ud_socket(ud);
   static const ls_udp_t zero;
   if (u == NULL)
     u = (ls_udp_t *)&zero;
@@ -1095,7 +682,7 @@ static int l_udp_stats(lua_State *L) {
 }
 
 static int l_udp_gc(lua_State *L) {
-  udp_ud_t *ud = check_ud(L);
+  udp_ud_t *ud = ls__udp_check_ud(L);
   /* A listener's object is pinned while its generation serves it; once collected, the
    * listener belongs to another generation or is already gone: leave it alone. */
   if (ud->udp != NULL && !ud->listener) {
@@ -1107,7 +694,7 @@ static int l_udp_gc(lua_State *L) {
 }
 
 static int l_udp_tostring(lua_State *L) {
-  ls_udp_t *u = check_udp(L);
+  ls_udp_t *u = ls__udp_check_udp(L);
   if (u == NULL) {
     lua_pushliteral(L, "luasrv.UDPSocket (closed)");
     return 1;
@@ -1123,9 +710,9 @@ static int l_udp_tostring(lua_State *L) {
  * memory. */
 void ls_udp_open(lua_State *L, ls_gen_t *gen) {
   static const luaL_Reg udp_meth[] = {
-      {"send", l_udp_send},         {"sendto", l_udp_sendto},
-      {"recv", l_udp_recv},         {"recvfrom", l_udp_recvfrom},
-      {"connect", l_udp_connect},   {"close", l_udp_close},
+      {"send", ls__udp_send},         {"sendto", ls__udp_sendto},
+      {"recv", ls__udp_recv},         {"recvfrom", ls__udp_recvfrom},
+      {"connect", ls__udp_connect},   {"close", l_udp_close},
       {"address", l_udp_address_method}, {"peer", l_udp_peer},
       {"url", l_udp_url},           {"settimeout", l_udp_settimeout},
       {"stats", l_udp_stats},       {NULL, NULL}};
