@@ -98,11 +98,12 @@ static void connect_cb(uv_connect_t *cr, int status) {
   }
   req->last_err = status;
   attempt_close(a);
-  if (req->active == 0) {
-    /* Nothing else is in flight: the next address now, not after the delay (RFC 8305 §5). */
-    uv_timer_stop(&req->delay);
-    start_next(req);
-  }
+  /* A failed attempt frees its turn: the next address starts now rather than when the delay
+   * runs out, even while an earlier attempt still waits for an answer (an unanswered ::1,
+   * then 127.0.0.1 refused: 127.0.0.2 need not wait). With no address left, start_next
+   * reports the last error once nothing is in flight. */
+  uv_timer_stop(&req->delay);
+  start_next(req);
 }
 
 static void delay_cb(uv_timer_t *t) { start_next(t->data); }

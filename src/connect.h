@@ -1,8 +1,8 @@
 /* Outbound TCP connections, in one place for every client in the core (srv.tcp.connect now;
  * the HTTP client, WebSocket and Redis later): the name lookup, then RFC 8305 "Happy
  * Eyeballs". The resolver's addresses are tried with the families interleaved (the first
- * family of the answer first), each on a handle of its own; the next attempt starts when the
- * previous one fails or after the Connection Attempt Delay (250 ms) without an answer; the
+ * family of the answer first), each on a handle of its own; the next attempt starts as soon as
+ * any attempt fails, or after the Connection Attempt Delay (250 ms) without an answer; the
  * first to connect wins and every other attempt is closed. So a name that resolves to ::1 and
  * 127.0.0.1 (localhost on a stock Debian) reaches a server that listens on either.
  *

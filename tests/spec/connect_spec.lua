@@ -8,10 +8,11 @@ local C = require "conformance"
 local q = helper.shell_quote
 local hosts = helper.tmpname(".hosts")
 
--- Starts the servers (modes for 127.0.0.1 and ::1); returns pid, port.
-local function servers(mode4, mode6)
-  local p = io.popen(helper.clean(("python3 -u %s %s %s"):format(
-    q(C.fixture("connect_servers.py")), mode4, mode6)))
+-- Starts the servers (modes for 127.0.0.1 and ::1, and more IPv4 loopback addresses that
+-- serve); returns pid, port.
+local function servers(mode4, mode6, ...)
+  local p = io.popen(helper.clean(("python3 -u %s %s %s %s"):format(
+    q(C.fixture("connect_servers.py")), mode4, mode6, table.concat({ ... }, " "))))
   local line = p:read("l") or ""
   local pid, port = line:match("^ready (%d+) (%d+)$")
   assert(pid, "servers did not start: " .. line)
@@ -44,6 +45,11 @@ describe("srv.tcp.connect to a name with two address families", function()
       "127.0.0.1 six-first.test",
       "127.0.0.1 four-first.test",
       "::1 four-first.test",
+      "::1 many.test",
+      "127.0.0.1 many.test",
+      "127.0.0.2 many.test",
+      "127.0.0.3 many.test",
+      "127.0.0.4 many.test",
       "" }, "\n"))
     -- The namespace trick itself must work, or every case below would prove nothing.
     assert.matches("::1", helper.capture(("unshare -m sh -c %s"):format(
@@ -89,6 +95,25 @@ describe("srv.tcp.connect to a name with two address families", function()
     local took = tonumber(w[3])
     -- The IPv6 SYN gets no answer; the IPv4 attempt starts after 250 ms and wins.
     assert.is_true(took >= 0.2 and took < 2, "took " .. tostring(took) .. " s")
+    stop(s)
+  end)
+
+  it("starts the next attempt as soon as one fails, while an earlier one is still unanswered", function()
+    -- ::1 gets no answer; 127.0.0.1 to .3 refuse at once, one after the other; .4 serves.
+    local order = {}
+    for addr in helper.capture(("unshare -m sh -c %s"):format(q(("mount --bind %s /etc/hosts"
+      .. " && getent ahosts many.test"):format(q(hosts))))):gmatch("(%S+)%s+STREAM") do
+      order[#order + 1] = addr
+    end
+    assert.same({ "::1", "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4" }, order)
+    local s = servers("refuse", "blackhole", "127.0.0.4")
+    local w, out = client("many.test", s.port, 10)
+    assert.equal("ok", w[1], out)
+    assert.equal("v4 127.0.0.4", w[2])
+    local took = tonumber(w[3])
+    -- One attempt delay (250 ms) for the unanswered ::1, then no further wait: a delay per
+    -- refused address would make it 1 s.
+    assert.is_true(took >= 0.2 and took < 0.6, "took " .. tostring(took) .. " s")
     stop(s)
   end)
 
