@@ -252,6 +252,18 @@ static void lru_push(zone_t *z, uint64_t off) {
   z->lru_head = off;
 }
 
+/* At the cold end: used by the rebuild, which walks the heap in recency order. */
+static void lru_append(zone_t *z, uint64_t off) {
+  entry_t *e = E(z, off);
+  e->lnext = 0;
+  e->lprev = z->lru_tail;
+  if (z->lru_tail != 0)
+    E(z, z->lru_tail)->lnext = off;
+  else
+    z->lru_head = off;
+  z->lru_tail = off;
+}
+
 static void lru_touch(zone_t *z, uint64_t off) {
   if (z->lru_head != off) {
     lru_unlink(z, E(z, off));
@@ -438,16 +450,9 @@ static void rebuild(zone_t *z) {
     hdr = *HDR(z, off);
     size = bsize(hdr);
     if (hdr & B_INUSE) {
-      entry_t *e = E(z, off);
       *HDR(z, off) = size | B_INUSE | prev_inuse;
       /* Appended at the cold end, so heap order is recency order from the head. */
-      e->lnext = 0;
-      e->lprev = z->lru_tail;
-      if (z->lru_tail != 0)
-        E(z, z->lru_tail)->lnext = off;
-      else
-        z->lru_head = off;
-      z->lru_tail = off;
+      lru_append(z, off);
       z->count++;
       prev_inuse = B_PREV_INUSE;
       continue;
