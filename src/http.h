@@ -44,6 +44,7 @@ typedef struct ls_http_listener_s ls_http_listener_t;
 typedef struct ls_http_conn_s ls_http_conn_t;
 typedef struct ls_http_req_ud_s ls_http_req_ud_t;
 typedef struct ls_http_res_ud_s ls_http_res_ud_t;
+typedef struct ls_http_hdr_ud_s ls_http_hdr_ud_t;
 
 /* What the connection cycle (http_server.c) calls upwards, set by the listener's maker
  * (http_listen.c): the Lua side's entry points (ls_http__lua_hooks, http_lua.c). */
@@ -91,7 +92,8 @@ struct ls_http_conn_s {
   ls_task_t *body_waiter;     /* task waiting in req:body() */
   ls_task_t *writer;          /* task waiting for output to drain (res:write) */
   ls_http_req_ud_t *req_ud;   /* the current request's Lua objects, cleared at its end */
-  ls_http_res_ud_t *res_ud;
+  ls_http_res_ud_t *res_ud;   /* NULL when the handler takes no response object */
+  ls_http_hdr_ud_t *hdr_ud;   /* req.headers, once read */
   uint64_t deadline;          /* loop time (ms) the timer acts at; 0: none */
   ls_http_state_t state;
   int reject_status;          /* status to answer with after a parse error */
@@ -151,6 +153,12 @@ struct ls_http_req_ud_s {
   ls_http_conn_t *c;
 };
 struct ls_http_res_ud_s {
+  ls_http_conn_t *c;
+};
+/* req.headers: a view of the parsed header fields (a lookup scans them; nothing is built per
+ * field), with the values assigned to it kept in its user value (a table, made on the first
+ * assignment). */
+struct ls_http_hdr_ud_s {
   ls_http_conn_t *c;
 };
 

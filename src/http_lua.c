@@ -213,15 +213,18 @@ static void take_route(lua_State *L, ls_http_conn_t *c) {
   lua_settop(L, 2);
 }
 
-/* Whether the function at index 2 is a Lua function declared without parameters: nothing it
- * runs can reach the request and response objects, so they are not made. */
-static int takes_nothing(lua_State *L) {
+/* How many of (req, res) the handler at index 2 can reach: a Lua function declared with fewer
+ * parameters (and no `...`) never sees the others, so they are not made. A callable table (an
+ * app) or a C function gets both. */
+static int objects_wanted(lua_State *L) {
   lua_Debug ar;
-  if (lua_type(L, 2) != LUA_TFUNCTION)
-    return 0; /* a callable table: an app that dispatches with the objects */
+  int wanted;
+  if (lua_type(L, 2) != LUA_TFUNCTION || lua_iscfunction(L, 2))
+    return 2;
   lua_pushvalue(L, 2);
   lua_getinfo(L, ">u", &ar);
-  return ar.nparams == 0 && !ar.isvararg;
+  wanted = ar.isvararg || ar.nparams > 2 ? 2 : ar.nparams;
+  return wanted;
 }
 
 /* The body of a request's task, with the task (light userdata) and the handler on the stack:
@@ -231,29 +234,35 @@ static int http_task_body(lua_State *L) {
   ls_http_conn_t *c = task->data;
   ls_http_req_ud_t *req;
   ls_http_res_ud_t *res;
+  int wanted;
   take_route(L, c);
-  if (takes_nothing(L)) {
+  wanted = objects_wanted(L);
+  if (wanted == 0) {
     lua_pushvalue(L, 2);
     lua_callk(L, 0, LUA_MULTRET, 3, http_task_body_k);
     return http_task_body_k(L, LUA_OK, 3);
   }
-  /* The objects stay at indexes 3 and 4 for the whole request: the connection points at
-   * them, so they must outlive whatever the handler keeps. */
-  req = lua_newuserdatauv(L, sizeof *req, 1);
+  /* The objects stay on the stack (from index 3) for the whole request: the connection points
+   * at them, so they must outlive whatever the handler keeps. The request's user values: its
+   * field cache and req.headers. */
+  req = lua_newuserdatauv(L, sizeof *req, 2);
   req->c = c;
   lua_pushvalue(L, UP_REQ_MT);
   lua_setmetatable(L, -2);
-  res = lua_newuserdatauv(L, sizeof *res, 0);
-  res->c = c;
-  lua_pushvalue(L, UP_RES_MT);
-  lua_setmetatable(L, -2);
   c->req_ud = req;
-  c->res_ud = res;
+  if (wanted == 2) {
+    res = lua_newuserdatauv(L, sizeof *res, 0);
+    res->c = c;
+    lua_pushvalue(L, UP_RES_MT);
+    lua_setmetatable(L, -2);
+    c->res_ud = res;
+  }
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
-  lua_pushvalue(L, 4);
-  lua_callk(L, 2, LUA_MULTRET, 5, http_task_body_k);
-  return http_task_body_k(L, LUA_OK, 5);
+  if (wanted == 2)
+    lua_pushvalue(L, 4);
+  lua_callk(L, wanted, LUA_MULTRET, 3 + wanted, http_task_body_k);
+  return http_task_body_k(L, LUA_OK, 3 + wanted);
 }
 
 void ls_http__dispatch(ls_http_conn_t *c) {
@@ -299,6 +308,10 @@ void ls_http__end_request(ls_http_conn_t *c) {
   if (c->res_ud != NULL) {
     c->res_ud->c = NULL;
     c->res_ud = NULL;
+  }
+  if (c->hdr_ud != NULL) {
+    c->hdr_ud->c = NULL;
+    c->hdr_ud = NULL;
   }
   if (c->status != 0 && c->url_len > 0)
     ls_http__access_log(c);

@@ -81,15 +81,16 @@ int ls_http__append_date(ls_buf_t *b, uv_loop_t *loop) {
   return ls_buf_append(b, line, len);
 }
 
+/* RFC 9110 tchar: letters, digits and !#$%&'*+-.^_`|~ (a bit per byte value). */
+static const uint32_t token_bits[8] = {0, 0x03ff6cfa, 0xc7fffffe, 0x57ffffff, 0, 0, 0, 0};
+
 int ls_http__valid_name(const char *s, size_t len) {
-  static const char tchar[] = "!#$%&'*+-.^_`|~";
   size_t i;
   if (len == 0)
     return 0;
   for (i = 0; i < len; i++) {
     unsigned char ch = (unsigned char)s[i];
-    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-          (ch != '\0' && strchr(tchar, ch) != NULL)))
+    if (!(token_bits[ch >> 5] & (1u << (ch & 31))))
       return 0;
   }
   return 1;
@@ -99,7 +100,7 @@ int ls_http__valid_value(const char *s, size_t len) {
   size_t i;
   for (i = 0; i < len; i++) {
     unsigned char ch = (unsigned char)s[i];
-    if (ch == '\r' || ch == '\n' || ch == '\0')
+    if (ch <= '\r' && (ch == '\r' || ch == '\n' || ch == '\0'))
       return 0;
   }
   return 1;

@@ -38,24 +38,35 @@ static int push_cache(lua_State *L, int idx, int create) {
 static int push_header(lua_State *L, ls_http_conn_t *c, const char *name, size_t name_len) {
   const char *base = ls_buf_head(&c->head);
   const char *sep = name_len == 6 && memcmp(name, "cookie", 6) == 0 ? "; " : ", ";
-  unsigned i;
-  int found = 0;
+  unsigned i, first;
   luaL_Buffer b;
   for (i = 0; i < c->nheaders; i++) {
     const ls_http_header_t *h = &c->headers[i];
+    if (h->name_len == name_len && memcmp(base + h->name_off, name, name_len) == 0)
+      break;
+  }
+  if (i == c->nheaders)
+    return 0;
+  first = i;
+  for (i = first + 1; i < c->nheaders; i++) {
+    const ls_http_header_t *h = &c->headers[i];
+    if (h->name_len == name_len && memcmp(base + h->name_off, name, name_len) == 0)
+      break;
+  }
+  if (i == c->nheaders) { /* the usual case: one field of that name */
+    lua_pushlstring(L, base + c->headers[first].value_off, c->headers[first].value_len);
+    return 1;
+  }
+  luaL_buffinit(L, &b);
+  for (i = first; i < c->nheaders; i++) {
+    const ls_http_header_t *h = &c->headers[i];
+    base = ls_buf_head(&c->head); /* luaL_Buffer may run the GC, never our buffers */
     if (h->name_len != name_len || memcmp(base + h->name_off, name, name_len) != 0)
       continue;
-    if (found == 0) {
-      luaL_buffinit(L, &b);
-    } else {
+    if (i != first)
       luaL_addstring(&b, sep);
-    }
-    base = ls_buf_head(&c->head); /* luaL_Buffer may run the GC, never our buffers */
     luaL_addlstring(&b, base + h->value_off, h->value_len);
-    found++;
   }
-  if (found == 0)
-    return 0;
   luaL_pushresult(&b);
   return 1;
 }
@@ -71,18 +82,16 @@ static const char *lower_name(lua_State *L, int idx, char *buf, size_t size, siz
   return buf;
 }
 
-/* ---- headers table ------------------------------------------------------------------------ */
+/* l_req_index's upvalues (push_headers_view runs in it too): the request methods table, method
+ * names by llhttp's number + 1 (interned once: req.method hashes no string), and the
+ * metatable of req.headers. */
+#define UP_REQ_METHODS lua_upvalueindex(1)
+#define UP_METHOD_NAMES lua_upvalueindex(2)
+#define UP_HEADERS_MT lua_upvalueindex(3)
 
-static int l_headers_index(lua_State *L) {
-  char name[256];
-  size_t len;
-  if (lua_type(L, 2) != LUA_TSTRING || lower_name(L, 2, name, sizeof name, &len) == NULL)
-    return 0;
-  lua_pushlstring(L, name, len);
-  lua_rawget(L, 1);
-  return 1;
-}
+/* ---- headers view ------------------------------------------------------------------------- */
 
+/* A table of every field: lower-case names, repeats joined (push_header's rules). */
 static void push_headers_table(lua_State *L, ls_http_conn_t *c) {
   const char *base;
   unsigned i;
@@ -101,7 +110,100 @@ static void push_headers_table(lua_State *L, ls_http_conn_t *c) {
     push_header(L, c, base + h->name_off, h->name_len);
     lua_rawset(L, -3);
   }
-  luaL_setmetatable(L, LS_HEADERS_MT);
+}
+
+/* Pushes the request's req.headers (argument idx is the request): its view, made on first
+ * use and kept in the request's second user value. */
+static void push_headers_view(lua_State *L, int idx, ls_http_conn_t *c) {
+  ls_http_hdr_ud_t *h;
+  if (lua_getiuservalue(L, idx, 2) == LUA_TUSERDATA)
+    return;
+  lua_pop(L, 1);
+  h = lua_newuserdatauv(L, sizeof *h, 1);
+  h->c = c;
+  if (c != NULL)
+    c->hdr_ud = h;
+  lua_pushvalue(L, UP_HEADERS_MT);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, idx, 2);
+}
+
+/* headers[name]: a value assigned to the view, else the field's value (any case). */
+static int l_headers_index(lua_State *L) {
+  ls_http_hdr_ud_t *h = lua_touserdata(L, 1);
+  char name[256];
+  size_t len;
+  if (lua_type(L, 2) != LUA_TSTRING || lower_name(L, 2, name, sizeof name, &len) == NULL)
+    return 0;
+  if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
+    lua_pushlstring(L, name, len);
+    switch (lua_rawget(L, -2)) {
+    case LUA_TNIL:
+      break;
+    case LUA_TBOOLEAN: /* false: a field assigned nil, removed */
+      return 0;
+    default:
+      return 1;
+    }
+  }
+  if (h->c == NULL)
+    return 0;
+  return push_header(L, h->c, name, len);
+}
+
+/* headers[name] = value: kept for the rest of the request (nil removes the field). */
+static int l_headers_newindex(lua_State *L) {
+  char name[256];
+  size_t len;
+  luaL_checkudata(L, 1, LS_HEADERS_MT);
+  if (lower_name(L, 2, name, sizeof name, &len) == NULL)
+    return luaL_argerror(L, 2, "header name too long");
+  if (!lua_isnil(L, 3) && lua_type(L, 3) != LUA_TSTRING && lua_type(L, 3) != LUA_TNUMBER)
+    return luaL_typeerror(L, 3, "string, number or nil");
+  if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, 1);
+  }
+  lua_pushlstring(L, name, len);
+  if (lua_isnil(L, 3))
+    lua_pushboolean(L, 0);
+  else
+    lua_pushvalue(L, 3);
+  lua_rawset(L, -3);
+  return 0;
+}
+
+/* pairs(headers): next over a table of the fields as they are now (lower-case names). */
+static int l_headers_pairs(lua_State *L) {
+  ls_http_hdr_ud_t *h = luaL_checkudata(L, 1, LS_HEADERS_MT);
+  lua_pushvalue(L, lua_upvalueindex(1)); /* next */
+  if (h->c != NULL)
+    push_headers_table(L, h->c);
+  else
+    lua_newtable(L);
+  if (lua_getiuservalue(L, 1, 1) == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+      lua_pushvalue(L, -2);
+      if (lua_type(L, -2) == LUA_TBOOLEAN)
+        lua_pushnil(L);
+      else
+        lua_pushvalue(L, -2);
+      lua_rawset(L, -6);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+static int l_headers_tostring(lua_State *L) {
+  lua_pushliteral(L, "luasrv.Headers");
+  return 1;
 }
 
 /* ---- query and cookies -------------------------------------------------------------------- */
@@ -258,7 +360,7 @@ static int l_req_index(lua_State *L) {
     switch (key[0]) {
     case 'm':
       if (KEY_IS("method")) {
-        lua_pushstring(L, llhttp_method_name((llhttp_method_t)c->parser.method));
+        lua_rawgeti(L, UP_METHOD_NAMES, c->parser.method + 1);
         return 1;
       }
       break;
@@ -323,10 +425,7 @@ static int l_req_index(lua_State *L) {
       break;
     case 'h':
       if (KEY_IS("headers")) {
-        push_cache(L, 1, 1);
-        push_headers_table(L, c);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "headers");
+        push_headers_view(L, 1, c);
         return 1;
       }
       break;
@@ -349,9 +448,12 @@ static int l_req_index(lua_State *L) {
       break;
     }
   }
-  lua_getfield(L, LUA_REGISTRYINDEX, LS_REQ_METHODS_KEY);
+  if (c == NULL && KEY_IS("headers")) {
+    push_headers_view(L, 1, NULL); /* ended before it was read: a view of nothing */
+    return 1;
+  }
   lua_pushvalue(L, 2);
-  lua_rawget(L, -2);
+  lua_rawget(L, UP_REQ_METHODS);
   return 1;
 }
 
@@ -512,19 +614,34 @@ void ls_http__request_open(lua_State *L) {
                                       {"body_reader", l_req_body_reader},
                                       {"json", l_req_json},
                                       {NULL, NULL}};
-  static const luaL_Reg req_metameth[] = {{"__index", l_req_index},
-                                          {"__newindex", l_req_newindex},
+  static const luaL_Reg req_metameth[] = {{"__newindex", l_req_newindex},
                                           {"__tostring", l_req_tostring},
                                           {NULL, NULL}};
-  if (luaL_newmetatable(L, LS_REQ_MT))
-    luaL_setfuncs(L, req_metameth, 0);
-  lua_pop(L, 1);
+  static const luaL_Reg hdr_metameth[] = {{"__index", l_headers_index},
+                                          {"__newindex", l_headers_newindex},
+                                          {"__tostring", l_headers_tostring},
+                                          {NULL, NULL}};
+  int m;
+  if (luaL_newmetatable(L, LS_HEADERS_MT)) {
+    luaL_setfuncs(L, hdr_metameth, 0);
+    lua_getglobal(L, "next");
+    lua_pushcclosure(L, l_headers_pairs, 1);
+    lua_setfield(L, -2, "__pairs");
+  }
   lua_newtable(L);
   luaL_setfuncs(L, req_meth, 0);
+  lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, LS_REQ_METHODS_KEY);
-  if (luaL_newmetatable(L, LS_HEADERS_MT)) {
-    lua_pushcfunction(L, l_headers_index);
-    lua_setfield(L, -2, "__index");
+  lua_createtable(L, HTTP_FLUSH + 1, 0); /* HTTP_FLUSH: llhttp's last method */
+  for (m = 0; m <= HTTP_FLUSH; m++) {
+    lua_pushstring(L, llhttp_method_name((llhttp_method_t)m));
+    lua_rawseti(L, -2, m + 1);
   }
+  lua_rotate(L, -3, -1); /* methods, names, headers metatable: l_req_index's upvalues */
+  luaL_newmetatable(L, LS_REQ_MT);
+  luaL_setfuncs(L, req_metameth, 0);
+  lua_insert(L, -4);
+  lua_pushcclosure(L, l_req_index, 3);
+  lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 }

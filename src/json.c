@@ -424,6 +424,36 @@ static void encode_table(enc_t *e, int idx) {
   e->depth--;
 }
 
+/* A userdata with a __pairs metamethod (req.headers) is encoded as the table its pairs give. */
+static int encode_pairs(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  int base = lua_gettop(L);
+  idx = lua_absindex(L, idx);
+  if (!lua_checkstack(L, 8))
+    fail(e, "not enough memory");
+  if (luaL_getmetafield(L, idx, "__pairs") == LUA_TNIL)
+    return 0;
+  lua_pushvalue(L, idx);
+  lua_call(L, 1, 3);   /* iterator, state, control */
+  lua_newtable(L);     /* base + 4: the pairs, collected */
+  for (;;) {
+    lua_pushvalue(L, base + 1);
+    lua_pushvalue(L, base + 2);
+    lua_pushvalue(L, base + 3);
+    lua_call(L, 2, 2);
+    if (lua_isnil(L, -2)) {
+      lua_pop(L, 2);
+      break;
+    }
+    lua_pushvalue(L, -2);
+    lua_replace(L, base + 3);
+    lua_rawset(L, base + 4);
+  }
+  encode_table(e, base + 4);
+  lua_settop(L, base);
+  return 1;
+}
+
 static void encode_value(enc_t *e, int idx) {
   lua_State *L = e->L;
   char num[40];
@@ -471,6 +501,8 @@ static void encode_value(enc_t *e, int idx) {
   }
     /* fall through */
   default:
+    if (lua_type(L, idx) == LUA_TUSERDATA && encode_pairs(e, idx))
+      break;
     fail(e, "cannot encode a %s", luaL_typename(L, idx));
   }
 }

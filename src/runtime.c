@@ -360,8 +360,10 @@ void ls_gen_free(ls_gen_t *gen) {
   rt->ready_tail = NULL;
   for (ls_task_t *t = rt->ready_head; t != NULL; t = t->ready_next)
     rt->ready_tail = t;
-  if (gen->owns_state)
+  if (gen->owns_state) {
     lua_close(gen->L);
+    ls_alloc_release(&gen->alloc);
+  }
   for (i = 0; i < gen->nslots; i++) {
     ls_task_t *task = gen->slots[i];
     if (task != NULL)
