@@ -253,9 +253,13 @@ int ls_http__gzip_decision(ls_http_conn_t *c, int status, const char *ctype, siz
  * "Content-Encoding: gzip" with a strong ETag made weak (the compressed variant is another
  * representation, RFC 9110 §8.8.1). */
 int ls_http__append_res_headers(ls_http_conn_t *c, ls_buf_t *b, int gzip_decision);
-/* Writes the access log line of the finished request. */
+
+/* ---- http_log.c ---- */
+/* Buffers the access log line of the finished request (written once per loop turn). */
 void ls_http__access_log(ls_http_conn_t *c);
 void ls_http__set_log_format(int json, int enabled);
+/* Writes the buffered lines (at exit; also safe when nothing was logged). */
+void ls_http_log_close(void);
 
 /* ---- http_lua.c ---- */
 /* Starts the handler task for the current request (its head is complete). */

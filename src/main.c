@@ -296,6 +296,7 @@ static int serve(void *arg) {
   ls_signals_close(&rt);
   ls_worker_detach();
   ls_app_close(&app);
+  ls_http_log_close();
   uv_close((uv_handle_t *)&flush_timer, NULL);
   ls_watchdog_stop();
   fflush(stdout);
