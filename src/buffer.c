@@ -9,11 +9,60 @@
  * memory for the rest of a connection's life. */
 #define LS_BUF_KEEP (64 * 1024)
 
+/* The block cache: a stack per power of two from 2^8 to 2^14 bytes, each of at most
+ * CACHE_DEPTH blocks (so at most about 4 MiB in all), for this process's single thread. */
+#define CACHE_MIN_SHIFT 8
+#define CACHE_CLASSES 7
+#define CACHE_DEPTH 128
+static struct {
+  void *blocks[CACHE_DEPTH];
+  unsigned n;
+} block_cache[CACHE_CLASSES];
+
+/* The class of a power-of-two size, or -1 for any other size. */
+static int cache_class(size_t size) {
+  int cls;
+  for (cls = 0; cls < CACHE_CLASSES; cls++)
+    if (size == (size_t)1 << (cls + CACHE_MIN_SHIFT))
+      return cls;
+  return -1;
+}
+
+void *ls_buf_block_take(size_t *size) {
+  size_t want = (size_t)1 << CACHE_MIN_SHIFT;
+  int cls;
+  while (want < *size)
+    want <<= 1;
+  *size = want;
+  cls = cache_class(want);
+  if (cls >= 0 && block_cache[cls].n > 0) {
+    ls_core_alloc()->used += want; /* cached blocks count as free */
+    return block_cache[cls].blocks[--block_cache[cls].n];
+  }
+  return ls_malloc(want);
+}
+
+void ls_buf_block_give(void *p, size_t size) {
+  int cls = cache_class(size);
+  if (p == NULL)
+    return;
+  if (cls >= 0 && block_cache[cls].n < CACHE_DEPTH) {
+    block_cache[cls].blocks[block_cache[cls].n++] = p;
+    ls_core_alloc()->used -= size;
+  } else
+    ls_free(p, size);
+}
+
 void ls_buf_init(ls_buf_t *b) { memset(b, 0, sizeof *b); }
 
 void ls_buf_free(ls_buf_t *b) {
-  ls_free(b->data, b->cap);
+  ls_buf_block_give(b->data, b->cap);
   ls_buf_init(b);
+}
+
+void ls_buf_release(ls_buf_t *b) {
+  if (b->data != NULL && b->start == b->end)
+    ls_buf_free(b);
 }
 
 int ls_buf_reserve(ls_buf_t *b, size_t n) {
@@ -33,6 +82,15 @@ int ls_buf_reserve(ls_buf_t *b, size_t n) {
     if (cap > ((size_t)-1) / 2)
       return LS_ENOMEM;
     cap *= 2;
+  }
+  if (b->data == NULL) {
+    p = ls_buf_block_take(&cap); /* from the cache of released buffers when it has one */
+    if (p == NULL)
+      return LS_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    b->start = b->end = b->scan = 0;
+    return 0;
   }
   if (b->start > 0) {
     memmove(b->data, b->data + b->start, len);

@@ -16,6 +16,15 @@ typedef struct ls_buf_s {
 void ls_buf_init(ls_buf_t *b);
 /* Releases the storage; the buffer is empty and usable again afterwards. */
 void ls_buf_free(ls_buf_t *b);
+/* Releases the storage of an empty buffer (an idle connection's), keeping nothing per
+ * connection: blocks of 256 bytes to 16 KiB go to a process-wide cache that the next buffer
+ * to grow from nothing takes from, so a connection that goes idle after each request costs no
+ * trip through malloc. A buffer that still holds bytes is left alone. */
+void ls_buf_release(ls_buf_t *b);
+/* The cache for other blocks of a power-of-two size from 256 bytes to 16 KiB (a connection's
+ * header index): *size is rounded up to such a size. NULL when memory is short. */
+void *ls_buf_block_take(size_t *size);
+void ls_buf_block_give(void *p, size_t size);
 
 static inline size_t ls_buf_len(const ls_buf_t *b) { return b->end - b->start; }
 /* The first unconsumed byte; never NULL, so an empty buffer is a valid zero-length span. */

@@ -83,7 +83,9 @@ struct ls_http_conn_s {
   llhttp_t parser;
   ls_buf_t head;              /* target and header bytes of the current request */
   ls_buf_t body;              /* request body received for the handler */
-  ls_http_header_t *headers;  /* limits.header_count entries */
+  ls_http_header_t *headers;  /* limits.header_count entries (headers_size bytes), from the
+                               * first header of a request until the connection is idle */
+  uint32_t headers_size;
   unsigned nheaders;
   uint32_t url_len;           /* the target is head[0 .. url_len) */
   uint32_t path_off, path_len;/* the decoded path, in head after the headers */

@@ -49,6 +49,13 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   if (c->hdr_state != LS_HDR_NAME) {
     if (c->nheaders == c->listener->limits.header_count)
       return reject(c, 431);
+    if (c->headers == NULL) {
+      size_t size = c->listener->limits.header_count * sizeof *c->headers;
+      c->headers = ls_buf_block_take(&size);
+      if (c->headers == NULL)
+        return reject(c, 503);
+      c->headers_size = (uint32_t)size;
+    }
     h = &c->headers[c->nheaders++];
     h->name_off = (uint32_t)ls_buf_len(&c->head);
     h->name_len = 0;

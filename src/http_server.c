@@ -48,7 +48,7 @@ void ls_http__conn_free(ls_http_conn_t *c) {
   ls_buf_free(&c->head);
   ls_buf_free(&c->body);
   ls_buf_free(&c->res_headers);
-  ls_free(c->headers, c->listener->limits.header_count * sizeof *c->headers);
+  ls_buf_block_give(c->headers, c->headers_size);
   c->listener->conns--;
   listener_maybe_free(c->listener);
   ls_free(c, sizeof *c);
@@ -110,6 +110,23 @@ static void conn_timer_cb(uv_timer_t *t) {
 
 static void http_conn_on_read(ls_stream_t *s) { ls_http__process(s->owner); }
 
+/* A keep-alive connection between requests holds no buffer: its input, output, head and
+ * header index go back to the block cache (src/buffer.c), so thousands of idle connections
+ * cost little more than their structs, and the next request takes them from the cache. */
+static void conn_trim(ls_http_conn_t *c) {
+  if (c->state != LS_HTTP_IDLE || c->task != NULL || c->closing || c->virtual_conn ||
+      ls_buf_len(&c->s.in) > 0)
+    return;
+  ls_buf_release(&c->head);
+  ls_buf_release(&c->body);
+  ls_buf_release(&c->res_headers);
+  if (c->headers != NULL) {
+    ls_buf_block_give(c->headers, c->headers_size);
+    c->headers = NULL;
+  }
+  ls_stream_trim(&c->s);
+}
+
 static void http_conn_on_written(ls_stream_t *s) {
   ls_http_conn_t *c = s->owner;
   if (s->write_err != 0) {
@@ -121,6 +138,8 @@ static void http_conn_on_written(ls_stream_t *s) {
   }
   if (c->writer != NULL)
     ls_task_resume(c->writer);
+  else
+    conn_trim(c);
 }
 
 static void http_conn_on_close(ls_stream_t *s) {
@@ -137,11 +156,6 @@ ls_http_conn_t *ls_http__conn_new(ls_http_listener_t *l, int virtual_conn) {
   if (c == NULL)
     return NULL;
   memset(c, 0, sizeof *c);
-  c->headers = ls_malloc(l->limits.header_count * sizeof *c->headers);
-  if (c->headers == NULL) {
-    ls_free(c, sizeof *c);
-    return NULL;
-  }
   c->rt = l->base.gen->rt;
   c->gen = l->base.gen;
   c->listener = l;
@@ -150,7 +164,6 @@ ls_http_conn_t *ls_http__conn_new(ls_http_listener_t *l, int virtual_conn) {
   c->parser.data = c;
   if (!virtual_conn) {
     if (ls_stream_init(&c->s, c->rt, l->sock.is_pipe, &http_conn_events, c) != 0) {
-      ls_free(c->headers, l->limits.header_count * sizeof *c->headers);
       ls_free(c, sizeof *c);
       return NULL;
     }
@@ -320,6 +333,8 @@ static void conn_after_input(ls_http_conn_t *c) {
     return;
   conn_update_reading(c);
   ls_http__flush(c);
+  if (!c->closing)
+    conn_trim(c);
 }
 
 void ls_http__want_body(ls_http_conn_t *c) {

@@ -124,6 +124,13 @@ static void stream_read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   s->ev->on_read(s);
 }
 
+void ls_stream_trim(ls_stream_t *s) {
+  ls_buf_release(&s->in);
+  ls_buf_release(&s->out);
+  if (!s->writing)
+    ls_buf_release(&s->out_flight);
+}
+
 void ls_stream_want_input(ls_stream_t *s) {
   int want;
   if (s->closing)

@@ -87,6 +87,8 @@ int ls_stream_write(ls_stream_t *s, const uv_buf_t *bufs, unsigned nbufs);
 /* Hands s->out to the socket, one uv_write at a time; once it is all sent, does what
  * ls_stream_shutdown or ls_stream_end asked for. */
 void ls_stream_flush(ls_stream_t *s);
+/* Gives back the storage of the empty buffers (an idle connection's): see ls_buf_release. */
+void ls_stream_trim(ls_stream_t *s);
 /* Output not yet taken by the kernel. */
 size_t ls_stream_unsent(const ls_stream_t *s);
 /* Shuts down the sending side once the queue is sent; reading goes on (a half-close). */

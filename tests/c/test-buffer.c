@@ -80,12 +80,35 @@ static void reserve_fails_cleanly(void) {
   CHECK_EQ_INT(ls_core_alloc()->used, 0);
 }
 
+/* An idle buffer gives its block back to the cache, and the next buffer to grow from nothing
+ * takes that block instead of allocating; a buffer with bytes in it keeps its block. */
+static void release_reuses_blocks(void) {
+  ls_buf_t a, b;
+  char *block;
+  ls_buf_init(&a);
+  ls_buf_init(&b);
+  CHECK_EQ_INT(ls_buf_append(&a, "request", 7), 0);
+  block = a.data;
+  ls_buf_release(&a); /* not empty: kept */
+  CHECK(a.data == block);
+  ls_buf_consume(&a, 7);
+  ls_buf_release(&a);
+  CHECK(a.data == NULL && a.cap == 0);
+  CHECK_EQ_INT(ls_core_alloc()->used, 0); /* a cached block is not counted as used */
+  CHECK_EQ_INT(ls_buf_append(&b, "next", 4), 0);
+  CHECK(b.data == block);
+  CHECK_MEM(ls_buf_head(&b), "next", 4);
+  ls_buf_free(&b);
+  CHECK_EQ_INT(ls_core_alloc()->used, 0);
+}
+
 int main(int argc, char **argv) {
   static const test_case_t cases[] = {{"append_consume", append_consume},
                                       {"grows_and_compacts", grows_and_compacts},
                                       {"find_line_across_appends", find_line_across_appends},
                                       {"find_line_respects_limit", find_line_respects_limit},
                                       {"reserve_fails_cleanly", reserve_fails_cleanly},
+                                      {"release_reuses_blocks", release_reuses_blocks},
                                       {NULL, NULL}};
   return test_main(argc, argv, cases);
 }
