@@ -14,6 +14,11 @@
 #define CACHE_MIN_SHIFT 8
 #define CACHE_CLASSES 7
 #define CACHE_DEPTH 128
+#ifdef LS_NO_POOL
+#define LS_BLOCK_CACHE 0 /* sanitizer builds: every block through malloc, for ASan to see */
+#else
+#define LS_BLOCK_CACHE 1
+#endif
 static struct {
   void *blocks[CACHE_DEPTH];
   unsigned n;
@@ -35,7 +40,7 @@ void *ls_buf_block_take(size_t *size) {
     want <<= 1;
   *size = want;
   cls = cache_class(want);
-  if (cls >= 0 && block_cache[cls].n > 0) {
+  if (LS_BLOCK_CACHE && cls >= 0 && block_cache[cls].n > 0) {
     ls_core_alloc()->used += want; /* cached blocks count as free */
     return block_cache[cls].blocks[--block_cache[cls].n];
   }
@@ -46,7 +51,7 @@ void ls_buf_block_give(void *p, size_t size) {
   int cls = cache_class(size);
   if (p == NULL)
     return;
-  if (cls >= 0 && block_cache[cls].n < CACHE_DEPTH) {
+  if (LS_BLOCK_CACHE && cls >= 0 && block_cache[cls].n < CACHE_DEPTH) {
     block_cache[cls].blocks[block_cache[cls].n++] = p;
     ls_core_alloc()->used -= size;
   } else
@@ -61,8 +66,13 @@ void ls_buf_free(ls_buf_t *b) {
 }
 
 void ls_buf_release(ls_buf_t *b) {
-  if (b->data != NULL && b->start == b->end)
+  size_t cap = b->cap;
+  if (b->data != NULL && b->start == b->end) {
     ls_buf_free(b);
+    /* Without storage `scan` is unused: it keeps the size to take back, so a buffer that
+     * needed 4 KiB last time does not grow from 256 bytes again. */
+    b->scan = cap <= LS_BUF_KEEP ? cap : 0;
+  }
 }
 
 int ls_buf_reserve(ls_buf_t *b, size_t n) {
@@ -78,6 +88,8 @@ int ls_buf_reserve(ls_buf_t *b, size_t n) {
     return 0;
   }
   cap = b->cap < 256 ? 256 : b->cap;
+  if (b->data == NULL && b->scan > cap)
+    cap = b->scan; /* the size it had before ls_buf_release */
   while (cap - len < n) {
     if (cap > ((size_t)-1) / 2)
       return LS_ENOMEM;

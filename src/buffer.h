@@ -10,7 +10,8 @@ typedef struct ls_buf_s {
   size_t start; /* first unconsumed byte */
   size_t end;   /* one past the last byte */
   size_t cap;
-  size_t scan;  /* offset from start already searched for a newline */
+  size_t scan;  /* offset from start already searched for a newline; without storage, the
+                 * size it had before ls_buf_release */
 } ls_buf_t;
 
 void ls_buf_init(ls_buf_t *b);

@@ -62,6 +62,7 @@ static void add_header(lua_State *L, ls_http_conn_t *c, int name_idx, int value_
   size_t nlen, vlen;
   const char *name = luaL_checklstring(L, name_idx, &nlen);
   const char *value;
+  char *p;
   if (!ls_http__valid_name(name, nlen))
     luaL_error(L, "invalid header name '%s'", name);
   if (lua_type(L, value_idx) != LUA_TSTRING && lua_type(L, value_idx) != LUA_TNUMBER)
@@ -74,9 +75,14 @@ static void add_header(lua_State *L, ls_http_conn_t *c, int name_idx, int value_
     c->has_ctype = 1;
   else if (nlen == 14 && strncasecmp(name, "content-length", 14) == 0)
     c->has_clen = 1;
-  if (ls_buf_append(&c->res_headers, name, nlen) || ls_buf_append(&c->res_headers, ": ", 2) ||
-      ls_buf_append(&c->res_headers, value, vlen) || ls_buf_append(&c->res_headers, "\r\n", 2))
+  if (ls_buf_reserve(&c->res_headers, nlen + vlen + 4) != 0)
     luaL_error(L, "not enough memory");
+  p = c->res_headers.data + c->res_headers.end;
+  memcpy(p, name, nlen);
+  memcpy(p + nlen, ": ", 2);
+  memcpy(p + nlen + 2, value, vlen);
+  memcpy(p + nlen + 2 + vlen, "\r\n", 2);
+  c->res_headers.end += nlen + vlen + 4;
 }
 
 /* Adds the header `name` with `value` (a string, number, or list of them for repeats). */
