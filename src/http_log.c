@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
 
 #include "http.h"
 
@@ -30,19 +32,36 @@ void ls_http__set_log_format(int json, int enabled) {
   log_enabled = enabled;
 }
 
-/* Writes the buffer to stdout. A write error other than EINTR drops the lines (a closed
- * stdout must not stop the server); EAGAIN (a non-blocking pipe that is full) keeps them for
- * the next turn. */
+/* Whether stdout is a pipe, found on the first write (-1: not yet known). */
+static int log_to_pipe = -1;
+
+/* Writes the buffer to stdout. To a pipe, in pieces of at most PIPE_BUF bytes ending at a line
+ * end: such writes are atomic, so the lines of several workers sharing the pipe never mix (a
+ * regular file's writes are whole already). A write error other than EINTR drops the lines (a
+ * closed stdout must not stop the server); EAGAIN (a non-blocking pipe that is full) keeps
+ * them for the next turn. */
 static void log_write(void) {
   size_t off = 0;
+  if (log_to_pipe < 0) {
+    struct stat st;
+    log_to_pipe = fstat(STDOUT_FILENO, &st) == 0 && S_ISFIFO(st.st_mode);
+  }
   while (off < log_len) {
-    ssize_t n = write(STDOUT_FILENO, log_buf + off, log_len - off);
-    if (n > 0) {
-      off += (size_t)n;
-    } else if (n < 0 && errno == EINTR) {
+    size_t n = log_len - off;
+    ssize_t w;
+    if (log_to_pipe && n > PIPE_BUF) {
+      const char *nl = log_buf + off + PIPE_BUF;
+      while (nl > log_buf + off && nl[-1] != '\n')
+        nl--;
+      n = nl > log_buf + off ? (size_t)(nl - (log_buf + off)) : PIPE_BUF;
+    }
+    w = write(STDOUT_FILENO, log_buf + off, n);
+    if (w > 0) {
+      off += (size_t)w;
+    } else if (w < 0 && errno == EINTR) {
       continue;
     } else {
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && off < log_len) {
+      if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         memmove(log_buf, log_buf + off, log_len - off);
         log_len -= off;
         return;
