@@ -1,0 +1,640 @@
+/* A WebSocket connection on the server: the HTTP connection's stream, taken over once the 101
+ * answer is queued (its events and owner switch to the WebSocket; when the stream closes they
+ * switch back, and the HTTP connection frees itself as it always does), the frames parsed by
+ * ws_frame.c into messages, pings answered, the close handshake, and the luasrv.WebSocket
+ * object.
+ *
+ * Input is parsed as it arrives, one message at a time: once a whole message waits for
+ * ws:receive, parsing stops and the stream reads ahead only up to LS_WS_READ_AHEAD, so a
+ * handler that does not read slows its peer down instead of growing memory. */
+#include "ws.h"
+
+#include <openssl/evp.h>
+#include <string.h>
+
+#include "errors.h"
+#include "http.h"
+#include "log.h"
+#include "stream.h"
+#include "ws_frame.h"
+
+#define LS_WS_MT "luasrv.WebSocket"
+#define LS_WS_READ_AHEAD (64 * 1024)
+/* send() yields while more than HIWAT bytes wait to be sent, until fewer than LOWAT do. */
+#define LS_WS_WRITE_HIWAT (64 * 1024)
+#define LS_WS_WRITE_LOWAT (16 * 1024)
+#define LS_WS_DEFAULT_MAX_MESSAGE (1024 * 1024)
+#define LS_WS_DEFAULT_IDLE_MS (300 * 1000)
+#define LS_WS_DEFAULT_CLOSE_MS (5 * 1000)
+/* Frames this small go out as one write of header and payload. */
+#define LS_WS_SMALL_FRAME 1024
+
+typedef enum {
+  WS_OPEN,       /* messages flow both ways */
+  WS_CLOSE_SENT, /* our close frame is out; waiting (bounded) for the peer's */
+  WS_CLOSED      /* the close handshake is over or failed; the stream ends */
+} ws_state_t;
+
+typedef struct ws_ud_s ws_ud_t;
+
+typedef struct ls_ws_s {
+  ls_stream_t *s;                   /* the HTTP connection's stream; NULL once closed */
+  const ls_stream_events_t *http_ev; /* the stream's events and owner before the takeover */
+  void *http_owner;
+  ls_gen_t *gen;
+  uv_timer_t timer;                 /* the idle timeout, then the wait for the peer's close */
+  ls_ws_parser_t parser;
+  ls_buf_t msg;                     /* the message being put together */
+  ws_ud_t *ud;
+  ls_task_t *reader;                /* task waiting in receive */
+  ls_task_t *writer;                /* task waiting for output to drain */
+  ls_task_t *closer;                /* task waiting in close for the handshake's end */
+  uint64_t idle_ms, close_ms;
+  uint64_t last_input;              /* loop time of the last input */
+  ws_state_t state;
+  int close_code;                   /* the code the connection closed with (1006: none) */
+  char close_reason[124];
+  size_t close_reason_len;
+  char protocol[64];                /* the subprotocol chosen, or "" */
+  unsigned char msg_ready;          /* msg holds a whole message of kind msg_kind */
+  unsigned char msg_kind;
+  unsigned char stream_gone;
+  unsigned char timer_gone;
+} ls_ws_t;
+
+struct ws_ud_s {
+  ls_ws_t *ws; /* NULL once the connection is gone */
+  ls_gen_t *gen;
+};
+
+static void ws_timer_cb(uv_timer_t *t);
+
+/* ---- life cycle --------------------------------------------------------------------------- */
+
+static void ws_maybe_free(ls_ws_t *ws) {
+  if (!ws->stream_gone || !ws->timer_gone)
+    return;
+  if (ws->ud != NULL)
+    ws->ud->ws = NULL;
+  ls_buf_free(&ws->msg);
+  ls_free(ws, sizeof *ws);
+}
+
+static void ws_timer_close_cb(uv_handle_t *h) {
+  ls_ws_t *ws = h->data;
+  ws->timer_gone = 1;
+  ws_maybe_free(ws);
+}
+
+/* Wakes whoever waits on the connection; they look at its state when they run. */
+static void ws_wake_all(ls_ws_t *ws) {
+  if (ws->reader != NULL)
+    ls_task_wake(ws->reader);
+  if (ws->writer != NULL)
+    ls_task_wake(ws->writer);
+  if (ws->closer != NULL)
+    ls_task_wake(ws->closer);
+}
+
+static void ws_set_close(ls_ws_t *ws, int code, const char *reason, size_t len) {
+  if (len > sizeof ws->close_reason)
+    len = sizeof ws->close_reason;
+  ws->close_code = code;
+  memcpy(ws->close_reason, reason, len);
+  ws->close_reason_len = len;
+}
+
+/* The connection is over for Lua: the stream ends politely (what is queued is sent, the
+ * socket shut down, the peer's input drained for a moment), as RFC 6455 §7.1.1 asks of the
+ * server, which closes the TCP connection first. */
+static void ws_finish(ls_ws_t *ws) {
+  ws->state = WS_CLOSED;
+  uv_timer_stop(&ws->timer);
+  if (ws->s != NULL)
+    ls_stream_end(ws->s, ws->close_ms, ws->close_ms);
+  ws_wake_all(ws);
+}
+
+/* The peer went away without the close handshake, or a write failed: close now. */
+static void ws_drop(ls_ws_t *ws) {
+  if (ws->state != WS_CLOSED && ws->close_code == 0)
+    ws_set_close(ws, LS_WS_CLOSE_ABNORMAL, "", 0);
+  ws->state = WS_CLOSED;
+  uv_timer_stop(&ws->timer);
+  if (ws->s != NULL)
+    ls_stream_close(ws->s);
+  ws_wake_all(ws);
+}
+
+/* ---- writing frames ----------------------------------------------------------------------- */
+
+/* Queues one frame. Returns 0 or the stream's error. */
+static int ws_write_frame(ls_ws_t *ws, int opcode, const char *data, size_t len) {
+  uint8_t frame[LS_WS_HEADER_MAX + LS_WS_SMALL_FRAME];
+  size_t hlen = ls_ws_header(frame, 1, 0, opcode, len, NULL);
+  uv_buf_t bufs[2];
+  unsigned n = 1;
+  if (ws->s == NULL)
+    return LS_ECLOSED;
+  if (len <= LS_WS_SMALL_FRAME) {
+    if (len > 0)
+      memcpy(frame + hlen, data, len);
+    bufs[0] = uv_buf_init((char *)frame, (unsigned)(hlen + len));
+  } else {
+    bufs[0] = uv_buf_init((char *)frame, (unsigned)hlen);
+    bufs[1] = uv_buf_init((char *)data, (unsigned)len);
+    n = 2;
+  }
+  return ls_stream_write(ws->s, bufs, n);
+}
+
+static void ws_write_close(ls_ws_t *ws, int code, const char *reason, size_t len) {
+  char payload[125];
+  size_t n = 0;
+  if (code != LS_WS_CLOSE_NO_STATUS) {
+    payload[0] = (char)(code >> 8);
+    payload[1] = (char)code;
+    if (len > sizeof payload - 2)
+      len = sizeof payload - 2;
+    memcpy(payload + 2, reason, len);
+    n = 2 + len;
+  }
+  ws_write_frame(ws, LS_WS_OP_CLOSE, payload, n);
+}
+
+/* Starts the closing handshake from this side: our close frame, then a bounded wait for the
+ * peer's. */
+static void ws_start_close(ls_ws_t *ws, int code, const char *reason, size_t len) {
+  if (ws->state != WS_OPEN)
+    return;
+  ws_set_close(ws, code, reason, len);
+  ws_write_close(ws, code, reason, len);
+  ws->state = WS_CLOSE_SENT;
+  ws->msg_ready = 0;
+  ls_buf_consume(&ws->msg, ls_buf_len(&ws->msg));
+  uv_timer_start(&ws->timer, ws_timer_cb, ws->close_ms, 0);
+}
+
+/* The peer broke the protocol: our close frame with the code, and the connection ends
+ * without waiting for its answer (RFC 6455 §7.1.7). */
+static void ws_fail(ls_ws_t *ws, int code, const char *reason) {
+  if (ws->state == WS_OPEN) {
+    ws_set_close(ws, code, reason, strlen(reason));
+    ws_write_close(ws, code, reason, strlen(reason));
+  }
+  ws_finish(ws);
+}
+
+/* ---- reading frames ----------------------------------------------------------------------- */
+
+static void ws_control(ls_ws_t *ws, const ls_ws_event_t *ev) {
+  switch (ev->opcode) {
+  case LS_WS_OP_PING:
+    if (ws->state == WS_OPEN)
+      ws_write_frame(ws, LS_WS_OP_PONG, (const char *)ev->data, ev->len);
+    break;
+  case LS_WS_OP_CLOSE:
+    if (ws->state == WS_OPEN) {
+      /* The peer starts the handshake: its code and reason are what receive reports, and
+       * the answer echoes the code. */
+      ws_set_close(ws, ev->code, (const char *)ev->data, ev->len);
+      ws_write_close(ws, ev->code, "", 0);
+    }
+    ws_finish(ws);
+    break;
+  default:
+    break; /* a pong: nothing to do */
+  }
+}
+
+/* Parses buffered input until a whole message waits for the handler, the input runs out or
+ * the connection ends. */
+static void ws_pump(ls_ws_t *ws) {
+  while (ws->s != NULL && ws->state != WS_CLOSED && !ws->msg_ready) {
+    ls_buf_t *in = &ws->s->in;
+    ls_ws_event_t ev;
+    size_t used;
+    ls_ws_ev_type_t t = ls_ws_parse(&ws->parser, (uint8_t *)in->data + in->start, ls_buf_len(in),
+                                    &used, &ev);
+    if (t == LS_WS_EV_NEED) {
+      ls_buf_consume(in, used);
+      if (ws->s->read_err != 0) {
+        ws_drop(ws);
+        return;
+      }
+      break;
+    }
+    if (t == LS_WS_EV_ERROR) {
+      ws_fail(ws, ev.code, ev.reason);
+      return;
+    }
+    if (t == LS_WS_EV_CONTROL) {
+      uint8_t payload[125];
+      memcpy(payload, ev.data, ev.len);
+      ev.data = payload;
+      ls_buf_consume(in, used);
+      ws_control(ws, &ev);
+      continue;
+    }
+    if (ws->state == WS_OPEN) {
+      if (ev.len > 0 && ls_buf_append(&ws->msg, ev.data, ev.len) != 0) {
+        ws_fail(ws, LS_WS_CLOSE_INTERNAL, "out of memory");
+        return;
+      }
+      if (ev.fin) {
+        ws->msg_ready = 1;
+        ws->msg_kind = (unsigned char)ev.opcode;
+      }
+    }
+    ls_buf_consume(in, used);
+  }
+  if (ws->s != NULL && ws->state != WS_CLOSED)
+    ls_stream_want_input(ws->s);
+}
+
+/* ---- stream events ------------------------------------------------------------------------ */
+
+static void ws_on_read(ls_stream_t *s) {
+  ls_ws_t *ws = s->owner;
+  ws->last_input = uv_now(s->rt->loop);
+  ws_pump(ws);
+  if (ws->reader != NULL && (ws->msg_ready || ws->state != WS_OPEN))
+    ls_task_resume(ws->reader);
+  if (ws->closer != NULL && ws->state == WS_CLOSED)
+    ls_task_resume(ws->closer);
+}
+
+static void ws_on_written(ls_stream_t *s) {
+  ls_ws_t *ws = s->owner;
+  if (s->write_err != 0) {
+    ws_drop(ws);
+    return;
+  }
+  if (ws->writer != NULL && ls_stream_unsent(s) <= LS_WS_WRITE_LOWAT)
+    ls_task_resume(ws->writer);
+}
+
+static void ws_on_close(ls_stream_t *s) {
+  ls_ws_t *ws = s->owner;
+  if (ws->state != WS_CLOSED && ws->close_code == 0)
+    ws_set_close(ws, LS_WS_CLOSE_ABNORMAL, "", 0);
+  ws->state = WS_CLOSED;
+  ws->s = NULL;
+  ws->stream_gone = 1;
+  ws_wake_all(ws);
+  /* The HTTP connection owns the memory the stream lives in: it frees itself now. */
+  s->ev = ws->http_ev;
+  s->owner = ws->http_owner;
+  s->ev->on_close(s);
+  uv_close((uv_handle_t *)&ws->timer, ws_timer_close_cb);
+}
+
+static const ls_stream_events_t ws_events = {ws_on_read, ws_on_written, ws_on_close};
+
+/* The idle timeout while open (re-armed lazily: input only notes its time), then the bound on
+ * the wait for the peer's close frame. */
+static void ws_timer_cb(uv_timer_t *t) {
+  ls_ws_t *ws = t->data;
+  uint64_t now = uv_now(t->loop);
+  if (ws->state == WS_OPEN) {
+    if (now - ws->last_input < ws->idle_ms) {
+      uv_timer_start(&ws->timer, ws_timer_cb, ws->idle_ms - (now - ws->last_input), 0);
+      return;
+    }
+    ws_start_close(ws, LS_WS_CLOSE_GOING_AWAY, "idle timeout", 12);
+    ws_wake_all(ws);
+    return;
+  }
+  if (ws->state == WS_CLOSE_SENT)
+    ws_finish(ws); /* the peer did not answer our close frame in time */
+}
+
+/* ---- the handshake ------------------------------------------------------------------------ */
+
+/* Sec-WebSocket-Accept for a key: base64(SHA-1(key + the protocol's GUID)), 28 characters. */
+static void accept_value(const char *key, size_t len, char out[29]) {
+  static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  unsigned char input[64 + sizeof guid], digest[EVP_MAX_MD_SIZE];
+  unsigned dlen = 0;
+  memcpy(input, key, len);
+  memcpy(input + len, guid, sizeof guid - 1);
+  EVP_Digest(input, len + sizeof guid - 1, digest, &dlen, EVP_sha1(), NULL);
+  EVP_EncodeBlock((unsigned char *)out, digest, (int)dlen);
+}
+
+static ws_ud_t *check_ws_ud(lua_State *L) {
+  ws_ud_t *ud = lua_touserdata(L, 1);
+  if (ud != NULL && lua_getmetatable(L, 1)) {
+    int ok = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (ok)
+      return ud;
+  }
+  return luaL_checkudata(L, 1, LS_WS_MT);
+}
+
+/* core.ws_accept(req, key, protocol, opts) -> ws. Answers the request with 101 Switching
+ * Protocols (the Accept value for `key`, `protocol` when not nil, and any field set with
+ * res:header) and takes its connection over. The caller (lua/luasrv/ws.lua) has checked the
+ * request. opts: max_message (bytes), idle_timeout and close_timeout (seconds). */
+static int l_ws_accept(lua_State *L) {
+  ls_gen_t *gen = ls_upvalue_gen(L);
+  ls_http_conn_t *c = ls_http__req_conn(L, 1);
+  size_t key_len, proto_len = 0;
+  const char *key = luaL_checklstring(L, 2, &key_len);
+  const char *proto = luaL_optlstring(L, 3, NULL, &proto_len);
+  int opts = lua_istable(L, 4) ? 4 : 0;
+  size_t max_message = ls_opt_size_field(L, opts, "max_message", LS_WS_DEFAULT_MAX_MESSAGE);
+  int64_t idle_ms = ls_opt_timeout_field(L, opts, "idle_timeout", LS_WS_DEFAULT_IDLE_MS);
+  int64_t close_ms = ls_opt_timeout_field(L, opts, "close_timeout", LS_WS_DEFAULT_CLOSE_MS);
+  static const char head[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
+  char accept[29];
+  ls_buf_t out;
+  uv_buf_t buf;
+  ls_ws_t *ws;
+  ws_ud_t *ud;
+  int err;
+  luaL_argcheck(L, key_len <= 64, 2, "key too long");
+  luaL_argcheck(L, proto_len < sizeof ws->protocol, 3, "subprotocol name too long");
+  if (c == NULL)
+    return ls_push_error(L, LS_ECLOSED);
+  if (c->virtual_conn)
+    return luaL_error(L, "websocket: the request has no connection (luasrv.test)");
+  if (c->answered || c->head_sent)
+    return luaL_error(L, "websocket: the response has already been sent");
+  accept_value(key, key_len, accept);
+  ls_buf_init(&out);
+  if (ls_buf_append(&out, head, sizeof head - 1) != 0 || ls_buf_append(&out, accept, 28) != 0 ||
+      ls_buf_append(&out, "\r\n", 2) != 0 ||
+      (proto != NULL && (ls_buf_append(&out, "Sec-WebSocket-Protocol: ", 24) != 0 ||
+                         ls_buf_append(&out, proto, proto_len) != 0 ||
+                         ls_buf_append(&out, "\r\n", 2) != 0)) ||
+      ls_buf_append(&out, ls_buf_head(&c->res_headers), ls_buf_len(&c->res_headers)) != 0 ||
+      ls_buf_append(&out, "\r\n", 2) != 0 || (ws = ls_malloc(sizeof *ws)) == NULL) {
+    ls_buf_free(&out);
+    return luaL_error(L, "websocket: not enough memory");
+  }
+  buf = uv_buf_init(out.data + out.start, (unsigned)ls_buf_len(&out));
+  err = ls_stream_write(&c->s, &buf, 1);
+  ls_buf_free(&out);
+  if (err != 0) {
+    ls_free(ws, sizeof *ws);
+    return ls_push_error(L, err);
+  }
+  /* The request is answered, and the connection carries no more HTTP: the request cycle
+   * stops parsing it (CLOSING), and once the handler returns it ends the stream if the
+   * WebSocket has not already. */
+  c->status = 101;
+  c->answered = 1;
+  c->keep_alive = 0;
+  c->state = LS_HTTP_CLOSING;
+
+  memset(ws, 0, sizeof *ws);
+  ws->s = &c->s;
+  ws->http_ev = c->s.ev;
+  ws->http_owner = c->s.owner;
+  ws->gen = gen;
+  ws->idle_ms = idle_ms < 0 ? 0 : (uint64_t)idle_ms;
+  ws->close_ms = close_ms <= 0 ? 1 : (uint64_t)close_ms;
+  ws->last_input = uv_now(gen->rt->loop);
+  if (proto != NULL)
+    memcpy(ws->protocol, proto, proto_len + 1);
+  ls_ws_parser_init(&ws->parser, 1, max_message);
+  ls_buf_init(&ws->msg);
+  uv_timer_init(gen->rt->loop, &ws->timer);
+  ws->timer.data = ws;
+  if (ws->idle_ms > 0)
+    uv_timer_start(&ws->timer, ws_timer_cb, ws->idle_ms, 0);
+  c->s.ev = &ws_events;
+  c->s.owner = ws;
+  c->s.read_limit = LS_WS_READ_AHEAD;
+
+  ud = lua_newuserdatauv(L, sizeof *ud, 0);
+  ud->ws = ws;
+  ud->gen = gen;
+  ws->ud = ud;
+  luaL_setmetatable(L, LS_WS_MT);
+  /* Frames may have come with the request. */
+  ws_pump(ws);
+  return 1;
+}
+
+/* ---- ws:receive([timeout]) ---------------------------------------------------------------- */
+
+static int push_closed(lua_State *L, ls_ws_t *ws) {
+  lua_pushnil(L);
+  lua_pushliteral(L, "closed");
+  if (ws == NULL) {
+    lua_pushinteger(L, LS_WS_CLOSE_ABNORMAL);
+    lua_pushliteral(L, "");
+  } else {
+    lua_pushinteger(L, ws->close_code);
+    lua_pushlstring(L, ws->close_reason, ws->close_reason_len);
+  }
+  return 4;
+}
+
+/* ctx: the loop time the wait ends at, or 0 for none. */
+static int ws_receive_k(lua_State *L, int status, lua_KContext ctx) {
+  ws_ud_t *ud = check_ws_ud(L);
+  ls_task_t *task = ls_task_current(ud->gen, L);
+  ls_ws_t *ws = ud->ws;
+  int64_t wait_ms = -1;
+  (void)status;
+  if (ws != NULL && ws->reader == task)
+    ws->reader = NULL;
+  if (ws == NULL)
+    return push_closed(L, NULL);
+  /* Input that waited behind the last message is parsed now, not when that message was
+   * taken: its handler may still answer before a protocol error behind it closes. */
+  if (!ws->msg_ready)
+    ws_pump(ws);
+  if (ws->msg_ready) {
+    lua_pushlstring(L, ls_buf_head(&ws->msg), ls_buf_len(&ws->msg));
+    if (ws->msg_kind == LS_WS_OP_TEXT)
+      lua_pushliteral(L, "text");
+    else
+      lua_pushliteral(L, "binary");
+    ls_buf_consume(&ws->msg, ls_buf_len(&ws->msg));
+    ws->msg_ready = 0;
+    return 2;
+  }
+  if (ws->state != WS_OPEN)
+    return push_closed(L, ws);
+  if (task != NULL && ls_task_take_timeout(task))
+    return ls_push_error(L, LS_ETIMEDOUT);
+  task = ls_task_check(ws->gen, L, "receive");
+  if (ws->reader != NULL)
+    return luaL_error(L, "receive: another task is already receiving on this websocket");
+  if (ctx != 0) {
+    uint64_t now = uv_now(ws->gen->rt->loop);
+    wait_ms = (uint64_t)ctx > now ? (int64_t)((uint64_t)ctx - now) : 0;
+  }
+  ws->reader = task;
+  return ls_task_wait(task, wait_ms, ctx, ws_receive_k);
+}
+
+/* ws:receive([timeout]) -> message, "text" | "binary"; nil, "closed", code, reason once the
+ * connection is closed; nil, "timeout", "ETIMEDOUT" when no message came in time. */
+static int l_ws_receive(lua_State *L) {
+  ws_ud_t *ud = check_ws_ud(L);
+  int64_t ms = ls_opt_timeout_ms(L, 2, -1);
+  lua_KContext deadline = 0;
+  if (ms >= 0)
+    deadline = (lua_KContext)(uv_now(ud->gen->rt->loop) + (uint64_t)ms + 1);
+  lua_settop(L, 1);
+  return ws_receive_k(L, LUA_OK, deadline);
+}
+
+/* ---- ws:send(data [, kind]), ws:ping([data]) ---------------------------------------------- */
+
+static int ws_send_k(lua_State *L, int status, lua_KContext ctx) {
+  ws_ud_t *ud = check_ws_ud(L);
+  ls_task_t *task = ls_task_current(ud->gen, L);
+  ls_ws_t *ws = ud->ws;
+  (void)status;
+  (void)ctx;
+  if (ws != NULL && ws->writer == task)
+    ws->writer = NULL;
+  if (ws == NULL || ws->s == NULL || ws->s->write_err != 0)
+    return push_closed(L, ws);
+  if (task != NULL && ls_task_take_timeout(task))
+    return ls_push_error(L, LS_ETIMEDOUT);
+  if (ls_stream_unsent(ws->s) > LS_WS_WRITE_LOWAT) {
+    task = ls_task_current(ud->gen, L);
+    if (task == NULL || (ws->writer != NULL && ws->writer != task))
+      goto done; /* outside a task, or another task waits already: the queue takes it */
+    ws->writer = task;
+    return ls_task_wait(task, -1, 0, ws_send_k);
+  }
+done:
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* Sends one frame of the opcode from Lua, then waits while too much is queued. */
+static int ws_send(lua_State *L, ls_ws_t *ws, int opcode, const char *data, size_t len) {
+  int err;
+  if (ws == NULL || ws->state != WS_OPEN)
+    return push_closed(L, ws);
+  err = ws_write_frame(ws, opcode, data, len);
+  if (err == LS_ENOMEM)
+    return luaL_error(L, "send: not enough memory");
+  if (err != 0)
+    return push_closed(L, ws);
+  if (ls_stream_unsent(ws->s) > LS_WS_WRITE_HIWAT)
+    return ws_send_k(L, LUA_OK, 0);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* ws:send(data [, "text" | "binary"]) -> ws. Text must be UTF-8. */
+static int l_ws_send(lua_State *L) {
+  static const char *const kinds[] = {"text", "binary", NULL};
+  ws_ud_t *ud = check_ws_ud(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  int kind = luaL_checkoption(L, 3, "text", kinds);
+  if (kind == 0) {
+    uint32_t st = 0;
+    if (ls_ws_utf8(&st, (const uint8_t *)data, len) != 0 || st != 0)
+      return luaL_argerror(L, 2, "text is not valid UTF-8 (send it as \"binary\")");
+  }
+  return ws_send(L, ud->ws, kind == 0 ? LS_WS_OP_TEXT : LS_WS_OP_BINARY, data, len);
+}
+
+/* ws:ping([data]) -> ws. The peer's pong is not waited for. */
+static int l_ws_ping(lua_State *L) {
+  ws_ud_t *ud = check_ws_ud(L);
+  size_t len = 0;
+  const char *data = luaL_optlstring(L, 2, "", &len);
+  luaL_argcheck(L, len <= 125, 2, "ping data longer than 125 bytes");
+  return ws_send(L, ud->ws, LS_WS_OP_PING, data, len);
+}
+
+/* ---- ws:close([code [, reason]]) ---------------------------------------------------------- */
+
+static int ws_close_k(lua_State *L, int status, lua_KContext ctx) {
+  ws_ud_t *ud = check_ws_ud(L);
+  ls_task_t *task = ls_task_current(ud->gen, L);
+  ls_ws_t *ws = ud->ws;
+  (void)status;
+  (void)ctx;
+  if (ws != NULL && ws->closer == task)
+    ws->closer = NULL;
+  if (ws != NULL && ws->state != WS_CLOSED && task != NULL && ws->closer == NULL) {
+    ws->closer = task;
+    return ls_task_wait(task, -1, 0, ws_close_k);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ws:close([code [, reason]]) -> true, once the peer answered our close frame or
+ * close_timeout passed (inside a task; elsewhere it returns at once). */
+static int l_ws_close(lua_State *L) {
+  ws_ud_t *ud = check_ws_ud(L);
+  int code = (int)luaL_optinteger(L, 2, LS_WS_CLOSE_NORMAL);
+  size_t len = 0;
+  const char *reason = luaL_optlstring(L, 3, "", &len);
+  uint32_t st = 0;
+  luaL_argcheck(L, ls_ws_close_code_valid(code), 2, "invalid close code");
+  luaL_argcheck(L, len <= 123, 3, "close reason longer than 123 bytes");
+  luaL_argcheck(L, ls_ws_utf8(&st, (const uint8_t *)reason, len) == 0 && st == 0, 3,
+                "close reason is not valid UTF-8");
+  if (ud->ws != NULL)
+    ws_start_close(ud->ws, code, reason, len);
+  lua_settop(L, 1);
+  return ws_close_k(L, LUA_OK, 0);
+}
+
+/* ---- other methods ------------------------------------------------------------------------ */
+
+/* ws:protocol() -> the subprotocol chosen in the handshake, or nil. */
+static int l_ws_protocol(lua_State *L) {
+  ws_ud_t *ud = check_ws_ud(L);
+  if (ud->ws == NULL || ud->ws->protocol[0] == '\0')
+    return 0;
+  lua_pushstring(L, ud->ws->protocol);
+  return 1;
+}
+
+static int l_ws_gc(lua_State *L) {
+  ws_ud_t *ud = check_ws_ud(L);
+  if (ud->ws != NULL) {
+    ud->ws->ud = NULL;
+    ws_drop(ud->ws);
+    ud->ws = NULL;
+  }
+  return 0;
+}
+
+static int l_ws_tostring(lua_State *L) {
+  ws_ud_t *ud = check_ws_ud(L);
+  lua_pushfstring(L, "luasrv.WebSocket (%s)",
+                  ud->ws != NULL && ud->ws->state == WS_OPEN ? "open" : "closed");
+  return 1;
+}
+
+void ls_ws_open(lua_State *L, ls_gen_t *gen) {
+  static const luaL_Reg meth[] = {{"receive", l_ws_receive}, {"send", l_ws_send},
+                                  {"ping", l_ws_ping},       {"close", l_ws_close},
+                                  {"protocol", l_ws_protocol}, {NULL, NULL}};
+  static const luaL_Reg metameth[] = {{"__gc", l_ws_gc}, {"__tostring", l_ws_tostring},
+                                      {NULL, NULL}};
+  if (luaL_newmetatable(L, LS_WS_MT)) {
+    lua_pushvalue(L, -1);
+    luaL_setfuncs(L, metameth, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, meth, 1);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_getfield(L, -1, "__index");
+  lua_setfield(L, -3, "ws_methods");
+  lua_pop(L, 1);
+  lua_pushlightuserdata(L, gen);
+  lua_pushcclosure(L, l_ws_accept, 1);
+  lua_setfield(L, -2, "ws_accept");
+}
