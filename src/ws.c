@@ -196,9 +196,9 @@ static void ws_control(ls_ws_t *ws, const ls_ws_event_t *ev) {
   case LS_WS_OP_CLOSE:
     if (ws->state == WS_OPEN) {
       /* The peer starts the handshake: its code and reason are what receive reports, and
-       * the answer echoes the code. */
+       * the answer echoes them. */
       ws_set_close(ws, ev->code, (const char *)ev->data, ev->len);
-      ws_write_close(ws, ev->code, "", 0);
+      ws_write_close(ws, ev->code, (const char *)ev->data, ev->len);
     }
     ws_finish(ws);
     break;
