@@ -7,6 +7,7 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "pubsub.h"
 #include "shared.h"
 #include "tcp.h"
 #include "ws.h"
@@ -201,6 +202,7 @@ int ls_module_open(lua_State *L) {
   ls_http_open(L, gen);
   ls_fs_open(L, gen);
   ls_ws_open(L, gen);
+  ls_pubsub_open(L, gen);
   lua_newtable(L);
   ls_udp_open(L, gen);
   lua_setfield(L, -2, "udp");

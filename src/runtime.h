@@ -101,6 +101,7 @@ struct ls_runtime_s {
   unsigned gen_count;            /* generations made so far */
   uint64_t listener_count;       /* listeners made so far (their ids) */
   struct ls_shared_s *shared;    /* srv.shared: outlives the generations */
+  struct ls_pubsub_s *pubsub;    /* srv.pubsub's subscriptions (src/pubsub.c), made on first use */
   int closing;                   /* ls_runtime_close runs */
   ls_task_t *ready_head, *ready_tail;
   uv_idle_t ready_idle;          /* runs the ready queue without blocking the loop */

@@ -20,6 +20,7 @@ local M = {
   shared = core.shared,
   json = core.json,
   worker = core.worker,
+  pubsub = core.pubsub,
   tcp = {
     listen = core.tcp.listen,
     connect = core.tcp.connect,
