@@ -27,7 +27,7 @@ print(json.dumps(asyncio.run(asyncio.wait_for(main(), 30))))
   local out = helper.capture(("%s %s %d 2>&1"):format(PYTHON, script, server.port))
   os.remove(script)
   local ok, result = pcall(srv.json.decode, out)
-  assert(ok, "python said: " .. out)
+  assert(ok and result ~= nil, "python said: " .. out)
   return result
 end
 

@@ -76,7 +76,7 @@ function M.frame(opcode, payload, opts)
   local fin = opts.fin == nil and true or opts.fin
   local b0 = (fin and 0x80 or 0) | ((opts.rsv or 0) << 4) | (OP[opcode] or opcode)
   local masked = opts.masked == nil and true or opts.masked
-  local len, head = #payload, nil
+  local len, head = #payload
   local mbit = masked and 0x80 or 0
   if len < 126 then
     head = char(b0, mbit | len)
