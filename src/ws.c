@@ -16,6 +16,7 @@
 #include "http.h"
 #include "log.h"
 #include "stream.h"
+#include "ws_deflate.h"
 #include "ws_frame.h"
 
 #define LS_WS_MT "luasrv.WebSocket"
@@ -28,6 +29,8 @@
 #define LS_WS_DEFAULT_CLOSE_MS (5 * 1000)
 /* Frames this small go out as one write of header and payload. */
 #define LS_WS_SMALL_FRAME 1024
+/* With permessage-deflate, messages shorter than this go out as they are. */
+#define LS_WS_DEFLATE_MIN 128
 
 typedef enum {
   WS_OPEN,       /* messages flow both ways */
@@ -60,6 +63,8 @@ typedef struct ls_ws_s {
   unsigned char msg_kind;
   unsigned char stream_gone;
   unsigned char timer_gone;
+  unsigned char deflate_bits;       /* permessage-deflate: our window bits; 0: not negotiated */
+  unsigned char msg_compressed;     /* the message in msg is still compressed */
 } ls_ws_t;
 
 struct ws_ud_s {
@@ -128,10 +133,10 @@ static void ws_drop(ls_ws_t *ws) {
 
 /* ---- writing frames ----------------------------------------------------------------------- */
 
-/* Queues one frame. Returns 0 or the stream's error. */
-static int ws_write_frame(ls_ws_t *ws, int opcode, const char *data, size_t len) {
+/* Queues one frame (rsv1: a compressed message). Returns 0 or the stream's error. */
+static int ws_write_frame_rsv(ls_ws_t *ws, int opcode, int rsv1, const char *data, size_t len) {
   uint8_t frame[LS_WS_HEADER_MAX + LS_WS_SMALL_FRAME];
-  size_t hlen = ls_ws_header(frame, 1, 0, opcode, len, NULL);
+  size_t hlen = ls_ws_header(frame, 1, rsv1, opcode, len, NULL);
   uv_buf_t bufs[2];
   unsigned n = 1;
   if (ws->s == NULL)
@@ -146,6 +151,25 @@ static int ws_write_frame(ls_ws_t *ws, int opcode, const char *data, size_t len)
     n = 2;
   }
   return ls_stream_write(ws->s, bufs, n);
+}
+
+static int ws_write_frame(ls_ws_t *ws, int opcode, const char *data, size_t len) {
+  return ws_write_frame_rsv(ws, opcode, 0, data, len);
+}
+
+/* Queues a data message, compressed when permessage-deflate is on and it is worth it. */
+static int ws_write_message(ls_ws_t *ws, int opcode, const char *data, size_t len) {
+  static ls_buf_t packed; /* reused: one process, one thread */
+  int err;
+  if (ws->deflate_bits == 0 || len < LS_WS_DEFLATE_MIN)
+    return ws_write_frame(ws, opcode, data, len);
+  ls_buf_consume(&packed, ls_buf_len(&packed));
+  if (ls_ws_deflate(data, len, ws->deflate_bits, &packed) != 0)
+    return LS_ENOMEM;
+  err = ws_write_frame_rsv(ws, opcode, 1, ls_buf_head(&packed), ls_buf_len(&packed));
+  if (packed.cap > 256 * 1024)
+    ls_buf_free(&packed);
+  return err;
 }
 
 static void ws_write_close(ls_ws_t *ws, int code, const char *reason, size_t len) {
@@ -207,6 +231,29 @@ static void ws_control(ls_ws_t *ws, const ls_ws_event_t *ev) {
   }
 }
 
+/* Replaces the compressed message in ws->msg with its inflated bytes (checked as UTF-8 for
+ * text). Returns 0, or fails the connection and returns -1. */
+static int ws_inflate_msg(ls_ws_t *ws, int opcode) {
+  ls_buf_t plain;
+  uint64_t max = ws->parser.max_message > 0 ? ws->parser.max_message : SIZE_MAX - 1;
+  int code;
+  uint32_t st = 0;
+  ls_buf_init(&plain);
+  code = ls_ws_inflate(ls_buf_head(&ws->msg), ls_buf_len(&ws->msg), (size_t)max, &plain);
+  if (code == 0 && opcode == LS_WS_OP_TEXT &&
+      (ls_ws_utf8(&st, (const uint8_t *)ls_buf_head(&plain), ls_buf_len(&plain)) != 0 || st != 0))
+    code = LS_WS_CLOSE_BAD_DATA;
+  ls_buf_free(&ws->msg);
+  ws->msg = plain;
+  ws->msg_compressed = 0;
+  if (code == 0)
+    return 0;
+  ws_fail(ws, code, code == LS_WS_CLOSE_TOO_BIG ? "message too big"
+                    : code == LS_WS_CLOSE_BAD_DATA ? "bad compressed or text data"
+                                                   : "out of memory");
+  return -1;
+}
+
 /* Parses buffered input until a whole message waits for the handler, the input runs out or
  * the connection ends. */
 static void ws_pump(ls_ws_t *ws) {
@@ -237,13 +284,23 @@ static void ws_pump(ls_ws_t *ws) {
       continue;
     }
     if (ws->state == WS_OPEN) {
+      if (ev.compressed && ls_buf_len(&ws->msg) + ev.len > ws->parser.max_message + 4096 &&
+          ws->parser.max_message > 0) {
+        ws_fail(ws, LS_WS_CLOSE_TOO_BIG, "message too big");
+        return;
+      }
       if (ev.len > 0 && ls_buf_append(&ws->msg, ev.data, ev.len) != 0) {
         ws_fail(ws, LS_WS_CLOSE_INTERNAL, "out of memory");
         return;
       }
+      ws->msg_compressed = (unsigned char)ev.compressed;
       if (ev.fin) {
+        ls_buf_consume(in, used);
+        if (ws->msg_compressed && ws_inflate_msg(ws, ev.opcode) != 0)
+          return;
         ws->msg_ready = 1;
         ws->msg_kind = (unsigned char)ev.opcode;
+        continue;
       }
     }
     ls_buf_consume(in, used);
@@ -333,9 +390,11 @@ static ws_ud_t *check_ws_ud(lua_State *L) {
   return luaL_checkudata(L, 1, LS_WS_MT);
 }
 
-/* core.ws_accept(req, key, protocol, opts) -> ws. Answers the request with 101 Switching
- * Protocols (the Accept value for `key`, `protocol` when not nil, and any field set with
- * res:header) and takes its connection over. The caller (lua/luasrv/ws.lua) has checked the
+/* core.ws_accept(req, key, protocol, opts [, extensions, deflate_bits]) -> ws. Answers the
+ * request with 101 Switching Protocols (the Accept value for `key`, `protocol` and
+ * `extensions` when not nil, and any field set with res:header) and takes its connection
+ * over; with permessage-deflate negotiated (`extensions` its response), messages go out
+ * compressed with a window of 2^deflate_bits. The caller (lua/luasrv/ws.lua) has checked the
  * request. opts: max_message (bytes), idle_timeout and close_timeout (seconds). */
 static int l_ws_accept(lua_State *L) {
   ls_gen_t *gen = ls_upvalue_gen(L);
@@ -344,6 +403,9 @@ static int l_ws_accept(lua_State *L) {
   const char *key = luaL_checklstring(L, 2, &key_len);
   const char *proto = luaL_optlstring(L, 3, NULL, &proto_len);
   int opts = lua_istable(L, 4) ? 4 : 0;
+  size_t ext_len = 0;
+  const char *ext = luaL_optlstring(L, 5, NULL, &ext_len);
+  lua_Integer deflate_bits = luaL_optinteger(L, 6, 0);
   size_t max_message = ls_opt_size_field(L, opts, "max_message", LS_WS_DEFAULT_MAX_MESSAGE);
   int64_t idle_ms = ls_opt_timeout_field(L, opts, "idle_timeout", LS_WS_DEFAULT_IDLE_MS);
   int64_t close_ms = ls_opt_timeout_field(L, opts, "close_timeout", LS_WS_DEFAULT_CLOSE_MS);
@@ -370,6 +432,9 @@ static int l_ws_accept(lua_State *L) {
       (proto != NULL && (ls_buf_append(&out, "Sec-WebSocket-Protocol: ", 24) != 0 ||
                          ls_buf_append(&out, proto, proto_len) != 0 ||
                          ls_buf_append(&out, "\r\n", 2) != 0)) ||
+      (ext != NULL && (ls_buf_append(&out, "Sec-WebSocket-Extensions: ", 26) != 0 ||
+                       ls_buf_append(&out, ext, ext_len) != 0 ||
+                       ls_buf_append(&out, "\r\n", 2) != 0)) ||
       ls_buf_append(&out, ls_buf_head(&c->res_headers), ls_buf_len(&c->res_headers)) != 0 ||
       ls_buf_append(&out, "\r\n", 2) != 0 || (ws = ls_malloc(sizeof *ws)) == NULL) {
     ls_buf_free(&out);
@@ -401,6 +466,10 @@ static int l_ws_accept(lua_State *L) {
   if (proto != NULL)
     memcpy(ws->protocol, proto, proto_len + 1);
   ls_ws_parser_init(&ws->parser, 1, max_message);
+  if (ext != NULL && deflate_bits >= 9 && deflate_bits <= 15) {
+    ws->deflate_bits = (unsigned char)deflate_bits;
+    ws->parser.allow_rsv1 = 1;
+  }
   ls_buf_init(&ws->msg);
   uv_timer_init(gen->rt->loop, &ws->timer);
   ws->timer.data = ws;
@@ -518,7 +587,8 @@ static int ws_send(lua_State *L, ls_ws_t *ws, int opcode, const char *data, size
   int err;
   if (ws == NULL || ws->state != WS_OPEN)
     return push_closed(L, ws);
-  err = ws_write_frame(ws, opcode, data, len);
+  err = opcode == LS_WS_OP_PING ? ws_write_frame(ws, opcode, data, len)
+                                : ws_write_message(ws, opcode, data, len);
   if (err == LS_ENOMEM)
     return luaL_error(L, "send: not enough memory");
   if (err != 0)

@@ -27,6 +27,7 @@ local OPTION_TYPES = {
   close_timeout = "number",
   subprotocols = "table",
   origins = "table",
+  compress = "boolean",
 }
 
 --- Checks app:websocket's options at the caller's `level`; returns them (a table).
@@ -65,6 +66,48 @@ local function choose_protocol(offered, supported)
   end
   for _, p in ipairs(supported) do
     if set[p] then return p end
+  end
+  return nil
+end
+
+local function trim(s)
+  return (s:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+-- permessage-deflate (RFC 7692): the first offer whose parameters the server can honour gives
+-- the response (always without context takeover on both sides, so the server keeps no zlib
+-- state per connection) and the server's window bits; nil when there is none.
+local function negotiate_deflate(header)
+  if not header then return nil end
+  for offer in gmatch(header, "[^,]+") do
+    local params, n = {}, 0
+    for p in gmatch(offer, "[^;]+") do n = n + 1; params[n] = trim(p) end
+    if n > 0 and lower(params[1]) == "permessage-deflate" then
+      local ok, bits, seen = true, nil, {}
+      for i = 2, n do
+        local name, value = params[i]:match('^([%w_]+)%s*=?%s*"?([^"]*)"?$')
+        name = name and lower(name)
+        if not name or seen[name] then ok = false break end
+        seen[name] = true
+        if name == "server_no_context_takeover" or name == "client_no_context_takeover" then
+          ok = value == ""
+        elseif name == "server_max_window_bits" then
+          -- zlib cannot make a raw deflate stream with a 256-byte window: 9 to 15 only
+          bits = find(value, "^%d%d?$") and tonumber(value)
+          ok = bits ~= nil and bits >= 9 and bits <= 15
+        elseif name == "client_max_window_bits" then
+          ok = value == "" or (find(value, "^%d%d?$") and tonumber(value) >= 8 and tonumber(value) <= 15)
+        else
+          ok = false
+        end
+        if not ok then break end
+      end
+      if ok then
+        local response = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        if bits then response = response .. "; server_max_window_bits=" .. bits end
+        return response, bits or 15
+      end
+    end
   end
   return nil
 end
@@ -108,7 +151,11 @@ function M.route_handler(handler, opts)
     local status, headers, body = refuse(req, opts)
     if status then return status, headers, body end
     local protocol = choose_protocol(req.headers["sec-websocket-protocol"], opts.subprotocols)
-    local ws, err = core.ws_accept(req, req.headers["sec-websocket-key"], protocol, opts)
+    local ext, bits
+    if opts.compress ~= false then
+      ext, bits = negotiate_deflate(req.headers["sec-websocket-extensions"])
+    end
+    local ws, err = core.ws_accept(req, req.headers["sec-websocket-key"], protocol, opts, ext, bits)
     if not ws then return nil, err end
     local ok, failure = xpcall(handler, traceback, ws, req)
     if not ok then
