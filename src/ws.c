@@ -556,6 +556,23 @@ static int l_ws_receive(lua_State *L) {
   return ws_receive_k(L, LUA_OK, deadline);
 }
 
+/* The iterator of ws:messages(): receive without a timeout (the loop's control value, the
+ * last message, is not one); a closed connection ends the loop. */
+static int l_ws_next(lua_State *L) {
+  check_ws_ud(L);
+  lua_settop(L, 1);
+  return ws_receive_k(L, LUA_OK, 0);
+}
+
+/* ws:messages() -> an iterator over message, kind until the connection closes. */
+static int l_ws_messages(lua_State *L) {
+  check_ws_ud(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, l_ws_next, 1);
+  lua_pushvalue(L, 1);
+  return 2;
+}
+
 /* ---- ws:send(data [, kind]), ws:ping([data]) ---------------------------------------------- */
 
 static int ws_send_k(lua_State *L, int status, lua_KContext ctx) {
@@ -688,7 +705,8 @@ static int l_ws_tostring(lua_State *L) {
 }
 
 void ls_ws_open(lua_State *L, ls_gen_t *gen) {
-  static const luaL_Reg meth[] = {{"receive", l_ws_receive}, {"send", l_ws_send},
+  static const luaL_Reg meth[] = {{"receive", l_ws_receive}, {"messages", l_ws_messages},
+                                  {"send", l_ws_send},
                                   {"ping", l_ws_ping},       {"close", l_ws_close},
                                   {"protocol", l_ws_protocol}, {NULL, NULL}};
   static const luaL_Reg metameth[] = {{"__gc", l_ws_gc}, {"__tostring", l_ws_tostring},
@@ -701,8 +719,6 @@ void ls_ws_open(lua_State *L, ls_gen_t *gen) {
     luaL_setfuncs(L, meth, 1);
     lua_setfield(L, -2, "__index");
   }
-  lua_getfield(L, -1, "__index");
-  lua_setfield(L, -3, "ws_methods");
   lua_pop(L, 1);
   lua_pushlightuserdata(L, gen);
   lua_pushcclosure(L, l_ws_accept, 1);

@@ -9,8 +9,8 @@
 
 #include "runtime.h"
 
-/* Adds core.ws_accept and core.ws_methods (the method table, for the methods written in Lua)
- * to the table on top of L, and registers the luasrv.WebSocket metatable. */
+/* Adds core.ws_accept to the table on top of L and registers the luasrv.WebSocket
+ * metatable. */
 void ls_ws_open(lua_State *L, ls_gen_t *gen);
 
 #endif

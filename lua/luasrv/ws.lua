@@ -10,17 +10,6 @@ local lower, gmatch, find = string.lower, string.gmatch, string.find
 
 local M = {}
 
-local methods = core.ws_methods
-
---- ws:messages() -> an iterator over message, kind until the connection closes.
-function methods.messages(ws)
-  return function()
-    local msg, kind = ws:receive()
-    if msg then return msg, kind end
-    return nil
-  end
-end
-
 local OPTION_TYPES = {
   max_message = "number",
   idle_timeout = "number",
