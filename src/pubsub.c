@@ -462,7 +462,6 @@ static sub_t *check_sub(lua_State *L) { return luaL_checkudata(L, 1, LS_SUB_MT);
 static int sub_receive_k(lua_State *L, int status, lua_KContext ctx) {
   sub_t *s = check_sub(L);
   ls_task_t *task = ls_task_current(s->gen, L);
-  int64_t wait_ms = -1;
   (void)status;
   if (s->waiter == task)
     s->waiter = NULL;
@@ -487,21 +486,14 @@ static int sub_receive_k(lua_State *L, int status, lua_KContext ctx) {
   task = ls_task_check(s->gen, L, "receive");
   if (s->waiter != NULL)
     return luaL_error(L, "receive: another task is already receiving on this subscription");
-  if (ctx != 0) {
-    uint64_t now = uv_now(s->gen->rt->loop);
-    wait_ms = (uint64_t)ctx > now ? (int64_t)((uint64_t)ctx - now) : 0;
-  }
   s->waiter = task;
-  return ls_task_wait(task, wait_ms, ctx, sub_receive_k);
+  return ls_task_wait_until(task, ctx, sub_receive_k);
 }
 
 /* sub:receive([timeout]) -> message | nil, "timeout", "ETIMEDOUT" | nil, "closed" [, why]. */
 static int l_sub_receive(lua_State *L) {
   sub_t *s = check_sub(L);
-  int64_t ms = ls_opt_timeout_ms(L, 2, -1);
-  lua_KContext deadline = 0;
-  if (ms >= 0)
-    deadline = (lua_KContext)(uv_now(s->gen->rt->loop) + (uint64_t)ms + 1);
+  lua_KContext deadline = ls_task_deadline(s->gen->rt, ls_opt_timeout_ms(L, 2, -1));
   lua_settop(L, 1);
   return sub_receive_k(L, LUA_OK, deadline);
 }

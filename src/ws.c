@@ -509,7 +509,6 @@ static int ws_receive_k(lua_State *L, int status, lua_KContext ctx) {
   ws_ud_t *ud = check_ws_ud(L);
   ls_task_t *task = ls_task_current(ud->gen, L);
   ls_ws_t *ws = ud->ws;
-  int64_t wait_ms = -1;
   (void)status;
   if (ws != NULL && ws->reader == task)
     ws->reader = NULL;
@@ -536,22 +535,15 @@ static int ws_receive_k(lua_State *L, int status, lua_KContext ctx) {
   task = ls_task_check(ws->gen, L, "receive");
   if (ws->reader != NULL)
     return luaL_error(L, "receive: another task is already receiving on this websocket");
-  if (ctx != 0) {
-    uint64_t now = uv_now(ws->gen->rt->loop);
-    wait_ms = (uint64_t)ctx > now ? (int64_t)((uint64_t)ctx - now) : 0;
-  }
   ws->reader = task;
-  return ls_task_wait(task, wait_ms, ctx, ws_receive_k);
+  return ls_task_wait_until(task, ctx, ws_receive_k);
 }
 
 /* ws:receive([timeout]) -> message, "text" | "binary"; nil, "closed", code, reason once the
  * connection is closed; nil, "timeout", "ETIMEDOUT" when no message came in time. */
 static int l_ws_receive(lua_State *L) {
   ws_ud_t *ud = check_ws_ud(L);
-  int64_t ms = ls_opt_timeout_ms(L, 2, -1);
-  lua_KContext deadline = 0;
-  if (ms >= 0)
-    deadline = (lua_KContext)(uv_now(ud->gen->rt->loop) + (uint64_t)ms + 1);
+  lua_KContext deadline = ls_task_deadline(ud->gen->rt, ls_opt_timeout_ms(L, 2, -1));
   lua_settop(L, 1);
   return ws_receive_k(L, LUA_OK, deadline);
 }

@@ -1,43 +1,26 @@
 -- The WebSocket server against an independent, strict client: Debian's python3-websockets
 -- (installed by scripts/setup), which fails the connection on any framing it does not like.
-local srv = require "luasrv"
-local helper = require "helper"
-
--- Debian's interpreter, where python3-websockets lives (a python3 earlier on PATH may not
--- have it).
-local PYTHON = "/usr/bin/python3"
+local W = require "ws_helper"
 
 local server
 
--- Runs a Python coroutine body against the server; its printed JSON is decoded.
-local function python(body)
-  local script = helper.tmpname(".py")
-  helper.write_file(script, ([[
+local HEAD = [[
 import asyncio, json, sys
 import websockets
 
 PORT = int(sys.argv[1])
-URL = "ws://127.0.0.1:%%d" %% PORT
+URL = "ws://127.0.0.1:%d" % PORT
 
-async def main():
-%s
+async def main():]]
+local TAIL = "print(json.dumps(asyncio.run(asyncio.wait_for(main(), 30))))"
 
-print(json.dumps(asyncio.run(asyncio.wait_for(main(), 30))))
-]]):format((body:gsub("\n", "\n    "):gsub("^", "    "))))
-  local out = helper.capture(("%s %s %d 2>&1"):format(PYTHON, script, server.port))
-  os.remove(script)
-  local ok, result = pcall(srv.json.decode, out)
-  assert(ok and result ~= nil, "python said: " .. out)
-  return result
+-- Runs a Python coroutine body against the server; returns what it returns.
+local function python(body)
+  return W.python(HEAD, body, TAIL, tostring(server.port))
 end
 
 describe("WebSocket server with python3-websockets", function()
-  setup(function()
-    server = helper.start(helper.path("tests/fixtures/ws_app.lua"), { args = { "0" } })
-  end)
-  teardown(function()
-    if server then server:cleanup() end
-  end)
+  server = W.fixture_hooks(setup, teardown)
 
   it("echoes text and binary messages", function()
     local r = python([[

@@ -3,7 +3,6 @@
 -- the server sends back: the echo, the pong, or the close frame with its code, and that the
 -- server then closes the TCP connection.
 local srv = require "luasrv"
-local helper = require "helper"
 local W = require "ws_helper"
 
 local char, rep = string.char, string.rep
@@ -45,18 +44,26 @@ local function expect_echo(port, bytes, opcode, want)
   assert.equal(1000, W.close(conn))
 end
 
+-- Sends n short messages in one write and expects them back in order.
+local function burst(port, n)
+  local conn = open(port)
+  local out = {}
+  for i = 1, n do out[i] = W.frame("text", "m" .. i) end
+  conn:write(table.concat(out))
+  for i = 1, n do
+    local _, payload = W.read_frame(conn)
+    assert.equal("m" .. i, payload)
+  end
+  assert.equal(1000, W.close(conn))
+end
+
 local function pattern(n)
   local s = rep("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", n // 62 + 1)
   return s:sub(1, n)
 end
 
 describe("WebSocket conformance", function()
-  setup(function()
-    server = helper.start(helper.path("tests/fixtures/ws_app.lua"), { args = { "0" } })
-  end)
-  teardown(function()
-    if server then server:cleanup() end
-  end)
+  server = W.fixture_hooks(setup, teardown)
 
   describe("1 framing", function()
     for _, len in ipairs({ 0, 1, 125, 126, 127, 128, 1000, 65535, 65536, 100000 }) do
@@ -81,15 +88,7 @@ describe("WebSocket conformance", function()
       end)
     end
     case("messages sent in one write are echoed in order", function(port)
-      local conn = open(port)
-      local bytes = {}
-      for i = 1, 50 do bytes[i] = W.frame("text", "m" .. i) end
-      conn:write(table.concat(bytes))
-      for i = 1, 50 do
-        local _, payload = W.read_frame(conn)
-        assert.equal("m" .. i, payload)
-      end
-      assert.equal(1000, W.close(conn))
+      burst(port, 50)
     end)
     case("a frame in the same write as the handshake is taken", function(port)
       local conn = open(port, "/echo", nil, W.frame("text", "early"))
@@ -547,15 +546,7 @@ describe("WebSocket conformance", function()
       expect_failure(port, char(0x82, 0xff, 0, 0, 0, 0, 0, 0x10, 0, 1) .. "abcd", 1009)
     end)
     case("1000 small messages in one burst are all echoed in order", function(port)
-      local conn = open(port)
-      local out = {}
-      for i = 1, 1000 do out[i] = W.frame("text", "n" .. i) end
-      conn:write(table.concat(out))
-      for i = 1, 1000 do
-        local _, payload = W.read_frame(conn)
-        assert.equal("n" .. i, payload)
-      end
-      assert.equal(1000, W.close(conn))
+      burst(port, 1000)
     end)
     case("a server flooding a slow reader sends everything", function(port)
       local conn = open(port, "/flood")

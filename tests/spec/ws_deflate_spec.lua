@@ -2,27 +2,25 @@
 -- (a "zip bomb" closes with 1009, bad data with 1007), checked with raw frames from Python's
 -- socket and zlib, and with python3-websockets' own implementation.
 local helper = require "helper"
-
-local PYTHON = "/usr/bin/python3"
+local W = require "ws_helper"
 
 local server
 
 -- Runs a Python body with a raw WebSocket client at hand: open(path, extensions) -> (sock,
 -- head), send(sock, opcode, payload, rsv1), recv(sock) -> (opcode, payload, rsv1),
 -- deflate(data), inflate(data). Prints what the body returns, as JSON.
-local function python(body)
-  local script = helper.tmpname(".py")
-  helper.write_file(script, ([[
+local HEAD = [[
+
 import json, os, socket, struct, sys, zlib
 
 PORT = int(sys.argv[1])
 
 def open_ws(path, extensions=None):
     s = socket.create_connection(("127.0.0.1", PORT), timeout=10)
-    req = ("GET %%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" %% path)
+    req = ("GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" % path)
     if extensions:
-        req += "Sec-WebSocket-Extensions: %%s\r\n" %% extensions
+        req += "Sec-WebSocket-Extensions: %s\r\n" % extensions
     s.sendall((req + "\r\n").encode())
     head = b""
     while b"\r\n\r\n" not in head:
@@ -36,7 +34,7 @@ def send(s, opcode, payload, rsv1=False, fin=True):
     if n < 126: h = struct.pack("!BB", b0, 0x80 | n)
     elif n < 65536: h = struct.pack("!BBH", b0, 0x80 | 126, n)
     else: h = struct.pack("!BBQ", b0, 0x80 | 127, n)
-    s.sendall(h + mask + bytes(c ^ mask[i %% 4] for i, c in enumerate(payload)))
+    s.sendall(h + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload)))
 
 def recv_exact(s, n):
     data = b""
@@ -67,25 +65,14 @@ def deflate(data):
 def inflate(data):
     return zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff")
 
-def main():
-%s
+def main():]]
 
-print(json.dumps(main()))
-]]):format((body:gsub("\n", "\n    "):gsub("^", "    "))))
-  local out = helper.capture(("%s %s %d 2>&1"):format(PYTHON, script, server.port))
-  os.remove(script)
-  local ok, result = pcall(require("luasrv").json.decode, out)
-  assert(ok and result ~= nil, "python said: " .. out)
-  return result
+local function python(body)
+  return W.python(HEAD, body, "print(json.dumps(main()))", tostring(server.port))
 end
 
 describe("WebSocket permessage-deflate", function()
-  setup(function()
-    server = helper.start(helper.path("tests/fixtures/ws_app.lua"), { args = { "0" } })
-  end)
-  teardown(function()
-    if server then server:cleanup() end
-  end)
+  server = W.fixture_hooks(setup, teardown)
 
   it("is negotiated without context takeover on either side", function()
     local r = python([[
@@ -227,7 +214,7 @@ async def main():
     print("ok")
 asyncio.run(main())
 ]])
-    local out = helper.capture(("%s %s %d 2>&1"):format(PYTHON, script, server.port))
+    local out = helper.capture(("%s %s %d 2>&1"):format(W.PYTHON, script, server.port))
     os.remove(script)
     assert.equal("ok\n", out)
   end)

@@ -2,32 +2,22 @@
 -- over the DevTools protocol (tests/fixtures/cdp.py): two chat pages talk to each other through
 -- a server with two workers, the clock page counts the server's ticks; screenshots are taken
 -- and checked to be real pages (PNG, size, and not blank).
-local srv = require "luasrv"
 local helper = require "helper"
-
-local PYTHON = "/usr/bin/python3"
+local W = require "ws_helper"
 
 -- Runs an async Python body with the driver at hand (Browser, png_check, BASE, SHOTS);
--- returns its printed JSON, decoded.
+-- returns what it returns.
 local function browse(base, shots, body)
-  local script = helper.tmpname(".py")
-  helper.write_file(script, ([[
+  local head = ([[
 import asyncio, json, sys
 sys.path.insert(0, %q)
 from cdp import Browser, png_check
 
 BASE, SHOTS = sys.argv[1], sys.argv[2]
 
-async def main():
-%s
-
-print(json.dumps(asyncio.run(asyncio.wait_for(main(), 90))))
-]]):format(helper.path("tests/fixtures"), (body:gsub("\n", "\n    "):gsub("^", "    "))))
-  local out = helper.capture(("timeout 120 %s %s %s %s 2>&1"):format(PYTHON, script, base, shots))
-  os.remove(script)
-  local ok, result = pcall(srv.json.decode, out)
-  assert(ok and result ~= nil, "the browser script said: " .. out)
-  return result
+async def main():]]):format(helper.path("tests/fixtures"))
+  return W.python(head, body, "print(json.dumps(asyncio.run(asyncio.wait_for(main(), 90))))",
+    base .. " " .. shots)
 end
 
 describe("examples in headless Chromium", function()

@@ -2,6 +2,7 @@
 -- byte as a test wants them (bad ones included) and reads the server's frames as they are.
 -- Call from inside srv.run.
 local srv = require "luasrv"
+local helper = require "helper"
 
 local char, byte, concat, rep = string.char, string.byte, table.concat, string.rep
 
@@ -144,6 +145,44 @@ function M.close(conn, code)
   M.closed(conn)
   conn:close()
   return got
+end
+
+--- Debian's interpreter, where python3-websockets lives (a python3 earlier on PATH may not
+-- have it).
+M.PYTHON = "/usr/bin/python3"
+
+--- Runs a Python script: `head` (imports, helpers, ending with the line that opens
+-- `def main():` or `async def main():`), then `body` indented into main, then `tail` (the line
+-- that runs main and prints its result as JSON), with the arguments `args` (a string). Returns
+-- the result, decoded; raises with what Python printed when that is not JSON.
+function M.python(head, body, tail, args)
+  local script = helper.tmpname(".py")
+  helper.write_file(script, head .. "\n    " .. body:gsub("\n", "\n    ") .. "\n\n" .. tail .. "\n")
+  local out = helper.capture(("timeout 120 %s %s %s 2>&1"):format(M.PYTHON, script, args))
+  os.remove(script)
+  local ok, result = pcall(srv.json.decode, out)
+  assert(ok and result ~= nil, "python said: " .. out)
+  return result
+end
+
+--- Starts tests/fixtures/ws_app.lua on a free port (stop it with server:cleanup()).
+function M.start_fixture()
+  return helper.start(helper.path("tests/fixtures/ws_app.lua"), { args = { "0" } })
+end
+
+--- In a describe block, given busted's setup and teardown (they live in the spec's own
+-- environment): starts the fixture before its tests and stops it after them. Returns a table
+-- whose `port` is the fixture's port once the tests run.
+function M.fixture_hooks(setup, teardown)
+  local fixture = {}
+  setup(function()
+    fixture.server = M.start_fixture()
+    fixture.port = fixture.server.port
+  end)
+  teardown(function()
+    if fixture.server then fixture.server:cleanup() end
+  end)
+  return fixture
 end
 
 M.rep = rep
