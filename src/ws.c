@@ -9,7 +9,9 @@
  * handler that does not read slows its peer down instead of growing memory. */
 #include "ws.h"
 
-#include <openssl/evp.h>
+#include <stdio.h>
+
+#include <openssl/rand.h>
 #include <string.h>
 
 #include "errors.h"
@@ -18,59 +20,7 @@
 #include "stream.h"
 #include "ws_deflate.h"
 #include "ws_frame.h"
-
-#define LS_WS_MT "luasrv.WebSocket"
-#define LS_WS_READ_AHEAD (64 * 1024)
-/* send() yields while more than HIWAT bytes wait to be sent, until fewer than LOWAT do. */
-#define LS_WS_WRITE_HIWAT (64 * 1024)
-#define LS_WS_WRITE_LOWAT (16 * 1024)
-#define LS_WS_DEFAULT_MAX_MESSAGE (1024 * 1024)
-#define LS_WS_DEFAULT_IDLE_MS (300 * 1000)
-#define LS_WS_DEFAULT_CLOSE_MS (5 * 1000)
-/* Frames this small go out as one write of header and payload. */
-#define LS_WS_SMALL_FRAME 1024
-/* With permessage-deflate, messages shorter than this go out as they are. */
-#define LS_WS_DEFLATE_MIN 128
-
-typedef enum {
-  WS_OPEN,       /* messages flow both ways */
-  WS_CLOSE_SENT, /* our close frame is out; waiting (bounded) for the peer's */
-  WS_CLOSED      /* the close handshake is over or failed; the stream ends */
-} ws_state_t;
-
-typedef struct ws_ud_s ws_ud_t;
-
-typedef struct ls_ws_s {
-  ls_stream_t *s;                   /* the HTTP connection's stream; NULL once closed */
-  const ls_stream_events_t *http_ev; /* the stream's events and owner before the takeover */
-  void *http_owner;
-  ls_gen_t *gen;
-  uv_timer_t timer;                 /* the idle timeout, then the wait for the peer's close */
-  ls_ws_parser_t parser;
-  ls_buf_t msg;                     /* the message being put together */
-  ws_ud_t *ud;
-  ls_task_t *reader;                /* task waiting in receive */
-  ls_task_t *writer;                /* task waiting for output to drain */
-  ls_task_t *closer;                /* task waiting in close for the handshake's end */
-  uint64_t idle_ms, close_ms;
-  uint64_t last_input;              /* loop time of the last input */
-  ws_state_t state;
-  int close_code;                   /* the code the connection closed with (1006: none) */
-  char close_reason[124];
-  size_t close_reason_len;
-  char protocol[64];                /* the subprotocol chosen, or "" */
-  unsigned char msg_ready;          /* msg holds a whole message of kind msg_kind */
-  unsigned char msg_kind;
-  unsigned char stream_gone;
-  unsigned char timer_gone;
-  unsigned char deflate_bits;       /* permessage-deflate: our window bits; 0: not negotiated */
-  unsigned char msg_compressed;     /* the message in msg is still compressed */
-} ls_ws_t;
-
-struct ws_ud_s {
-  ls_ws_t *ws; /* NULL once the connection is gone */
-  ls_gen_t *gen;
-};
+#include "ws_internal.h"
 
 static void ws_timer_cb(uv_timer_t *t);
 
@@ -89,6 +39,19 @@ static void ws_timer_close_cb(uv_handle_t *h) {
   ls_ws_t *ws = h->data;
   ws->timer_gone = 1;
   ws_maybe_free(ws);
+}
+
+/* A client's socket holds the loop only while a task waits on it (as a luasrv.Conn made by
+ * connect), so a script that is done with it can end; on: one more waiter, else one less. */
+static void ws_hold(ls_ws_t *ws, int on) {
+  if (!ws->client || ws->s == NULL)
+    return;
+  if (on ? ws->holds++ == 0 : --ws->holds == 0) {
+    if (on)
+      uv_ref(&ws->s->u.handle);
+    else
+      uv_unref(&ws->s->u.handle);
+  }
 }
 
 /* Wakes whoever waits on the connection; they look at its state when they run. */
@@ -133,14 +96,38 @@ static void ws_drop(ls_ws_t *ws) {
 
 /* ---- writing frames ----------------------------------------------------------------------- */
 
+/* A client's frame: masked with a new random key (RFC 6455 §5.3), into a copy. */
+static int ws_write_masked(ls_ws_t *ws, int opcode, int rsv1, const char *data, size_t len) {
+  static ls_buf_t frame; /* reused: one process, one thread */
+  uint8_t mask[4], head[LS_WS_HEADER_MAX];
+  size_t hlen;
+  uv_buf_t buf;
+  int err;
+  if (RAND_bytes(mask, sizeof mask) != 1)
+    return LS_ENOMEM;
+  hlen = ls_ws_header(head, 1, rsv1, opcode, len, mask);
+  ls_buf_consume(&frame, ls_buf_len(&frame));
+  if (ls_buf_append(&frame, head, hlen) != 0 || ls_buf_append(&frame, data, len) != 0)
+    return LS_ENOMEM;
+  ls_ws_mask((uint8_t *)frame.data + frame.start + hlen, len, mask, 0);
+  buf = uv_buf_init(frame.data + frame.start, (unsigned)ls_buf_len(&frame));
+  err = ls_stream_write(ws->s, &buf, 1);
+  if (frame.cap > 256 * 1024)
+    ls_buf_free(&frame);
+  return err;
+}
+
 /* Queues one frame (rsv1: a compressed message). Returns 0 or the stream's error. */
 static int ws_write_frame_rsv(ls_ws_t *ws, int opcode, int rsv1, const char *data, size_t len) {
   uint8_t frame[LS_WS_HEADER_MAX + LS_WS_SMALL_FRAME];
-  size_t hlen = ls_ws_header(frame, 1, rsv1, opcode, len, NULL);
+  size_t hlen;
   uv_buf_t bufs[2];
   unsigned n = 1;
   if (ws->s == NULL)
     return LS_ECLOSED;
+  if (ws->client)
+    return ws_write_masked(ws, opcode, rsv1, data, len);
+  hlen = ls_ws_header(frame, 1, rsv1, opcode, len, NULL);
   if (len <= LS_WS_SMALL_FRAME) {
     if (len > 0)
       memcpy(frame + hlen, data, len);
@@ -340,8 +327,8 @@ static void ws_on_close(ls_stream_t *s) {
   ws->stream_gone = 1;
   ws_wake_all(ws);
   /* The HTTP connection owns the memory the stream lives in: it frees itself now. */
-  s->ev = ws->http_ev;
-  s->owner = ws->http_owner;
+  s->ev = ws->prev_ev;
+  s->owner = ws->prev_owner;
   s->ev->on_close(s);
   uv_close((uv_handle_t *)&ws->timer, ws_timer_close_cb);
 }
@@ -366,18 +353,7 @@ static void ws_timer_cb(uv_timer_t *t) {
     ws_finish(ws); /* the peer did not answer our close frame in time */
 }
 
-/* ---- the handshake ------------------------------------------------------------------------ */
-
-/* Sec-WebSocket-Accept for a key: base64(SHA-1(key + the protocol's GUID)), 28 characters. */
-static void accept_value(const char *key, size_t len, char out[29]) {
-  static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-  unsigned char input[64 + sizeof guid], digest[EVP_MAX_MD_SIZE];
-  unsigned dlen = 0;
-  memcpy(input, key, len);
-  memcpy(input + len, guid, sizeof guid - 1);
-  EVP_Digest(input, len + sizeof guid - 1, digest, &dlen, EVP_sha1(), NULL);
-  EVP_EncodeBlock((unsigned char *)out, digest, (int)dlen);
-}
+/* ---- making one -------------------------------------------------------------------------- */
 
 static ws_ud_t *check_ws_ud(lua_State *L) {
   ws_ud_t *ud = lua_touserdata(L, 1);
@@ -390,83 +366,28 @@ static ws_ud_t *check_ws_ud(lua_State *L) {
   return luaL_checkudata(L, 1, LS_WS_MT);
 }
 
-/* core.ws_accept(req, key, protocol, opts [, extensions, deflate_bits]) -> ws. Answers the
- * request with 101 Switching Protocols (the Accept value for `key`, `protocol` and
- * `extensions` when not nil, and any field set with res:header) and takes its connection
- * over; with permessage-deflate negotiated (`extensions` its response), messages go out
- * compressed with a window of 2^deflate_bits. The caller (lua/luasrv/ws.lua) has checked the
- * request. opts: max_message (bytes), idle_timeout and close_timeout (seconds). */
-static int l_ws_accept(lua_State *L) {
-  ls_gen_t *gen = ls_upvalue_gen(L);
-  ls_http_conn_t *c = ls_http__req_conn(L, 1);
-  size_t key_len, proto_len = 0;
-  const char *key = luaL_checklstring(L, 2, &key_len);
-  const char *proto = luaL_optlstring(L, 3, NULL, &proto_len);
-  int opts = lua_istable(L, 4) ? 4 : 0;
-  size_t ext_len = 0;
-  const char *ext = luaL_optlstring(L, 5, NULL, &ext_len);
-  lua_Integer deflate_bits = luaL_optinteger(L, 6, 0);
+ls_ws_t *ls__ws_new(lua_State *L, ls_gen_t *gen, ls_stream_t *s, int client, int opts,
+                    const char *protocol, int deflate_bits) {
   size_t max_message = ls_opt_size_field(L, opts, "max_message", LS_WS_DEFAULT_MAX_MESSAGE);
   int64_t idle_ms = ls_opt_timeout_field(L, opts, "idle_timeout", LS_WS_DEFAULT_IDLE_MS);
   int64_t close_ms = ls_opt_timeout_field(L, opts, "close_timeout", LS_WS_DEFAULT_CLOSE_MS);
-  static const char head[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                             "Connection: Upgrade\r\nSec-WebSocket-Accept: ";
-  char accept[29];
-  ls_buf_t out;
-  uv_buf_t buf;
-  ls_ws_t *ws;
+  ls_ws_t *ws = ls_malloc(sizeof *ws);
   ws_ud_t *ud;
-  int err;
-  luaL_argcheck(L, key_len <= 64, 2, "key too long");
-  luaL_argcheck(L, proto_len < sizeof ws->protocol, 3, "subprotocol name too long");
-  if (c == NULL)
-    return ls_push_error(L, LS_ECLOSED);
-  if (c->virtual_conn)
-    return luaL_error(L, "websocket: the request has no connection (luasrv.test)");
-  if (c->answered || c->head_sent)
-    return luaL_error(L, "websocket: the response has already been sent");
-  accept_value(key, key_len, accept);
-  ls_buf_init(&out);
-  if (ls_buf_append(&out, head, sizeof head - 1) != 0 || ls_buf_append(&out, accept, 28) != 0 ||
-      ls_buf_append(&out, "\r\n", 2) != 0 ||
-      (proto != NULL && (ls_buf_append(&out, "Sec-WebSocket-Protocol: ", 24) != 0 ||
-                         ls_buf_append(&out, proto, proto_len) != 0 ||
-                         ls_buf_append(&out, "\r\n", 2) != 0)) ||
-      (ext != NULL && (ls_buf_append(&out, "Sec-WebSocket-Extensions: ", 26) != 0 ||
-                       ls_buf_append(&out, ext, ext_len) != 0 ||
-                       ls_buf_append(&out, "\r\n", 2) != 0)) ||
-      ls_buf_append(&out, ls_buf_head(&c->res_headers), ls_buf_len(&c->res_headers)) != 0 ||
-      ls_buf_append(&out, "\r\n", 2) != 0 || (ws = ls_malloc(sizeof *ws)) == NULL) {
-    ls_buf_free(&out);
-    return luaL_error(L, "websocket: not enough memory");
-  }
-  buf = uv_buf_init(out.data + out.start, (unsigned)ls_buf_len(&out));
-  err = ls_stream_write(&c->s, &buf, 1);
-  ls_buf_free(&out);
-  if (err != 0) {
-    ls_free(ws, sizeof *ws);
-    return ls_push_error(L, err);
-  }
-  /* The request is answered, and the connection carries no more HTTP: the request cycle
-   * stops parsing it (CLOSING), and once the handler returns it ends the stream if the
-   * WebSocket has not already. */
-  c->status = 101;
-  c->answered = 1;
-  c->keep_alive = 0;
-  c->state = LS_HTTP_CLOSING;
-
+  if (ws == NULL)
+    return NULL;
   memset(ws, 0, sizeof *ws);
-  ws->s = &c->s;
-  ws->http_ev = c->s.ev;
-  ws->http_owner = c->s.owner;
+  ws->s = s;
+  ws->prev_ev = s->ev;
+  ws->prev_owner = s->owner;
   ws->gen = gen;
+  ws->client = (unsigned char)(client != 0);
   ws->idle_ms = idle_ms < 0 ? 0 : (uint64_t)idle_ms;
   ws->close_ms = close_ms <= 0 ? 1 : (uint64_t)close_ms;
   ws->last_input = uv_now(gen->rt->loop);
-  if (proto != NULL)
-    memcpy(ws->protocol, proto, proto_len + 1);
-  ls_ws_parser_init(&ws->parser, 1, max_message);
-  if (ext != NULL && deflate_bits >= 9 && deflate_bits <= 15) {
+  if (protocol != NULL)
+    snprintf(ws->protocol, sizeof ws->protocol, "%s", protocol);
+  ls_ws_parser_init(&ws->parser, !client, max_message);
+  if (deflate_bits >= 9 && deflate_bits <= 15) {
     ws->deflate_bits = (unsigned char)deflate_bits;
     ws->parser.allow_rsv1 = 1;
   }
@@ -475,18 +396,20 @@ static int l_ws_accept(lua_State *L) {
   ws->timer.data = ws;
   if (ws->idle_ms > 0)
     uv_timer_start(&ws->timer, ws_timer_cb, ws->idle_ms, 0);
-  c->s.ev = &ws_events;
-  c->s.owner = ws;
-  c->s.read_limit = LS_WS_READ_AHEAD;
-
+  if (client)
+    uv_unref((uv_handle_t *)&ws->timer); /* a client's timers do not hold the loop */
+  s->ev = &ws_events;
+  s->owner = ws;
+  s->read_limit = LS_WS_READ_AHEAD;
   ud = lua_newuserdatauv(L, sizeof *ud, 0);
   ud->ws = ws;
   ud->gen = gen;
   ws->ud = ud;
   luaL_setmetatable(L, LS_WS_MT);
-  /* Frames may have come with the request. */
+  /* Frames may have come with the handshake. */
   ws_pump(ws);
-  return 1;
+  ls_stream_want_input(s);
+  return ws;
 }
 
 /* ---- ws:receive([timeout]) ---------------------------------------------------------------- */
@@ -510,8 +433,10 @@ static int ws_receive_k(lua_State *L, int status, lua_KContext ctx) {
   ls_task_t *task = ls_task_current(ud->gen, L);
   ls_ws_t *ws = ud->ws;
   (void)status;
-  if (ws != NULL && ws->reader == task)
+  if (ws != NULL && ws->reader == task) {
     ws->reader = NULL;
+    ws_hold(ws, 0);
+  }
   if (ws == NULL)
     return push_closed(L, NULL);
   /* Input that waited behind the last message is parsed now, not when that message was
@@ -536,6 +461,7 @@ static int ws_receive_k(lua_State *L, int status, lua_KContext ctx) {
   if (ws->reader != NULL)
     return luaL_error(L, "receive: another task is already receiving on this websocket");
   ws->reader = task;
+  ws_hold(ws, 1);
   return ls_task_wait_until(task, ctx, ws_receive_k);
 }
 
@@ -573,8 +499,10 @@ static int ws_send_k(lua_State *L, int status, lua_KContext ctx) {
   ls_ws_t *ws = ud->ws;
   (void)status;
   (void)ctx;
-  if (ws != NULL && ws->writer == task)
+  if (ws != NULL && ws->writer == task) {
     ws->writer = NULL;
+    ws_hold(ws, 0);
+  }
   if (ws == NULL || ws->s == NULL || ws->s->write_err != 0)
     return push_closed(L, ws);
   if (task != NULL && ls_task_take_timeout(task))
@@ -584,6 +512,7 @@ static int ws_send_k(lua_State *L, int status, lua_KContext ctx) {
     if (task == NULL || (ws->writer != NULL && ws->writer != task))
       goto done; /* outside a task, or another task waits already: the queue takes it */
     ws->writer = task;
+    ws_hold(ws, 1);
     return ls_task_wait(task, -1, 0, ws_send_k);
   }
 done:
@@ -640,10 +569,13 @@ static int ws_close_k(lua_State *L, int status, lua_KContext ctx) {
   ls_ws_t *ws = ud->ws;
   (void)status;
   (void)ctx;
-  if (ws != NULL && ws->closer == task)
+  if (ws != NULL && ws->closer == task) {
     ws->closer = NULL;
+    ws_hold(ws, 0);
+  }
   if (ws != NULL && ws->state != WS_CLOSED && task != NULL && ws->closer == NULL) {
     ws->closer = task;
+    ws_hold(ws, 1);
     return ls_task_wait(task, -1, 0, ws_close_k);
   }
   lua_pushboolean(L, 1);
@@ -712,7 +644,5 @@ void ls_ws_open(lua_State *L, ls_gen_t *gen) {
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
-  lua_pushlightuserdata(L, gen);
-  lua_pushcclosure(L, l_ws_accept, 1);
-  lua_setfield(L, -2, "ws_accept");
+  ls__ws_handshake_open(L, gen);
 }

@@ -21,6 +21,9 @@ local M = {
   json = core.json,
   worker = core.worker,
   pubsub = core.pubsub,
+  ws = {
+    connect = function(...) return require("luasrv.ws").connect(...) end,
+  },
   tcp = {
     listen = core.tcp.listen,
     connect = core.tcp.connect,

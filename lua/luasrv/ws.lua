@@ -6,7 +6,7 @@ local core = require "luasrv.core"
 
 local type, error, pairs, ipairs, tostring = type, error, pairs, ipairs, tostring
 local xpcall, traceback = xpcall, debug.traceback
-local lower, gmatch, find = string.lower, string.gmatch, string.find
+local lower, gmatch, find, concat = string.lower, string.gmatch, string.find, table.concat
 
 local M = {}
 
@@ -130,6 +130,118 @@ local function refuse(req, opts)
     if not allowed then return 403, PLAIN, "403 Forbidden: origin not allowed\n" end
   end
   return nil
+end
+
+-- ---- the client --------------------------------------------------------------------------
+
+local CONNECT_OPTIONS = {
+  headers = "table",
+  subprotocols = "table",
+  timeout = "number",
+  tls = { table = true, boolean = true },
+  max_message = "number",
+  idle_timeout = "number",
+  close_timeout = "number",
+}
+
+-- ws://host[:port][/path] or wss://...: scheme, host, port, the request target, Host's value.
+local function parse_url(url)
+  local scheme, rest = url:match("^(wss?)://(.*)$")
+  if not scheme then return nil end
+  local authority, target = rest:match("^([^/?#]*)([^#]*)")
+  if target == "" then target = "/" elseif target:sub(1, 1) == "?" then target = "/" .. target end
+  local host, port = authority:match("^%[(.-)%]:?(%d*)$")
+  if not host then host, port = authority:match("^([^:]*):?(%d*)$") end
+  if not host or host == "" then return nil end
+  port = port ~= "" and tonumber(port) or (scheme == "wss" and 443 or 80)
+  if port < 1 or port > 65535 then return nil end
+  return scheme, host, port, target, authority
+end
+
+local function fail(conn, message)
+  conn:close()
+  return nil, "websocket: " .. message, "EHANDSHAKE"
+end
+
+--- srv.ws.connect(url [, opts]) -> ws | nil, message, code: a WebSocket client on ws:// or
+-- wss:// (opts: headers, subprotocols, timeout, tls, max_message, idle_timeout,
+-- close_timeout).
+function M.connect(url, opts)
+  if type(url) ~= "string" then
+    error("bad argument #1 to 'connect' (string expected, got " .. type(url) .. ")", 2)
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("bad argument #2 to 'connect' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  for k, v in pairs(opts) do
+    local want = CONNECT_OPTIONS[k]
+    if not want then error("connect: unknown option '" .. tostring(k) .. "'", 2) end
+    if (type(want) == "table" and not want[type(v)]) or (type(want) == "string" and type(v) ~= want) then
+      error(("connect: option '%s' has the wrong type (%s)"):format(k, type(v)), 2)
+    end
+  end
+  local scheme, host, port, target, authority = parse_url(url)
+  if not scheme then error("bad argument #1 to 'connect' (not a ws:// or wss:// URL: " .. url .. ")", 2) end
+  local lines = { "GET " .. target .. " HTTP/1.1", "Host: " .. authority, "Upgrade: websocket",
+    "Connection: Upgrade", "Sec-WebSocket-Version: 13" }
+  local key = core.ws_key()
+  lines[#lines + 1] = "Sec-WebSocket-Key: " .. key
+  if opts.subprotocols and opts.subprotocols[1] then
+    lines[#lines + 1] = "Sec-WebSocket-Protocol: " .. concat(opts.subprotocols, ", ")
+  end
+  for name, value in pairs(opts.headers or {}) do
+    name, value = tostring(name), tostring(value)
+    if find(name, "[^%w!#$%%&'*+%-.^_`|~]") or find(value, "[\r\n%z]") then
+      error("connect: invalid header " .. name, 2)
+    end
+    lines[#lines + 1] = name .. ": " .. value
+  end
+  local tls = opts.tls
+  if scheme == "wss" and tls == nil then tls = true end
+  if scheme == "ws" then tls = nil end
+  local conn, err, code = core.tcp.connect(host, port, { timeout = opts.timeout, tls = tls })
+  if not conn then return nil, err, code end
+  local ok
+  ok, err, code = conn:write(concat(lines, "\r\n") .. "\r\n\r\n")
+  if not ok then conn:close() return nil, err, code end
+  local status_line
+  status_line, err, code = conn:readline(8192)
+  if not status_line then conn:close() return nil, err, code end
+  local status = status_line:match("^HTTP/1%.1 (%d%d%d)")
+  local headers, n = {}, 0
+  while true do
+    local line
+    line, err, code = conn:readline(8192)
+    if not line then conn:close() return nil, err, code end
+    line = line:gsub("\r$", "")
+    if line == "" then break end
+    n = n + 1
+    if n > 100 then return fail(conn, "too many header fields in the answer") end
+    local name, value = line:match("^([^:]+):%s*(.-)%s*$")
+    if name then headers[lower(name)] = value end
+  end
+  if status ~= "101" then
+    return fail(conn, "the server answered " .. (status_line:gsub("\r$", "")))
+  end
+  if not has_token(headers.upgrade, "websocket") or not has_token(headers.connection, "upgrade") then
+    return fail(conn, "the answer does not upgrade to websocket")
+  end
+  if headers["sec-websocket-accept"] ~= core.ws_accept_value(key) then
+    return fail(conn, "wrong Sec-WebSocket-Accept")
+  end
+  if headers["sec-websocket-extensions"] then
+    return fail(conn, "the server named an extension the client did not offer")
+  end
+  local protocol = headers["sec-websocket-protocol"]
+  if protocol then
+    local offered = false
+    for _, p in ipairs(opts.subprotocols or {}) do
+      if p == protocol then offered = true end
+    end
+    if not offered then return fail(conn, "the server chose a subprotocol the client did not offer") end
+  end
+  return core.ws_client(conn, opts, protocol)
 end
 
 --- The HTTP handler of a WebSocket route: handler(ws, req) runs once the handshake is
