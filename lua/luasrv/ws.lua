@@ -117,6 +117,10 @@ local function refuse(req, opts)
     return 426, { ["Sec-WebSocket-Version"] = "13", ["Content-Type"] = PLAIN["Content-Type"] },
       "426 Upgrade Required: WebSocket version 13 only\n"
   end
+  -- A body would be read as frames: the handshake has none.
+  if (h["content-length"] and h["content-length"] ~= "0") or h["transfer-encoding"] then
+    return 400, PLAIN, "400 Bad Request: a WebSocket handshake has no body\n"
+  end
   local key = h["sec-websocket-key"]
   -- 16 random bytes in base64: 22 characters and "==".
   if not key or not find(key, "^[%w+/][%w+/][%w+/]+==$") or #key ~= 24 then
