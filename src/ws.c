@@ -1,22 +1,19 @@
-/* A WebSocket connection on the server: the HTTP connection's stream, taken over once the 101
- * answer is queued (its events and owner switch to the WebSocket; when the stream closes they
- * switch back, and the HTTP connection frees itself as it always does), the frames parsed by
- * ws_frame.c into messages, pings answered, the close handshake, and the luasrv.WebSocket
- * object.
+/* A WebSocket connection, either side: a stream taken over (the HTTP connection's once the
+ * 101 answer is queued, or a client's luasrv.Conn after the handshake): its events and owner
+ * switch to the WebSocket, and when the stream closes they switch back, so the previous owner
+ * frees itself as it always does. Here: the frames parsed by ws_frame.c into messages, pings
+ * answered, the close handshake, the idle timeout, and the luasrv.WebSocket object.
  *
  * Input is parsed as it arrives, one message at a time: once a whole message waits for
  * ws:receive, parsing stops and the stream reads ahead only up to LS_WS_READ_AHEAD, so a
  * handler that does not read slows its peer down instead of growing memory. */
 #include "ws.h"
 
-#include <stdio.h>
-
 #include <openssl/rand.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "errors.h"
-#include "http.h"
-#include "log.h"
 #include "stream.h"
 #include "ws_deflate.h"
 #include "ws_frame.h"
@@ -326,7 +323,8 @@ static void ws_on_close(ls_stream_t *s) {
   ws->s = NULL;
   ws->stream_gone = 1;
   ws_wake_all(ws);
-  /* The HTTP connection owns the memory the stream lives in: it frees itself now. */
+  /* The previous owner (the HTTP connection, a luasrv.Conn) holds the memory the stream
+   * lives in: it frees itself now. */
   s->ev = ws->prev_ev;
   s->owner = ws->prev_owner;
   s->ev->on_close(s);

@@ -1,7 +1,7 @@
-/* WebSocket connections (RFC 6455) for Lua: an HTTP connection's stream taken over after the
- * 101 answer, frames parsed by ws_frame.c, and the luasrv.WebSocket object (receive,
- * messages, send, ping, close). The handshake's checks and the route live in Lua
- * (lua/luasrv/ws.lua); core.ws_accept here answers it and hands the stream over. */
+/* WebSocket connections (RFC 6455) for Lua, server and client: a stream taken over after the
+ * opening handshake, frames parsed by ws_frame.c, and the luasrv.WebSocket object (receive,
+ * messages, send, ping, close). The handshake's checks, the route and the client's request
+ * live in Lua (lua/luasrv/ws.lua); src/ws_handshake.c answers and takes streams over. */
 #ifndef LS_WS_H
 #define LS_WS_H
 
