@@ -1,7 +1,10 @@
---- WebSocket routes (RFC 6455): the opening handshake's checks and the handler's run. The
--- connection itself (frames, pings, the close handshake) is C: src/ws.c.
+--- WebSocket (RFC 6455) in Lua: the server's routes (the opening handshake's checks, the
+-- negotiation of subprotocols and permessage-deflate, the handler's run) and the client,
+-- srv.ws.connect (its request and the checks of the answer). The connection itself (frames,
+-- pings, the close handshake) is C: src/ws.c and src/ws_handshake.c.
 --
 --   app:websocket("/chat", function(ws, req) ... end, { subprotocols = { "chat" } })
+--   local ws = srv.ws.connect("wss://example.com/chat", { timeout = 5 })
 local core = require "luasrv.core"
 
 local type, error, pairs, ipairs, tostring = type, error, pairs, ipairs, tostring
