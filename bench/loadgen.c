@@ -21,6 +21,14 @@
  * the expected bytes (checked byte for byte as they arrive), extra bytes, or a connection that
  * waits longer than --timeout seconds for its greeting, a reply or the final close (a stall).
  *
+ * WebSocket (--ws PATH): each connection opens a WebSocket on PATH (any 101 answer will do),
+ * then sends one masked text frame of --size letters and waits for the same frame back,
+ * unmasked, byte for byte; at the end it sends a close frame (1000), half-closes, and expects
+ * the server's close frame (1000) and its EOF. With --broadcast, only the first connection
+ * sends, and a round ends when every connection has received the frame (a server that
+ * publishes each message to all its clients, as bench/ws_broadcast_app.lua): the latencies
+ * are those of whole rounds, send to last delivery, and messages/s counts rounds.
+ *
  * One thread and level-triggered epoll: the client must cost less than the server it measures,
  * and this keeps it to one read and one write system call per round trip.
  */
@@ -137,9 +145,21 @@ typedef struct {
   double warmup;
   double timeout;
   int udp;
+  const char *ws_path; /* --ws: WebSocket frames on this path instead of lines */
+  int broadcast;       /* --broadcast: one sender, every connection receives */
 } options_t;
 
-static options_t opt = {"127.0.0.1", NULL, 50, 64, 10.0, 2.0, 5.0, 0};
+static options_t opt = {"127.0.0.1", NULL, 50, 64, 10.0, 2.0, 5.0, 0, NULL, 0};
+static size_t request_len; /* bytes each request sends: opt.size, or a WebSocket frame */
+/* WebSocket: the handshake request, the masked close frame sent at the end and the close
+ * frame expected back; --broadcast's round in progress. */
+static char *ws_handshake;
+static size_t ws_handshake_len;
+static const char ws_close_out[] = "\x88\x82\x01\x02\x03\x04\x02\xea";
+static const char ws_close_back[] = "\x88\x02\x03\xe8";
+static conn_t *all_conns;
+static int greeted, round_done;
+static uint64_t round_start;
 static char *request;     /* the bytes each request sends (the same for every connection) */
 static char *expect;      /* the exact TCP reply */
 static size_t expect_len;
@@ -215,8 +235,8 @@ static void set_events(conn_t *c, int want_out) {
 
 /* Writes what is left of the current request; waits for EPOLLOUT if the kernel takes less. */
 static void send_rest(conn_t *c) {
-  while (c->sent < opt.size) {
-    ssize_t n = send(c->fd, request + c->sent, opt.size - c->sent, MSG_NOSIGNAL);
+  while (c->sent < request_len) {
+    ssize_t n = send(c->fd, request + c->sent, request_len - c->sent, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR)
         continue;
@@ -260,6 +280,9 @@ static void finish(conn_t *c, uint64_t t) {
     set_closed(c);
     return;
   }
+  if (opt.ws_path != NULL &&
+      send(c->fd, ws_close_out, sizeof ws_close_out - 1, MSG_NOSIGNAL) != sizeof ws_close_out - 1)
+    die("connection %d: cannot send the close frame: %s", c->index, strerror(errno));
   if (shutdown(c->fd, SHUT_WR) != 0)
     die("connection %d: shutdown: %s", c->index, strerror(errno));
   c->state = WAIT_CLOSE;
@@ -267,8 +290,90 @@ static void finish(conn_t *c, uint64_t t) {
   c->sent_ns = t;
 }
 
+/* --broadcast: a new round; the first connection sends, every one waits for the frame. */
+static void start_round(uint64_t t) {
+  int i;
+  round_start = t;
+  round_done = 0;
+  for (i = 0; i < opt.conns; i++) {
+    all_conns[i].state = WAIT_REPLY;
+    all_conns[i].got = 0;
+    all_conns[i].sent = request_len;
+    all_conns[i].sent_ns = t;
+  }
+  start_request(&all_conns[0], t);
+}
+
+/* --broadcast: connection c has this round's frame. */
+static void round_delivered(conn_t *c, uint64_t t, uint64_t measure_from, uint64_t measure_to) {
+  int i;
+  c->got = 0;
+  if (++round_done < opt.conns)
+    return;
+  if (t >= measure_from && t < measure_to) {
+    hist_record(&hist, t - round_start);
+    for (i = 0; i < opt.conns; i++)
+      all_conns[i].done++;
+  }
+  if (!draining) {
+    start_round(t);
+    return;
+  }
+  for (i = 0; i < opt.conns; i++)
+    finish(&all_conns[i], t);
+}
+
+/* WebSocket: the handshake's answer is complete on c. */
+static void ws_greeted(conn_t *c, uint64_t t) {
+  c->got = 0;
+  if (!opt.broadcast) {
+    start_request(c, t);
+    return;
+  }
+  c->state = WAIT_REPLY;
+  c->sent = request_len;
+  if (++greeted == opt.conns)
+    start_round(t);
+}
+
+/* WebSocket: the bytes read while waiting for the handshake's answer or the close frame. */
+static void ws_on_bytes(conn_t *c, size_t n) {
+  char g[200];
+  if (c->state == WAIT_CLOSE) {
+    if (n == 0) {
+      if (c->got != sizeof ws_close_back - 1)
+        die("connection %d: closed without a whole close frame", c->index);
+      set_closed(c);
+      return;
+    }
+    if (c->got + n > sizeof ws_close_back - 1 || memcmp(c->rbuf, ws_close_back + c->got, n) != 0)
+      die("connection %d: expected the close frame (1000), got \"%s\"", c->index,
+          escape(g, sizeof g, c->rbuf, n));
+    c->got += n;
+    return;
+  }
+  if (n == 0)
+    die("connection %d: the server closed the connection during the handshake", c->index);
+  c->got += n;
+  if (memmem(c->rbuf, c->got, "\r\n\r\n", 4) == NULL) {
+    if (c->got == c->rcap)
+      die("connection %d: handshake answer too long", c->index);
+    return;
+  }
+  if (strncmp(c->rbuf, "HTTP/1.1 101 ", 13) != 0)
+    die("connection %d: the handshake was refused: \"%s\"", c->index,
+        escape(g, sizeof g, c->rbuf, c->got));
+  if ((char *)memmem(c->rbuf, c->got, "\r\n\r\n", 4) + 4 != c->rbuf + c->got)
+    die("connection %d: unexpected bytes after the handshake answer", c->index);
+  ws_greeted(c, now_ns());
+}
+
 /* A reply is complete at time t: count it if it falls in the measured window, send the next. */
 static void complete(conn_t *c, uint64_t t, uint64_t measure_from, uint64_t measure_to) {
+  if (opt.broadcast && c->state == WAIT_REPLY) {
+    round_delivered(c, t, measure_from, measure_to);
+    return;
+  }
   if (t >= measure_from && t < measure_to) {
     hist_record(&hist, t - c->sent_ns);
     c->done++;
@@ -285,12 +390,17 @@ static void on_readable(conn_t *c, uint64_t measure_from, uint64_t measure_to) {
   ssize_t n;
 
   do
-    n = recv(c->fd, c->rbuf + c->got, c->rcap - c->got, 0);
+    n = recv(c->fd, c->rbuf + (opt.ws_path != NULL && c->state == WAIT_CLOSE ? 0 : c->got),
+             c->rcap - (opt.ws_path != NULL && c->state == WAIT_CLOSE ? 0 : c->got), 0);
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK)
       return;
     die("connection %d: receive: %s", c->index, strerror(errno));
+  }
+  if (opt.ws_path != NULL && c->state != WAIT_REPLY) {
+    ws_on_bytes(c, (size_t)n);
+    return;
   }
   if (c->state == WAIT_CLOSE) {
     if (n > 0) {
@@ -302,7 +412,7 @@ static void on_readable(conn_t *c, uint64_t measure_from, uint64_t measure_to) {
     return;
   }
   if (opt.udp) {
-    if (c->state != WAIT_REPLY || c->sent < opt.size)
+    if (c->state != WAIT_REPLY || c->sent < request_len)
       die("connection %d: datagram received before the request was sent", c->index);
     complete(c, now_ns(), measure_from, measure_to);
     return;
@@ -316,7 +426,7 @@ static void on_readable(conn_t *c, uint64_t measure_from, uint64_t measure_to) {
   } else {
     want = expect;
     want_len = expect_len;
-    if (c->sent < opt.size)
+    if (c->sent < request_len)
       die("connection %d: reply data arrived before the request was sent", c->index);
   }
   /* Check only the newly arrived bytes; anything past the expected end is a mismatch too. */
@@ -347,13 +457,15 @@ static int open_conn(const struct addrinfo *ai, int index) {
 
 static void usage(FILE *out) {
   fputs("usage: loadgen --port P [--host 127.0.0.1] [--conns 50] [--size 64] [--seconds 10]\n"
-        "               [--warmup 2] [--timeout 5] [--udp]\n"
+        "               [--warmup 2] [--timeout 5] [--udp | --ws PATH [--broadcast]]\n"
         "  --conns N     connections (UDP: sockets), each with one message in flight\n"
         "  --size B      bytes per request: TCP sends B-1 letters and \"\\n\", UDP one datagram\n"
         "  --seconds S   length of the measured window, after the warm-up\n"
         "  --warmup S    seconds of load before measuring starts\n"
         "  --timeout S   fail if any connection waits longer than S seconds for an answer\n"
-        "  --udp         UDP instead of TCP (any reply datagram counts as the answer)\n",
+        "  --udp         UDP instead of TCP (any reply datagram counts as the answer)\n"
+        "  --ws PATH     WebSocket text frames of B letters to ws://HOST:PORT/PATH, echoed\n"
+        "  --broadcast   with --ws: the first connection sends, every connection receives\n",
         out);
 }
 
@@ -386,6 +498,7 @@ static void parse_args(int argc, char **argv) {
       {"conns", required_argument, NULL, 'c'},   {"size", required_argument, NULL, 's'},
       {"seconds", required_argument, NULL, 'd'}, {"warmup", required_argument, NULL, 'w'},
       {"timeout", required_argument, NULL, 't'}, {"udp", no_argument, NULL, 'u'},
+      {"ws", required_argument, NULL, 'W'},      {"broadcast", no_argument, NULL, 'B'},
       {"help", no_argument, NULL, 'H'},          {NULL, 0, NULL, 0}};
   long size = 64;
   int ch;
@@ -399,12 +512,18 @@ static void parse_args(int argc, char **argv) {
     case 'w': opt.warmup = parse_seconds("warmup", optarg, 0.0); break;
     case 't': opt.timeout = parse_seconds("timeout", optarg, 0.001); break;
     case 'u': opt.udp = 1; break;
+    case 'W': opt.ws_path = optarg; break;
+    case 'B': opt.broadcast = 1; break;
     case 'H': usage(stdout); exit(0);
     default: usage(stderr); exit(2);
     }
   }
   if (optind != argc || opt.port == NULL) {
     usage(stderr);
+    exit(2);
+  }
+  if ((opt.broadcast && opt.ws_path == NULL) || (opt.ws_path != NULL && (opt.udp || size > 65535))) {
+    fprintf(stderr, "loadgen: --broadcast needs --ws, which excludes --udp and takes --size up to 65535\n");
     exit(2);
   }
   if (opt.udp && size > UDP_MAX) {
@@ -415,6 +534,41 @@ static void parse_args(int argc, char **argv) {
 }
 
 /* ---- main --------------------------------------------------------------------------------- */
+
+/* WebSocket: the handshake, the request as a masked text frame of the letters in `request`,
+ * and the unmasked frame expected back. */
+static void ws_prepare(void) {
+  static const uint8_t mask[4] = {0x11, 0x22, 0x33, 0x44};
+  size_t hlen = opt.size < 126 ? 2 : 4, i;
+  char *frame = malloc(hlen + 4 + opt.size);
+  size_t cap = strlen(opt.ws_path) + strlen(opt.host) + 256;
+  expect = malloc(hlen + opt.size);
+  ws_handshake = malloc(cap);
+  if (frame == NULL || expect == NULL || ws_handshake == NULL)
+    die("out of memory");
+  frame[0] = expect[0] = (char)0x81;
+  if (hlen == 2) {
+    frame[1] = (char)(0x80 | opt.size);
+    expect[1] = (char)opt.size;
+  } else {
+    frame[1] = (char)(0x80 | 126);
+    expect[1] = 126;
+    frame[2] = expect[2] = (char)(opt.size >> 8);
+    frame[3] = expect[3] = (char)opt.size;
+  }
+  memcpy(frame + hlen, mask, 4);
+  for (i = 0; i < opt.size; i++)
+    frame[hlen + 4 + i] = (char)(request[i] ^ mask[i & 3]);
+  memcpy(expect + hlen, request, opt.size);
+  expect_len = hlen + opt.size;
+  free(request);
+  request = frame;
+  request_len = hlen + 4 + opt.size;
+  ws_handshake_len = (size_t)snprintf(ws_handshake, cap,
+      "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      opt.ws_path, opt.host);
+}
 
 int main(int argc, char **argv) {
   struct addrinfo hints, *ai;
@@ -434,7 +588,10 @@ int main(int argc, char **argv) {
     die("out of memory");
   for (i = 0; i < opt.size; i++)
     request[i] = (char)('a' + i % 26);
-  if (!opt.udp) {
+  request_len = opt.size;
+  if (opt.ws_path != NULL) {
+    ws_prepare();
+  } else if (!opt.udp) {
     request[opt.size - 1] = '\n';
     expect_len = (sizeof REPLY_HEAD - 1) + (opt.size - 1) + (sizeof REPLY_TAIL - 1);
     expect = malloc(expect_len);
@@ -469,6 +626,8 @@ int main(int argc, char **argv) {
     c->fd = open_conn(ai, c->index);
     /* Room for a whole expected answer and more, so that extra bytes are seen, not left. */
     c->rcap = opt.udp ? UDP_MAX + 1 : expect_len + sizeof GREETING + 64;
+    if (opt.ws_path != NULL && c->rcap < 4096)
+      c->rcap = 4096; /* the handshake's answer */
     c->rbuf = malloc(c->rcap);
     if (c->rbuf == NULL)
       die("out of memory");
@@ -478,6 +637,7 @@ int main(int argc, char **argv) {
       die("epoll_ctl: %s", strerror(errno));
   }
   freeaddrinfo(ai);
+  all_conns = conns;
 
   start = now_ns();
   measure_from = start + (uint64_t)(opt.warmup * 1e9);
@@ -489,6 +649,9 @@ int main(int argc, char **argv) {
       start_request(&conns[i], start);
     else
       conns[i].state = WAIT_GREETING;
+    if (opt.ws_path != NULL &&
+        send(conns[i].fd, ws_handshake, ws_handshake_len, MSG_NOSIGNAL) != (ssize_t)ws_handshake_len)
+      die("connection %d: cannot send the handshake: %s", conns[i].index, strerror(errno));
   }
 
   /* The run, then the drain: once the window closes no new request is sent; each connection
@@ -545,6 +708,7 @@ int main(int argc, char **argv) {
   free(conns);
   free(expect);
   free(request);
+  free(ws_handshake);
   close(epfd);
   if (hist.total == 0)
     die("no round trip completed in the measured window");

@@ -110,6 +110,10 @@ local scenarios = {
     servers = { "luasrv", "echo_ref" } },
   { id = "udp_echo", label = "UDP echo, 64 B, 50 sockets", unit = "msg",
     servers = { "luasrv", "udp_ref_mmsg", "udp_ref" } },
+  { id = "ws_echo", label = "WebSocket echo, 64 B text, 50 conns", unit = "msg",
+    servers = { "luasrv", "ws_ref", "node_ws" } },
+  { id = "ws_broadcast", label = "WebSocket broadcast, 64 B to 1,000 subscribers (rounds; latency: send to last delivery)",
+    unit = "msg", servers = { "luasrv" } },
   { id = "shared_incr", label = "hello, with and without srv.shared.incr (-c" .. conns .. ")",
     servers = { "luasrv", "luasrv_incr" } },
   { id = "workers", label = "hello, 1 and 2 workers, wrk -t2 on the same CPUs (-c" .. conns .. ")",
@@ -129,6 +133,8 @@ local function server_label(scn, srv)
     echo_ref = "C ref (echo_ref)",
     udp_ref = "C ref (udp_echo_ref)",
     udp_ref_mmsg = "C ref (udp_echo_ref --mmsg)",
+    ws_ref = "C ref (ws_echo_ref)",
+    node_ws = "Node.js + ws",
     luasrv_incr = "luasrv + srv.shared.incr",
     luasrv_w1 = "luasrv --workers 1",
     luasrv_w2 = "luasrv --workers 2",
@@ -159,6 +165,7 @@ end
 -- Returns its stats, its label and its server key.
 local function c_ref_of(scn)
   if scn == "tcp_echo" then return stats(scn, "echo_ref"), "echo_ref", "echo_ref" end
+  if scn == "ws_echo" then return stats(scn, "ws_ref"), "ws_echo_ref", "ws_ref" end
   if scn == "udp_echo" then
     local a, b = stats(scn, "udp_ref_mmsg"), stats(scn, "udp_ref")
     if a and (not b or a.rate >= b.rate) then return a, "udp_echo_ref --mmsg", "udp_ref_mmsg" end
@@ -278,6 +285,18 @@ do
                "tls_new", "luasrv", "nginx", "rate", function(q) return q >= 0.9 end, "%.0f")
   ratio_target("TCP echo: luasrv msg/s >= 0.9x C echo_ref", "tcp_echo", "luasrv", "echo_ref",
                "rate", function(q) return q >= 0.9 end, "%.0f")
+  ratio_target("WebSocket echo: luasrv msg/s >= 0.9x C ws_echo_ref", "ws_echo", "luasrv", "ws_ref",
+               "rate", function(q) return q >= 0.9 end, "%.0f")
+  ratio_target("WebSocket echo: luasrv server CPU/msg <= 0.3x Node.js + ws's", "ws_echo", "luasrv",
+               "node_ws", "cpu", function(q) return q <= 0.3 end, "%.2f us")
+  local wb = stats("ws_broadcast", "luasrv")
+  local wb_what = "WebSocket broadcast: a message reaches 1,000 subscribers in <= 50 ms (p99 of rounds)"
+  if wb then
+    target(wb_what, wb.p99 <= 50000, string.format("p50 %.1f ms, p99 %.1f ms; server CPU %.0f us per broadcast",
+      wb.p50 / 1000, wb.p99 / 1000, wb.cpu))
+  else
+    target(wb_what, nil, nil, not_run("ws_broadcast", "luasrv"))
+  end
   local _, cu_name, cu_key = c_ref_of("udp_echo")
   ratio_target("UDP echo: luasrv msg/s >= 0.85x C UDP echo (" .. (cu_name or "udp_echo_ref") .. ")",
                "udp_echo", "luasrv", cu_key, "rate", function(q) return q >= 0.85 end, "%.0f")

@@ -12,6 +12,7 @@
 #include "module.h"
 #include "reload.h"
 #include "runtime.h"
+#include "pubsub.h"
 #include "shared.h"
 #include "signals.h"
 #include "watchdog.h"
@@ -340,6 +341,9 @@ int main(int argc, char **argv) {
     wo.count = opts.workers;
     wo.grace = opts.grace;
     wo.watch = opts.reload;
+    /* srv.pubsub's ring between the workers, also mapped before the fork. */
+    if (ls_pubsub_shm_init(opts.workers, LS_PUBSUB_RING_SIZE) != 0)
+      ls_log(LS_LOG_WARN, "cannot map the publish/subscribe ring: messages stay in each worker");
     status = ls_workers_run(&wo, serve, &sa);
     ls_shared_free(sa.zone);
     return status;

@@ -7,8 +7,10 @@
 #include "http.h"
 #include "json.h"
 #include "log.h"
+#include "pubsub.h"
 #include "shared.h"
 #include "tcp.h"
+#include "ws.h"
 #include "udp.h"
 #include "workers.h"
 #include "timer.h"
@@ -199,6 +201,8 @@ int ls_module_open(lua_State *L) {
   lua_setfield(L, -2, "tcp");
   ls_http_open(L, gen);
   ls_fs_open(L, gen);
+  ls_ws_open(L, gen);
+  ls_pubsub_open(L, gen);
   lua_newtable(L);
   ls_udp_open(L, gen);
   lua_setfield(L, -2, "udp");

@@ -638,6 +638,22 @@ int ls_task_wait(ls_task_t *task, int64_t timeout_ms, lua_KContext ctx, lua_KFun
   return lua_yieldk(task->co, 0, ctx, k);
 }
 
+lua_KContext ls_task_deadline(ls_runtime_t *rt, int64_t timeout_ms) {
+  if (timeout_ms < 0)
+    return 0;
+  uv_update_time(rt->loop);
+  return (lua_KContext)(uv_now(rt->loop) + (uint64_t)timeout_ms + 1);
+}
+
+int ls_task_wait_until(ls_task_t *task, lua_KContext deadline, lua_KFunction k) {
+  int64_t wait_ms = -1;
+  if (deadline != 0) {
+    uint64_t now = uv_now(task->gen->rt->loop);
+    wait_ms = (uint64_t)deadline > now ? (int64_t)((uint64_t)deadline - now) : 0;
+  }
+  return ls_task_wait(task, wait_ms, deadline, k);
+}
+
 static void task_timer_cb(uv_timer_t *timer) {
   ls_task_t *task = timer->data;
   task->timer_on = 0;

@@ -101,6 +101,7 @@ struct ls_runtime_s {
   unsigned gen_count;            /* generations made so far */
   uint64_t listener_count;       /* listeners made so far (their ids) */
   struct ls_shared_s *shared;    /* srv.shared: outlives the generations */
+  struct ls_pubsub_s *pubsub;    /* srv.pubsub's subscriptions (src/pubsub.c), made on first use */
   int closing;                   /* ls_runtime_close runs */
   ls_task_t *ready_head, *ready_tail;
   uv_idle_t ready_idle;          /* runs the ready queue without blocking the loop */
@@ -179,6 +180,12 @@ ls_task_t *ls_task_check(ls_gen_t *gen, lua_State *L, const char *what);
 /* Yields the task until a wake-up or, with timeout_ms >= 0, until the timeout (then
  * task->timed_out is set). Use as `return ls_task_wait(...)` from a lua_CFunction. */
 int ls_task_wait(ls_task_t *task, int64_t timeout_ms, lua_KContext ctx, lua_KFunction k);
+/* A deadline for ls_task_wait_until: the loop time timeout_ms from now, or 0 (none) for a
+ * negative timeout. It fits a continuation's context. */
+lua_KContext ls_task_deadline(ls_runtime_t *rt, int64_t timeout_ms);
+/* ls_task_wait until a deadline from ls_task_deadline (0: none), which k gets back as its
+ * context: a wait resumed early (spurious wake-ups are allowed) goes on with the time left. */
+int ls_task_wait_until(ls_task_t *task, lua_KContext deadline, lua_KFunction k);
 /* Resumes a waiting task now. Only from a libuv callback, never from inside Lua. */
 void ls_task_resume(ls_task_t *task);
 /* Resumes a waiting task on the next turn of the loop. Safe from anywhere. */

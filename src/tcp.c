@@ -614,6 +614,18 @@ static int l_conn_peer(lua_State *L) {
   return ls_addr_push(L, &ss);
 }
 
+struct ls_stream_s *ls_tcp_take_stream(lua_State *L, int idx, int *is_client) {
+  conn_ud_t *ud = luaL_checkudata(L, idx, LS_CONN_MT);
+  ls_conn_t *c = ud->conn;
+  if (c == NULL || c->closed || c->s.closing || c->reader != NULL || c->writer != NULL ||
+      c->connector != NULL)
+    return NULL;
+  ud->conn = NULL;
+  c->ud = NULL;
+  *is_client = c->is_client;
+  return &c->s;
+}
+
 static int l_conn_gc(lua_State *L) {
   conn_ud_t *ud = check_conn_ud(L);
   if (ud->conn != NULL) {

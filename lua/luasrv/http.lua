@@ -50,6 +50,11 @@ function res_methods.cookie(res, name, value, opts)
   return require("luasrv.cookie").set(res, name, value, opts)
 end
 
+--- res:sse() -> an event stream (see luasrv.sse).
+function res_methods.sse(res)
+  return require("luasrv.sse").open(res)
+end
+
 --- res:sendfile(file [, offset [, length]]) -> res | nil, message, code: the C method, with
 -- the Content-Type taken from a path's extension when no header set one.
 local c_sendfile = res_methods.sendfile

@@ -20,6 +20,10 @@ local M = {
   shared = core.shared,
   json = core.json,
   worker = core.worker,
+  pubsub = core.pubsub,
+  ws = {
+    connect = function(...) return require("luasrv.ws").connect(...) end,
+  },
   tcp = {
     listen = core.tcp.listen,
     connect = core.tcp.connect,

@@ -116,6 +116,16 @@ for _, m in ipairs(METHODS) do
   end
 end
 
+--- app:websocket(pattern, handler [, opts]): handler(ws, req) for WebSocket connections
+-- opened on pattern (see luasrv.ws).
+function Router:websocket(pattern, handler, opts)
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'websocket' (function expected, got " .. type(handler) .. ")", 2)
+  end
+  local ws = require "luasrv.ws"
+  return self:route("GET", pattern, ws.route_handler(handler, ws.check_options(opts, 2)))
+end
+
 --- app:any(pattern, handler): the handler for every method.
 function Router:any(pattern, handler)
   return self:route("*", pattern, handler)
