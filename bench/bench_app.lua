@@ -8,17 +8,21 @@
 --                    5-digit port)
 --   GET /users/:id   json: a route parameter and the query, answered as a table (JSON):
 --                    /users/42?fields=name gives {"fields":"name","id":"42","name":"user"}
---   GET /1k.txt      static: a 1 KiB file, read once at startup and returned from a string
---                    ("cached in Lua": no file I/O per request), with an ETag; a request whose
---                    If-None-Match carries that ETag gets a 304
+--   GET /1k.txt      static: a 1 KiB file (any file given: GET /<its name>), read once at
+--                    startup and returned from a string ("cached in Lua": no file I/O per
+--                    request), with an ETag; a request whose If-None-Match carries that ETag
+--                    gets a 304
+--   GET /20k.html    gzip: the same for a 20 KB page (text/html), compressed for clients that
+--                    ask by compress = { level = 6 }, as nginx's gzip on with gzip_comp_level 6
 --   GET /hello       "hello world" (shared_incr)
 --   GET /hello_incr  the same, after srv.shared.incr of a counter (the cost of the shared store)
 --   GET /worker      "hello world", counting the requests of each worker in srv.shared (balance)
 --   GET /workers     those counts, one line "id count" per worker (the balance of --workers)
--- Run:  luasrv bench/bench_app.lua [port [file [static]]]     (default port 8080)
---   file      the file for /1k.txt (no file: no such route)
+-- Run:  luasrv bench/bench_app.lua [port [file [static|gzip]]]     (default port 8080)
+--   file      the file for GET /<its name> (no file: no such route)
 --   static    serve the file's directory with app:static("/", dir) instead: an open, a read
 --             and the file's headers (ETag, Last-Modified) per request, as nginx does
+--   gzip      compress answers (compress = { level = 6 })
 -- Try:  curl http://127.0.0.1:8080/users/42?fields=name
 local srv = require "luasrv"
 
@@ -59,12 +63,14 @@ elseif file then
   local body = f:read("a")
   f:close()
   local etag = string.format('"%x-1"', #body)
-  app:get("/1k.txt", function(req)
+  local name = file:match("[^/]*$")
+  local content_type = name:match("%.html$") and "text/html" or "text/plain"
+  app:get("/" .. name, function(req)
     if req.headers["if-none-match"] == etag then
       return 304, { ETag = etag }, ""
     end
-    return 200, { ["Content-Type"] = "text/plain", ETag = etag }, body
+    return 200, { ["Content-Type"] = content_type, ETag = etag }, body
   end)
 end
 
-srv.http.listen({ port = port }, app)
+srv.http.listen({ port = port, compress = mode == "gzip" and { level = 6 } or nil }, app)

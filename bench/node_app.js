@@ -1,5 +1,5 @@
 // The Node.js peer of scripts/bench: the handlers of bench/bench_app.lua (and https_app.lua,
-// gzip_app.lua, examples/hello_http.lua) written as Node users write them, on plain
+// examples/hello_http.lua) written as Node users write them, on plain
 // http.createServer / https.createServer, no framework. Same bodies, same Content-Types.
 //   GET /            "Hello from <Host> (<method>)\n", text/plain
 //   GET /users/:id   {"fields":<query fields>,"id":<id>,"name":"user"}, application/json
