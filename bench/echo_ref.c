@@ -2,7 +2,7 @@
  *
  * A plain C libuv server that speaks the same protocol as examples/echo.lua, so bench/echo.sh
  * can compare luasrv against what a careful hand-written libuv program does on the same loop:
- *   - on accept it sends "Welcome!\n";
+ *   - on accept it sends "Welcome!" (no newline, as examples/echo.lua);
  *   - for each complete line L (terminated by "\n", a trailing "\r" stripped) it replies
  *     "Hello, L!\n"; lines may be split across reads and several may arrive in one read;
  *   - the line "exit" closes the connection, as does the end of input (a last unterminated
@@ -37,7 +37,7 @@
 #define WRITE_QUEUE_MAX (1024 * 1024)   /* pause reading above this many queued bytes */
 #define REPLIES_PER_BATCH 64            /* replies gathered before one write */
 
-static const char greeting[] = "Welcome!\n";
+static const char greeting[] = "Welcome!";
 static const char reply_head[] = "Hello, ";
 static const char reply_tail[] = "!\n";
 

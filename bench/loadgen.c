@@ -1,6 +1,6 @@
 /* loadgen: a closed-loop load generator for the echo benchmark (bench/echo.sh).
  *
- * TCP (default): opens --conns connections, reads the "Welcome!\n" greeting on each, then sends
+ * TCP (default): opens --conns connections, reads the "Welcome!" greeting on each, then sends
  * one --size byte line ((size - 1) letters and "\n") and waits for the whole reply
  * "Hello, <letters>!\n" before sending the next: exactly one message in flight per connection.
  * UDP (--udp): each "connection" is a connected UDP socket that sends one --size byte datagram
@@ -50,7 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define GREETING "Welcome!\n"
+#define GREETING "Welcome!"
 #define REPLY_HEAD "Hello, "
 #define REPLY_TAIL "!\n"
 #define UDP_MAX 65507
