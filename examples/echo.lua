@@ -15,14 +15,21 @@ local srv = require "luasrv"
 
 local port = tonumber(arg[1]) or 9999
 
--- Calls fn(text, ending) for each line of a chunk (ending "\n") and for a last piece without
--- a newline (ending "").
+local find, sub, byte = string.find, string.sub, string.byte
+
+-- Calls fn(text, ending) for each line of a chunk (ending "\n", a "\r" before it dropped) and
+-- for a last piece without a newline (ending ""). Stops when fn returns false.
 local function messages(chunk, fn)
-  for line in chunk:gmatch("([^\n]*)\n") do
-    if fn((line:gsub("\r$", "")), "\n") == false then return false end
+  local pos = 1
+  while true do
+    local nl = find(chunk, "\n", pos, true)
+    if not nl then break end
+    local last = nl - 1
+    if last >= pos and byte(chunk, last) == 13 then last = last - 1 end -- "\r\n"
+    if fn(sub(chunk, pos, last), "\n") == false then return false end
+    pos = nl + 1
   end
-  local rest = chunk:match("[^\n]*$")
-  if rest ~= "" then return fn(rest, "") end
+  if pos <= #chunk then return fn(sub(chunk, pos), "") end
 end
 
 srv.tcp.listen({ port = port }, function(conn)

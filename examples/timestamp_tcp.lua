@@ -15,10 +15,11 @@ local port = tonumber(arg[1]) or 8888
 srv.tcp.listen({ port = port }, function(conn)
   for chunk in function() return conn:read() end do
     local stamp = os.date("%a %b %e %H:%M:%S %Y")
-    for line in chunk:gmatch("([^\n]*)\n") do
+    local after = 1 -- where the text after the last newline starts
+    for line, next_pos in chunk:gmatch("([^\n]*)\n()") do
       conn:write(("[%s] %s\n"):format(stamp, (line:gsub("\r$", ""))))
+      after = next_pos
     end
-    local rest = chunk:match("[^\n]*$")
-    if rest ~= "" then conn:write(("[%s] %s"):format(stamp, rest)) end
+    if after <= #chunk then conn:write(("[%s] %s"):format(stamp, chunk:sub(after))) end
   end
 end)
