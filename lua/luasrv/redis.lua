@@ -53,6 +53,21 @@ end
 
 local Failure = {}
 
+-- This file's name as debug.getinfo reports it, to find the user's frame for misuse errors.
+local THIS_SOURCE = debug.getinfo(1, "S").source
+
+--- Raises `message` at the first caller outside this module (the user's file:line), however
+-- deep inside the module the misuse was found.
+local function misuse(message)
+  local level = 2
+  while true do
+    local info = debug.getinfo(level, "S")
+    if info == nil or info.source ~= THIS_SOURCE then break end
+    level = level + 1
+  end
+  error(message, level)
+end
+
 local function fail(message, code)
   error(setmetatable({ message = message, code = code }, Failure), 0)
 end
@@ -262,8 +277,8 @@ local function encode(out, k, name, ...)
     if ta == "number" then
       a = tointeger(a) and tostring(tointeger(a)) or ("%.17g"):format(a)
     elseif ta ~= "string" then
-      error(("bad argument #%d to '%s' (string or number expected, got %s)"):format(i,
-        name:lower(), ta), 3)
+      misuse(("bad argument #%d to '%s' (string or number expected, got %s)"):format(i,
+        name:lower(), ta))
     end
     out[k] = "$" .. #a .. "\r\n" .. a .. "\r\n"
     k = k + 1
@@ -283,7 +298,7 @@ local Client = { __index = methods, __name = "luasrv.redis.Client" }
 local function state_of(self, what)
   local c = self._c
   if c == nil then
-    error("redis: " .. what .. " on a client that was released (or turned into a subscription)", 3)
+    misuse("redis: " .. what .. " on a client that was released (or turned into a subscription)")
   end
   return c
 end
@@ -335,7 +350,7 @@ local function call(self, cmd, ...)
   local c = state_of(self, cmd:lower())
   if tracked[cmd] then
     if cmd == "SUBSCRIBE" or cmd == "PSUBSCRIBE" or cmd == "SSUBSCRIBE" or cmd == "MONITOR" then
-      error("redis: use r:subscribe() or r:psubscribe() for " .. cmd, 3)
+      misuse("redis: use r:subscribe() or r:psubscribe() for " .. cmd)
     end
     local v, err, code = command(c, cmd, ...)
     track(c, cmd, v ~= nil or err == nil, ...)
@@ -348,7 +363,7 @@ end
 --- r:call(name, ...) -> the reply | nil (a nil reply) | nil, message, code.
 function methods.call(self, name, ...)
   if type(name) ~= "string" then
-    error("bad argument #1 to 'call' (string expected, got " .. type(name) .. ")", 2)
+    misuse("bad argument #1 to 'call' (string expected, got " .. type(name) .. ")")
   end
   return call(self, upper(name), ...)
 end
@@ -383,11 +398,11 @@ Pipeline.__index = pipeline_methods
 
 function pipeline_methods.call(p, name, ...)
   if type(name) ~= "string" then
-    error("bad argument #1 to 'call' (string expected, got " .. type(name) .. ")", 2)
+    misuse("bad argument #1 to 'call' (string expected, got " .. type(name) .. ")")
   end
   local cmd = upper(name)
   if cmd == "SUBSCRIBE" or cmd == "PSUBSCRIBE" or cmd == "SSUBSCRIBE" or cmd == "MONITOR" then
-    error("redis: " .. cmd .. " cannot be pipelined", 2)
+    misuse("redis: " .. cmd .. " cannot be pipelined")
   end
   p._k = encode(p._out, p._k, cmd, ...)
   local n = p._n + 1
@@ -412,7 +427,7 @@ end
 function methods.pipeline(self, fn)
   local c = state_of(self, "pipeline")
   if type(fn) ~= "function" then
-    error("bad argument #1 to 'pipeline' (function expected, got " .. type(fn) .. ")", 2)
+    misuse("bad argument #1 to 'pipeline' (function expected, got " .. type(fn) .. ")")
   end
   local p = setmetatable({ _out = {}, _k = 1, _n = 0, _tracked = {} }, Pipeline)
   fn(p)
@@ -501,7 +516,7 @@ end
 local function opt_type(opts, name, want)
   local v = opts[name]
   if v ~= nil and type(v) ~= want then
-    error(("bad option '%s' to 'connect' (%s expected, got %s)"):format(name, want, type(v)), 3)
+    misuse(("bad option '%s' to 'connect' (%s expected, got %s)"):format(name, want, type(v)))
   end
   return v
 end
@@ -552,12 +567,12 @@ end
 function M.connect(opts)
   if type(opts) == "string" then opts = { url = opts } end
   if type(opts) ~= "table" then
-    error("bad argument #1 to 'connect' (table or URL expected, got " .. type(opts) .. ")", 2)
+    misuse("bad argument #1 to 'connect' (table or URL expected, got " .. type(opts) .. ")")
   end
   local o = {}
   if opts.url ~= nil then
     local parsed, err = M.parse_url(opts.url)
-    if not parsed then error("bad option 'url' to 'connect' (" .. err .. ")", 2) end
+    if not parsed then misuse("bad option 'url' to 'connect' (" .. err .. ")") end
     o = parsed
   end
   for k, v in pairs(opts) do
@@ -569,13 +584,13 @@ function M.connect(opts)
   opt_type(o, "max_bulk", "number"); opt_type(o, "max_elements", "number")
   opt_type(o, "pool_size", "number"); opt_type(o, "pool_idle", "number")
   if o.resp ~= nil and o.resp ~= 2 and o.resp ~= 3 then
-    error("bad option 'resp' to 'connect' (2 or 3 expected)", 2)
+    misuse("bad option 'resp' to 'connect' (2 or 3 expected)")
   end
   if o.path == nil then
     o.host = o.host or "127.0.0.1"
     o.port = o.port or 6379
     if math.type(o.port) ~= "integer" then
-      error("bad option 'port' to 'connect' (integer expected, got " .. type(o.port) .. ")", 2)
+      misuse("bad option 'port' to 'connect' (integer expected, got " .. type(o.port) .. ")")
     end
   end
   o.db = o.db or 0
@@ -706,7 +721,7 @@ local function sub_send(self, cmd, what, ...)
   local c = self._c
   if c == nil or c.closed then return nil, "closed", "ECLOSED" end
   local n = select("#", ...)
-  if n == 0 then error("bad argument #1 to '" .. what .. "' (a channel name expected)", 3) end
+  if n == 0 then misuse("bad argument #1 to '" .. what .. "' (a channel name expected)") end
   local out = {}
   encode(out, 1, cmd, ...)
   local ok, err, code = c.conn:write(concat(out))
@@ -764,7 +779,7 @@ end
 -- that matched a psubscribe pattern.
 function sub_methods.receive(self, timeout)
   if timeout ~= nil and type(timeout) ~= "number" then
-    error("bad argument #1 to 'receive' (number expected, got " .. type(timeout) .. ")", 2)
+    misuse("bad argument #1 to 'receive' (number expected, got " .. type(timeout) .. ")")
   end
   local q = self.queue
   if q.head <= q.tail then
@@ -775,7 +790,7 @@ function sub_methods.receive(self, timeout)
   end
   local c = self._c
   if c == nil or c.closed then return nil, "closed", "ECLOSED" end
-  if self.reading then error("redis: another task is already receiving from this subscription", 2) end
+  if self.reading then misuse("redis: another task is already receiving from this subscription") end
   self.reading = true
   while true do
     if c.pos > #c.buf then
@@ -814,7 +829,7 @@ function sub_methods.messages(self)
     local channel, message, pattern = self:receive()
     if channel then return channel, message, pattern end
     if message == "closed" then return nil end
-    error("redis: subscription: " .. tostring(message), 2)
+    misuse("redis: subscription: " .. tostring(message))
   end
 end
 
@@ -836,10 +851,10 @@ end
 
 local function subscribe(self, cmd, what, ...)
   local c = state_of(self, what)
-  if c.in_multi then error("redis: " .. what .. " inside MULTI", 3) end
+  if c.in_multi then misuse("redis: " .. what .. " inside MULTI") end
   local subscription = setmetatable({ _c = c, pending = 0, count = 0, reading = false,
     queue = { head = 1, tail = 0 } }, Subscription)
-  if select("#", ...) == 0 then error("bad argument #1 to '" .. what .. "' (a channel name expected)", 3) end
+  if select("#", ...) == 0 then misuse("bad argument #1 to '" .. what .. "' (a channel name expected)") end
   self._c = nil
   c.subscribed = true
   local ok, err, code = sub_send(subscription, cmd, what, ...)
