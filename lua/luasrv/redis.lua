@@ -492,13 +492,25 @@ end
 -- pools[key] = { states..., n = count }; one table per Lua state, so per worker.
 local pools = {}
 local DEFAULT_POOL_SIZE, DEFAULT_POOL_IDLE = 32, 30
+local PROBE_AFTER = 1 -- seconds idle before a pooled connection is checked when taken
 
 local function pool_key(o)
   return concat({ o.path or "", o.host or "", tostring(o.port or ""), tostring(o.db or 0),
     o.username or "", o.password or "", tostring(o.resp or 2), o.tls and "tls" or "" }, "\0")
 end
 
--- A state from the pool, or nil; closes the ones idle for too long.
+-- Whether a pooled connection still looks usable: nothing came in while it was idle (the
+-- server closing it shows as the end of input). Waits at most one turn of the loop.
+local function alive(c)
+  local conn = c.conn
+  conn:settimeout(0)
+  local _, _, code = conn:read()
+  conn:settimeout(c.timeout)
+  return code == "ETIMEDOUT"
+end
+
+-- A state from the pool, or nil; closes the ones idle for too long, and checks the ones
+-- idle for a while (a busy pool's connections are not checked: they were just in use).
 local function pool_take(key)
   local pool = pools[key]
   if not pool then return nil end
@@ -507,7 +519,10 @@ local function pool_take(key)
     local c = pool[pool.n]
     pool[pool.n] = nil
     pool.n = pool.n - 1
-    if now - c.idle_since <= c.pool_idle and not c.closed then return c end
+    if now - c.idle_since <= c.pool_idle and not c.closed and
+        (now - c.idle_since < PROBE_AFTER or alive(c)) then
+      return c
+    end
     broken(c)
   end
   return nil
@@ -519,6 +534,19 @@ local function opt_type(opts, name, want)
     misuse(("bad option '%s' to 'connect' (%s expected, got %s)"):format(name, want, type(v)))
   end
   return v
+end
+
+-- The settings of this connect call, also for a connection taken from the pool.
+local function configure(c, o)
+  c.max_bulk = o.max_bulk or DEFAULT_MAX_BULK
+  c.max_elements = o.max_elements or DEFAULT_MAX_ELEMENTS
+  c.pool_size = o.pool_size or DEFAULT_POOL_SIZE
+  c.pool_idle = o.pool_idle or DEFAULT_POOL_IDLE
+  local timeout = o.timeout == nil and 30 or o.timeout
+  if c.timeout ~= timeout then
+    c.timeout = timeout
+    c.conn:settimeout(timeout)
+  end
 end
 
 local function new_client(c)
@@ -598,7 +626,10 @@ function M.connect(opts)
 
   local key = pool_key(o)
   local c = pool_take(key)
-  if c then return new_client(c) end
+  if c then
+    configure(c, o)
+    return new_client(c)
+  end
 
   local conn, err, code
   if o.path then
@@ -608,14 +639,10 @@ function M.connect(opts)
   end
   if not conn then return nil, err, code end
   c = {
-    conn = conn, buf = "", pos = 1, closed = false, key = key,
-    max_bulk = o.max_bulk or DEFAULT_MAX_BULK,
-    max_elements = o.max_elements or DEFAULT_MAX_ELEMENTS,
-    pool_size = o.pool_size or DEFAULT_POOL_SIZE,
-    pool_idle = o.pool_idle or DEFAULT_POOL_IDLE,
-    db = o.db, db_now = o.db, timeout = o.timeout == nil and 30 or o.timeout,
+    conn = conn, buf = "", pos = 1, closed = false, key = key, db = o.db, db_now = o.db,
     in_multi = false, watching = false, subscribed = false,
   }
+  configure(c, o)
   local ok
   ok, err, code = handshake(c, o)
   if not ok then
@@ -701,9 +728,10 @@ local function sub_dispatch(self, v)
     return v[2], v[3]
   elseif kind == "pmessage" then
     return v[3], v[4], v[2]
-  elseif kind == "subscribe" or kind == "psubscribe" or kind == "ssubscribe"
-      or kind == "unsubscribe" or kind == "punsubscribe" or kind == "sunsubscribe" then
+  elseif kind == "subscribe" or kind == "psubscribe" or kind == "ssubscribe" then
     self.pending = self.pending - 1
+    self.count = v[3]
+  elseif kind == "unsubscribe" or kind == "punsubscribe" or kind == "sunsubscribe" then
     self.count = v[3]
   end
   return nil

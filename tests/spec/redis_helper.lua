@@ -79,7 +79,10 @@ end
 --- Connect options for the server.
 function Redis:opts(extra)
   local o = { host = "127.0.0.1", port = self.port, password = self.password, timeout = 5 }
-  for k, v in pairs(extra or {}) do o[k] = v end
+  for k, v in pairs(extra or {}) do
+    if v == false then v = nil end -- false removes a default (the password)
+    o[k] = v
+  end
   return o
 end
 
