@@ -89,27 +89,38 @@ local function fill(c)
   c.pos = 1
 end
 
--- The next line (without its CRLF), starting at c.pos, which moves past it.
+-- The next line starting at c.pos, which moves past it: its first byte (the reply type,
+-- nil for an empty line) and the rest without the CRLF.
 local function read_line(c)
-  local e = find(c.buf, "\r\n", c.pos, true)
+  local buf, pos = c.buf, c.pos
+  local e = find(buf, "\r\n", pos, true)
   while not e do
-    if #c.buf - c.pos + 1 > LINE_MAX then protocol_error("line too long") end
-    local from = #c.buf - c.pos -- the CR may already be there
+    if #buf - pos + 1 > LINE_MAX then protocol_error("line too long") end
+    local from = #buf - pos -- the CR may already be there
     fill(c)
-    e = find(c.buf, "\r\n", from > 0 and from or 1, true)
+    buf, pos = c.buf, c.pos
+    e = find(buf, "\r\n", from > 0 and from or 1, true)
   end
-  local line = sub(c.buf, c.pos, e - 1)
   c.pos = e + 2
-  return line
+  if e == pos then return nil, "" end
+  return byte(buf, pos), sub(buf, pos + 1, e - 1)
 end
+
+-- Lengths already seen ("64" -> 64), so that the usual ones cost one table look-up.
+local KNOWN_LENGTHS_MAX = 65536
+local known_lengths = { ["-1"] = -1, ["0"] = 0 }
 
 -- A length line: a non-negative decimal integer, or -1 (null) when allowed.
 local function length(line, what, limit)
-  if not find(line, "^%-?%d+$") or #line > 19 then
-    protocol_error("bad " .. what .. " length '" .. sub(line, 1, 40) .. "'")
+  local n = known_lengths[line]
+  if n == nil then
+    if not find(line, "^%-?%d+$") or #line > 19 then
+      protocol_error("bad " .. what .. " length '" .. sub(line, 1, 40) .. "'")
+    end
+    n = tointeger(tonumber(line))
+    if n == nil or n < -1 then protocol_error("bad " .. what .. " length '" .. line .. "'") end
+    if n < KNOWN_LENGTHS_MAX and find(line, "^[1-9]") then known_lengths[line] = n end
   end
-  local n = tointeger(tonumber(line))
-  if n == nil or n < -1 then protocol_error("bad " .. what .. " length '" .. line .. "'") end
   if n > limit then
     protocol_error(what .. " of " .. n .. " bytes is over the limit of " .. limit)
   end
@@ -184,9 +195,7 @@ end
 -- a null. The second result is true for a RESP3 push.
 function read_reply(c, depth)
   if depth > MAX_DEPTH then protocol_error("replies nested deeper than " .. MAX_DEPTH) end
-  local line = read_line(c)
-  local t = byte(line)
-  local rest = sub(line, 2)
+  local t, rest = read_line(c)
   if t == 36 then -- $ bulk string
     local n = length(rest, "bulk string", c.max_bulk)
     if n < 0 then return nil end
@@ -236,7 +245,7 @@ function read_reply(c, depth)
     read_map(c, length(rest, "attribute", huge), depth, false)
     return read_reply(c, depth)
   end
-  protocol_error(t and ("unknown reply type '" .. sub(line, 1, 1) .. "'") or "empty line")
+  protocol_error(t and ("unknown reply type '" .. string.char(t) .. "'") or "empty line")
 end
 
 -- Closes the client's connection after a failure (the stream is out of step).
@@ -266,22 +275,74 @@ end
 -- Encoding commands.
 ------------------------------------------------------------------------------------------
 
+-- "$<n>\r\n" for the lengths of arguments, made once each (numbers become strings through
+-- snprintf, which costs more than the rest of a short argument's encoding).
+local bulk_heads = setmetatable({}, {
+  __index = function(t, n)
+    local head = "$" .. n .. "\r\n"
+    if n < KNOWN_LENGTHS_MAX then t[n] = head end
+    return head
+  end,
+})
+
+-- "*<argc>\r\n$<len>\r\n<NAME>\r\n", the start of a command, per name and argument count.
+local command_heads, command_heads_count = {}, 0
+local function command_head(name, n)
+  local by_count = command_heads[name]
+  if by_count == nil then
+    by_count = {}
+    if command_heads_count < 4096 then -- names come from code; a bound all the same
+      command_heads[name] = by_count
+      command_heads_count = command_heads_count + 1
+    end
+  end
+  local head = by_count[n]
+  if head == nil then
+    head = "*" .. (n + 1) .. "\r\n$" .. #name .. "\r\n" .. name .. "\r\n"
+    by_count[n] = head
+  end
+  return head
+end
+
+-- A number argument as a string; anything else is misuse.
+local function argument(a, i, name)
+  if type(a) == "number" then
+    local int = tointeger(a)
+    return int and tostring(int) or ("%.17g"):format(a)
+  end
+  misuse(("bad argument #%d to '%s' (string or number expected, got %s)"):format(i,
+    name:lower(), type(a)))
+end
+
 -- Appends the RESP array of one command to `out` (from index k) and returns the next index.
+-- Commands of one to three arguments (nearly all) are spelt out: no loop, no select calls.
 local function encode(out, k, name, ...)
   local n = select("#", ...)
-  out[k] = "*" .. (n + 1) .. "\r\n$" .. #name .. "\r\n" .. name .. "\r\n"
-  k = k + 1
-  for i = 1, n do
-    local a = select(i, ...)
-    local ta = type(a)
-    if ta == "number" then
-      a = tointeger(a) and tostring(tointeger(a)) or ("%.17g"):format(a)
-    elseif ta ~= "string" then
-      misuse(("bad argument #%d to '%s' (string or number expected, got %s)"):format(i,
-        name:lower(), ta))
+  out[k] = command_head(name, n)
+  if n <= 3 then
+    if n == 0 then return k + 1 end
+    local a, b, c = ...
+    if type(a) ~= "string" then a = argument(a, 1, name) end
+    out[k + 1], out[k + 2] = bulk_heads[#a], a
+    if n == 1 then
+      out[k + 3] = "\r\n"
+      return k + 4
     end
-    out[k] = "$" .. #a .. "\r\n" .. a .. "\r\n"
-    k = k + 1
+    if type(b) ~= "string" then b = argument(b, 2, name) end
+    out[k + 3], out[k + 4], out[k + 5] = "\r\n" .. bulk_heads[#b], b, "\r\n"
+    if n == 2 then return k + 6 end
+    if type(c) ~= "string" then c = argument(c, 3, name) end
+    out[k + 6], out[k + 7], out[k + 8] = bulk_heads[#c], c, "\r\n"
+    return k + 9
+  end
+  k = k + 1
+  local args = n > 6 and { ... } -- select(i, ...) in a loop is quadratic
+  for i = 1, n do
+    local a
+    if args then a = args[i] else a = (select(i, ...)) end
+    if type(a) ~= "string" then a = argument(a, i, name) end
+    out[k], out[k + 1], out[k + 2] = bulk_heads[#a], a, "\r\n"
+    k = k + 3
   end
   return k
 end
@@ -332,7 +393,7 @@ local function command(c, cmd, ...)
   if c.closed then return nil, "closed", "ECLOSED" end
   local out = {}
   local n = encode(out, 1, cmd, ...)
-  local ok, err, code = c.conn:write(n == 2 and out[1] or concat(out))
+  local ok, err, code = c.conn:write(concat(out, "", 1, n - 1))
   if not ok then
     broken(c)
     return nil, err, code
@@ -385,11 +446,24 @@ setmetatable(methods, {
 ------------------------------------------------------------------------------------------
 
 local Pipeline = {}
+
+-- Adds one command to a pipeline.
+local function queue(p, cmd, ...)
+  if cmd == "SUBSCRIBE" or cmd == "PSUBSCRIBE" or cmd == "SSUBSCRIBE" or cmd == "MONITOR" then
+    misuse("redis: " .. cmd .. " cannot be pipelined")
+  end
+  p._k = encode(p._out, p._k, cmd, ...)
+  local n = p._n + 1
+  p._n = n
+  if tracked[cmd] then p._tracked[n] = { cmd, ... } end
+  return p
+end
+
 local pipeline_methods = setmetatable({}, {
   __index = function(t, name)
     if type(name) ~= "string" or find(name, "^_") then return nil end
     local cmd = upper(name)
-    local f = function(p, ...) return p:call(cmd, ...) end
+    local f = function(p, ...) return queue(p, cmd, ...) end
     rawset(t, name, f)
     return f
   end,
@@ -400,15 +474,7 @@ function pipeline_methods.call(p, name, ...)
   if type(name) ~= "string" then
     misuse("bad argument #1 to 'call' (string expected, got " .. type(name) .. ")")
   end
-  local cmd = upper(name)
-  if cmd == "SUBSCRIBE" or cmd == "PSUBSCRIBE" or cmd == "SSUBSCRIBE" or cmd == "MONITOR" then
-    misuse("redis: " .. cmd .. " cannot be pipelined")
-  end
-  p._k = encode(p._out, p._k, cmd, ...)
-  local n = p._n + 1
-  p._n = n
-  if tracked[cmd] then p._tracked[n] = { cmd, ... } end
-  return p
+  return queue(p, upper(name), ...)
 end
 
 local function read_replies(c, n)
