@@ -114,11 +114,15 @@ local scenarios = {
     servers = { "luasrv", "luasrv_incr" } },
   { id = "workers", label = "hello, 1 and 2 workers, wrk -t2 on the same CPUs (-c" .. conns .. ")",
     servers = { "luasrv_w1", "luasrv_w2", "nginx_lua_w1", "nginx_lua_w2" } },
+  { id = "redis_pipeline", label = "Redis SET+GET 64 B, 16 per round trip, 1 connection (client CPU)",
+    unit = "op", servers = { "luasrv", "redis_benchmark" } },
+  { id = "shortly", label = "Shortly redirect GET /<id> (GET + INCR, pooled) next to hello (-c" .. conns .. ")",
+    servers = { "luasrv", "shortly" } },
 }
 
 local function server_label(scn, srv)
   local names = {
-    luasrv = scn == "static" and "luasrv (cached in Lua)" or "luasrv",
+    luasrv = scn == "static" and "luasrv (cached in Lua)" or (scn == "shortly" and "luasrv, hello") or "luasrv",
     luasrv_static = "luasrv (app:static)",
     nginx_lua = scn == "static" and "nginx + Lua (cached in Lua)" or "nginx + Lua",
     nginx = scn == "static" and "nginx (file, sendfile)"
@@ -134,6 +138,8 @@ local function server_label(scn, srv)
     luasrv_w2 = "luasrv --workers 2",
     nginx_lua_w1 = "nginx + Lua, 1 worker",
     nginx_lua_w2 = "nginx + Lua, 2 workers",
+    redis_benchmark = "redis-benchmark -P 16 -c 1",
+    shortly = "luasrv, Shortly redirect",
   }
   return names[srv] or srv
 end
@@ -294,6 +300,11 @@ do
   ratio_target("srv.shared.incr in a handler: server CPU/request <= 1.1x the same route without it",
                "shared_incr", "luasrv_incr", "luasrv", "cpu", function(q) return q <= 1.1 end,
                "%.2f us")
+  ratio_target("Redis pipelined SET/GET: one luasrv task's ops/s >= 0.7x redis-benchmark -P 16 -c 1",
+               "redis_pipeline", "luasrv", "redis_benchmark", "rate", function(q) return q >= 0.7 end,
+               "%.0f")
+  ratio_target("Shortly redirect (GET + INCR, pooled): server CPU/request <= 2x hello's",
+               "shortly", "shortly", "luasrv", "cpu", function(q) return q <= 2 end, "%.2f us")
   -- Scaling is reported, not judged: two workers on a machine whose cores wrk shares.
   for _, pair in ipairs({ { "luasrv", "luasrv_w2", "luasrv_w1" },
                           { "nginx + Lua", "nginx_lua_w2", "nginx_lua_w1" } }) do

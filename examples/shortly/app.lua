@@ -131,16 +131,28 @@ end)
 app:get("/:id", function(req, res)
   local id, details = req.params.id:match("^([0-9a-z]+)(%+?)$")
   if not id then return 404, not_found_page() end
+  local target_key, clicks_key = "shortly:url-target:" .. id, "shortly:click-count:" .. id
   return with_redis(function(r)
-    local target, err = r:get("shortly:url-target:" .. id)
-    if err then return unavailable(err) end
-    if not target then return 404, not_found_page() end
     if details == "" then
-      local _, incr_err = r:incr("shortly:click-count:" .. id)
-      if incr_err then return unavailable(incr_err) end
+      -- The redirect: its GET and INCR in one round trip.
+      local replies, err = r:pipeline(function(p)
+        p:get(target_key)
+        p:incr(clicks_key)
+      end)
+      if not replies then return unavailable(err) end
+      local target = replies[1]
+      if redis.is_error(target) then return unavailable(redis.is_error(target)) end
+      if target == redis.null then
+        r:del(clicks_key) -- the INCR counted a click on an id that does not exist
+        return 404, not_found_page()
+      end
       return res:redirect(target, 302)
     end
-    local clicks = r:get("shortly:click-count:" .. id) or "0"
+    local found, err = r:mget(target_key, clicks_key)
+    if not found then return unavailable(err) end
+    local target, clicks = found[1], found[2]
+    if target == redis.null then return 404, not_found_page() end
+    if clicks == redis.null then clicks = "0" end
     local short = "http://" .. (req.headers.host or "localhost") .. "/" .. id
     return page("Details", ([[
 <dl>

@@ -557,7 +557,7 @@ end
 
 -- pools[key] = { states..., n = count }; one table per Lua state, so per worker.
 local pools = {}
-local DEFAULT_POOL_SIZE, DEFAULT_POOL_IDLE = 32, 30
+local DEFAULT_POOL_SIZE, DEFAULT_POOL_IDLE = 100, 30
 local PROBE_AFTER = 1 -- seconds idle before a pooled connection is checked when taken
 
 local function pool_key(o)
@@ -657,7 +657,7 @@ end
 --- redis.connect(opts | url) -> client | nil, message, code.
 -- opts: host (127.0.0.1), port (6379), path (a Unix socket instead), password, username, db (0),
 -- timeout (seconds, 30), tls (true or srv.tcp.connect's TLS table), resp (2 or 3), max_bulk,
--- max_elements, pool_size (32), pool_idle (seconds, 30), url.
+-- max_elements, pool_size (100), pool_idle (seconds, 30), url.
 function M.connect(opts)
   if type(opts) == "string" then opts = { url = opts } end
   if type(opts) ~= "table" then

@@ -113,6 +113,8 @@ describe("Shortly, the URL shortener on Redis", function()
       assert.equal(404, status, path)
       assert.truthy(body:find("<h2>Not Found</h2>", 1, true), path)
     end
+    -- The redirect counts in the same round trip as it looks up; a miss leaves no counter.
+    assert.equal("0", redis_server:cli("-n 3 EXISTS shortly:click-count:zzzz"))
   end)
 
   it("refuses URLs that are not http or https, and escapes what it echoes", function()
