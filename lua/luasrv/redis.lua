@@ -654,15 +654,8 @@ local function handshake(c, o)
   return true
 end
 
---- redis.connect(opts | url) -> client | nil, message, code.
--- opts: host (127.0.0.1), port (6379), path (a Unix socket instead), password, username, db (0),
--- timeout (seconds, 30), tls (true or srv.tcp.connect's TLS table), resp (2 or 3), max_bulk,
--- max_elements, pool_size (100), pool_idle (seconds, 30), url.
-function M.connect(opts)
-  if type(opts) == "string" then opts = { url = opts } end
-  if type(opts) ~= "table" then
-    misuse("bad argument #1 to 'connect' (table or URL expected, got " .. type(opts) .. ")")
-  end
+-- Checks and completes the options of a connect call (misuse raises at the user's line).
+local function normalize(opts)
   local o = {}
   if opts.url ~= nil then
     local parsed, err = M.parse_url(opts.url)
@@ -689,8 +682,41 @@ function M.connect(opts)
   end
   o.db = o.db or 0
   o.resp = o.resp or 2
+  return o
+end
 
-  local key = pool_key(o)
+-- An options table given to connect again (the usual case: one table per app) is not checked
+-- again as long as none of its fields changed: prepared[opts] keeps what they were.
+local prepared = setmetatable({}, { __mode = "k" })
+
+local function same_options(opts, seen)
+  return opts.host == seen.host and opts.port == seen.port and opts.path == seen.path
+    and opts.db == seen.db and opts.password == seen.password and opts.username == seen.username
+    and opts.timeout == seen.timeout and opts.tls == seen.tls and opts.resp == seen.resp
+    and opts.url == seen.url and opts.max_bulk == seen.max_bulk
+    and opts.max_elements == seen.max_elements and opts.pool_size == seen.pool_size
+    and opts.pool_idle == seen.pool_idle
+end
+
+--- redis.connect(opts | url) -> client | nil, message, code.
+-- opts: host (127.0.0.1), port (6379), path (a Unix socket instead), password, username, db (0),
+-- timeout (seconds, 30), tls (true or srv.tcp.connect's TLS table), resp (2 or 3), max_bulk,
+-- max_elements, pool_size (100), pool_idle (seconds, 30), url.
+function M.connect(opts)
+  if type(opts) == "string" then opts = { url = opts } end
+  if type(opts) ~= "table" then
+    misuse("bad argument #1 to 'connect' (table or URL expected, got " .. type(opts) .. ")")
+  end
+  local prep = prepared[opts]
+  if prep == nil or not same_options(opts, prep.seen) then
+    local o = normalize(opts)
+    local seen = {}
+    for k, v in pairs(opts) do seen[k] = v end
+    prep = { o = o, key = pool_key(o), seen = seen }
+    prepared[opts] = prep
+  end
+  local o = prep.o
+  local key = prep.key
   local c = pool_take(key)
   if c then
     configure(c, o)
