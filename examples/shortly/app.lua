@@ -3,6 +3,7 @@
 -- Run:  luasrv examples/shortly/app.lua [port]                 (default 5000)
 --       luasrv --workers 2 examples/shortly/app.lua            every worker sees the same links
 --       REDIS_URL=redis://:password@host:6379/2 luasrv examples/shortly/app.lua
+--       SHORTLY_POOL=1 luasrv examples/shortly/app.lua   a pooled connection per request
 -- Try:  open http://127.0.0.1:5000/ and submit a URL
 --       curl -i -d url=https://www.lua.org/ http://127.0.0.1:5000/    (303 to /1+)
 --       curl -i http://127.0.0.1:5000/1                                (302 to the target)
@@ -15,6 +16,9 @@ local redis = require "luasrv.redis"
 local REDIS_URL = os.getenv("REDIS_URL") or "redis://127.0.0.1:6379/0"
 local redis_opts = assert(redis.parse_url(REDIS_URL))
 redis_opts.timeout = 5
+-- The requests of a worker share one connection and their commands go out together
+-- (multiplex); SHORTLY_POOL=1 gives each request a connection of its own from the pool.
+redis_opts.multiplex = os.getenv("SHORTLY_POOL") ~= "1"
 
 local MAX_URL = 2048
 
@@ -60,8 +64,8 @@ local function unavailable(err)
   return 503, page("Unavailable", "<p>The link store cannot be reached; try again soon.</p>")
 end
 
--- Runs fn(r) with a pooled Redis client, which goes back to the pool afterwards (or is closed
--- if fn fails). Returns fn's results.
+-- Runs fn(r) with a Redis client, released afterwards (back to the pool, unless it is
+-- multiplexed), or closed if fn fails. Returns fn's results.
 local function with_redis(fn)
   local r, err = redis.connect(redis_opts)
   if not r then return unavailable(err) end

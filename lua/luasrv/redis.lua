@@ -9,6 +9,7 @@
 local core = require "luasrv.core"
 local resp = require "luasrv.redis.resp"
 local subscription = require "luasrv.redis.subscription"
+local mux = require "luasrv.redis.mux"
 
 local type, tostring, tonumber, pairs, pcall, error = type, tostring, tonumber, pairs, pcall, error
 local setmetatable, getmetatable, rawset, select = setmetatable, getmetatable, rawset, select
@@ -88,8 +89,37 @@ local function command(c, cmd, ...)
   return v
 end
 
+-- Commands a multiplexed client refuses: they change or block the shared connection.
+local not_multiplexed = {
+  BLPOP = true, BRPOP = true, BRPOPLPUSH = true, BLMOVE = true, BLMPOP = true, BZPOPMIN = true,
+  BZPOPMAX = true, BZMPOP = true, WAIT = true, WAITAOF = true,
+}
+for name in pairs(tracked) do not_multiplexed[name] = true end
+
+local function mux_check(cmd)
+  if not_multiplexed[cmd] then
+    misuse("redis: " .. cmd .. " cannot be sent on a multiplexed client (use one without multiplex)")
+  end
+end
+
+-- A command on a multiplexed client.
+local function mux_call(prep, cmd, ...)
+  mux_check(cmd)
+  local out = {}
+  local n = encode(out, 1, cmd, ...)
+  local v, err, code = mux.request(prep.key, prep.dial, prep.idle, 1, concat(out, "", 1, n - 1))
+  if err ~= nil then return nil, err, code end
+  if getmetatable(v) == ErrorReply then return nil, v.message, error_code(v.message) end
+  return v
+end
+
 local function call(self, cmd, ...)
-  local c = state_of(self, cmd:lower())
+  local c = self._c
+  if c == nil then
+    local prep = self._mux
+    if prep ~= nil then return mux_call(prep, cmd, ...) end
+    state_of(self, cmd:lower())
+  end
   if tracked[cmd] then
     if cmd == "SUBSCRIBE" or cmd == "PSUBSCRIBE" or cmd == "SSUBSCRIBE" or cmd == "MONITOR" then
       misuse("redis: use r:subscribe() or r:psubscribe() for " .. cmd)
@@ -162,13 +192,20 @@ end
 -- p:call(...)); they go in one write, then every reply is read. results[i] is the i-th reply,
 -- redis.null for a nil and an error object (redis.is_error) for an error reply.
 function methods.pipeline(self, fn)
-  local c = state_of(self, "pipeline")
+  local prep = self._mux
+  local c = prep == nil and state_of(self, "pipeline")
   if type(fn) ~= "function" then
     misuse("bad argument #1 to 'pipeline' (function expected, got " .. type(fn) .. ")")
   end
   local p = setmetatable({ _out = {}, _k = 1, _n = 0, _tracked = {} }, Pipeline)
   fn(p)
   if p._n == 0 then return {}, 0 end
+  if prep ~= nil then
+    for _, t in pairs(p._tracked) do mux_check(t[1]) end
+    local results, err, code = mux.request(prep.key, prep.dial, prep.idle, p._n, concat(p._out))
+    if results == nil then return nil, err, code end
+    return results, p._n
+  end
   if c.closed then return nil, "closed", "ECLOSED" end
   local ok, err, code = c.conn:write(concat(p._out))
   if not ok then
@@ -366,34 +403,11 @@ local function same_options(opts, seen)
     and opts.timeout == seen.timeout and opts.tls == seen.tls and opts.resp == seen.resp
     and opts.url == seen.url and opts.max_bulk == seen.max_bulk
     and opts.max_elements == seen.max_elements and opts.pool_size == seen.pool_size
-    and opts.pool_idle == seen.pool_idle
+    and opts.pool_idle == seen.pool_idle and opts.multiplex == seen.multiplex
 end
 
---- redis.connect(opts | url) -> client | nil, message, code.
--- opts: host (127.0.0.1), port (6379), path (a Unix socket instead), password, username, db (0),
--- timeout (seconds, 30), tls (true or srv.tcp.connect's TLS table), resp (2 or 3), max_bulk,
--- max_elements, pool_size (100), pool_idle (seconds, 30), url.
-function M.connect(opts)
-  if type(opts) == "string" then opts = { url = opts } end
-  if type(opts) ~= "table" then
-    misuse("bad argument #1 to 'connect' (table or URL expected, got " .. type(opts) .. ")")
-  end
-  local prep = prepared[opts]
-  if prep == nil or not same_options(opts, prep.seen) then
-    local o = normalize(opts)
-    local seen = {}
-    for k, v in pairs(opts) do seen[k] = v end
-    prep = { o = o, key = pool_key(o), seen = seen }
-    prepared[opts] = prep
-  end
-  local o = prep.o
-  local key = prep.key
-  local c = pool_take(key)
-  if c then
-    configure(c, o)
-    return new_client(c)
-  end
-
+-- A new connection, authenticated and on its database: its state, or nil, message, code.
+local function dial(o, key)
   local conn, err, code
   if o.path then
     conn, err, code = connect_tcp({ path = o.path, timeout = o.timeout })
@@ -401,7 +415,7 @@ function M.connect(opts)
     conn, err, code = connect_tcp({ host = o.host, port = o.port, timeout = o.timeout, tls = o.tls })
   end
   if not conn then return nil, err, code end
-  c = {
+  local c = {
     conn = conn, buf = "", pos = 1, closed = false, key = key, db = o.db, db_now = o.db,
     in_multi = false, watching = false, subscribed = false,
   }
@@ -412,6 +426,42 @@ function M.connect(opts)
     broken(c)
     return nil, err, code
   end
+  return c
+end
+
+--- redis.connect(opts | url) -> client | nil, message, code.
+-- opts: host (127.0.0.1), port (6379), path (a Unix socket instead), password, username, db (0),
+-- timeout (seconds, 30), tls (true or srv.tcp.connect's TLS table), resp (2 or 3), max_bulk,
+-- max_elements, pool_size (100), pool_idle (seconds, 30), url, multiplex (one shared connection
+-- per worker, see luasrv.redis.mux).
+function M.connect(opts)
+  if type(opts) == "string" then opts = { url = opts } end
+  if type(opts) ~= "table" then
+    misuse("bad argument #1 to 'connect' (table or URL expected, got " .. type(opts) .. ")")
+  end
+  local prep = prepared[opts]
+  if prep == nil or not same_options(opts, prep.seen) then
+    local o = normalize(opts)
+    local seen = {}
+    for k, v in pairs(opts) do seen[k] = v end
+    local key = pool_key(o)
+    prep = { o = o, key = key, seen = seen, idle = o.pool_idle or DEFAULT_POOL_IDLE,
+             dial = function() return dial(o, key) end }
+    prepared[opts] = prep
+  end
+  local o = prep.o
+  local key = prep.key
+  if o.multiplex then
+    return setmetatable({ _mux = prep }, Client)
+  end
+  local c = pool_take(key)
+  if c then
+    configure(c, o)
+    return new_client(c)
+  end
+  local err, code
+  c, err, code = dial(o, key)
+  if not c then return nil, err, code end
   return new_client(c)
 end
 
@@ -419,6 +469,10 @@ end
 -- nothing unread, no transaction or WATCH, its own database, not subscribed), else it is
 -- closed. The client must not be used afterwards.
 function methods.release(self)
+  if self._mux ~= nil then
+    self._mux = nil
+    return true
+  end
   local c = state_of(self, "release")
   self._c = nil
   if c.closed or c.in_multi or c.watching or c.subscribed or c.db_now ~= c.db
@@ -460,6 +514,7 @@ end
 
 --- r:close() -> true: closes the connection (it does not go to the pool).
 function methods.close(self)
+  self._mux = nil -- a multiplexed client leaves the shared connection to the others
   local c = self._c
   if c then
     self._c = nil
@@ -470,12 +525,14 @@ end
 
 function Client.__tostring(self)
   local c = self._c
-  return "luasrv.redis.Client (" .. (c == nil and "released" or c.closed and "closed" or "open") .. ")"
+  local state = self._mux and "multiplexed" or c == nil and "released" or c.closed and "closed" or "open"
+  return "luasrv.redis.Client (" .. state .. ")"
 end
 
 Client.__close = methods.close
 
 local function subscribe(self, cmd, what, ...)
+  if self._mux ~= nil then mux_check(cmd) end
   local c = state_of(self, what)
   if c.in_multi then misuse("redis: " .. what .. " inside MULTI") end
   if select("#", ...) == 0 then misuse("bad argument #1 to '" .. what .. "' (a channel name expected)") end
