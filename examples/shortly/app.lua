@@ -64,18 +64,22 @@ local function unavailable(err)
   return 503, page("Unavailable", "<p>The link store cannot be reached; try again soon.</p>")
 end
 
--- Runs fn(r) with a Redis client, released afterwards (back to the pool, unless it is
--- multiplexed), or closed if fn fails. Returns fn's results.
+-- After fn(r): the client is released (back to the pool, unless it is multiplexed), or closed
+-- if fn failed; fn's results pass through.
+local function finish(r, ok, ...)
+  if not ok then
+    r:close()
+    error((...), 0)
+  end
+  r:release()
+  return ...
+end
+
+-- Runs fn(r) with a Redis client and returns fn's results; 503 if Redis cannot be reached.
 local function with_redis(fn)
   local r, err = redis.connect(redis_opts)
   if not r then return unavailable(err) end
-  local results = table.pack(pcall(fn, r))
-  if not results[1] then
-    r:close()
-    error(results[2], 0)
-  end
-  r:release()
-  return table.unpack(results, 2, results.n)
+  return finish(r, pcall(fn, r))
 end
 
 -- http and https URLs with a host, without spaces or control characters.

@@ -71,11 +71,19 @@ local function track(c, cmd, ok, ...)
 end
 
 -- Sends one command and reads its answer.
+-- One command as a string. The pieces go through a table kept for the purpose (emptied
+-- after, so it holds no argument alive): nothing can run between the encoding and the concat.
+local scratch = {}
+local function wire(cmd, ...)
+  local n = encode(scratch, 1, cmd, ...)
+  local s = concat(scratch, "", 1, n - 1)
+  for i = 1, n - 1 do scratch[i] = nil end
+  return s
+end
+
 local function command(c, cmd, ...)
   if c.closed then return nil, "closed", "ECLOSED" end
-  local out = {}
-  local n = encode(out, 1, cmd, ...)
-  local ok, err, code = c.conn:write(concat(out, "", 1, n - 1))
+  local ok, err, code = c.conn:write(wire(cmd, ...))
   if not ok then
     broken(c)
     return nil, err, code
@@ -105,9 +113,7 @@ end
 -- A command on a multiplexed client.
 local function mux_call(prep, cmd, ...)
   mux_check(cmd)
-  local out = {}
-  local n = encode(out, 1, cmd, ...)
-  local v, err, code = mux.request(prep.key, prep.dial, prep.idle, 1, concat(out, "", 1, n - 1))
+  local v, err, code = mux.request(prep.key, prep.dial, prep.idle, 1, wire(cmd, ...))
   if err ~= nil then return nil, err, code end
   if getmetatable(v) == ErrorReply then return nil, v.message, error_code(v.message) end
   return v
@@ -166,7 +172,14 @@ local function queue(p, cmd, ...)
   p._k = encode(p._out, p._k, cmd, ...)
   local n = p._n + 1
   p._n = n
-  if tracked[cmd] then p._tracked[n] = { cmd, ... } end
+  if tracked[cmd] then
+    local t = p._tracked
+    if t == nil then
+      t = {}
+      p._tracked = t
+    end
+    t[n] = { cmd, ... }
+  end
   return p
 end
 
@@ -197,11 +210,11 @@ function methods.pipeline(self, fn)
   if type(fn) ~= "function" then
     misuse("bad argument #1 to 'pipeline' (function expected, got " .. type(fn) .. ")")
   end
-  local p = setmetatable({ _out = {}, _k = 1, _n = 0, _tracked = {} }, Pipeline)
+  local p = setmetatable({ _out = {}, _k = 1, _n = 0 }, Pipeline)
   fn(p)
   if p._n == 0 then return {}, 0 end
   if prep ~= nil then
-    for _, t in pairs(p._tracked) do mux_check(t[1]) end
+    for _, t in pairs(p._tracked or {}) do mux_check(t[1]) end
     local results, err, code = mux.request(prep.key, prep.dial, prep.idle, p._n, concat(p._out))
     if results == nil then return nil, err, code end
     return results, p._n
@@ -219,7 +232,7 @@ function methods.pipeline(self, fn)
     if getmetatable(results) == Failure then return nil, results.message, results.code end
     error(results, 0)
   end
-  for i, t in pairs(p._tracked) do
+  for i, t in pairs(p._tracked or {}) do
     track(c, t[1], getmetatable(results[i]) ~= ErrorReply, table.unpack(t, 2))
     if t[1] == "QUIT" then broken(c) end
   end

@@ -16,16 +16,18 @@ local new_waiter, sleep, after = core.waiter, core.sleep, core.after
 local M = {}
 
 local muxes = {}                                  -- the live connection per key
-local waiters = setmetatable({}, { __mode = "k" }) -- a waiter per task's coroutine
+-- A request record per task's coroutine, reused (a task has one request at a time: it waits
+-- for it), with the task's waiter.
+local records = setmetatable({}, { __mode = "k" })
 
-local function waiter_of_running_task()
+local function record_of_running_task()
   local co = running()
-  local w = waiters[co]
-  if w == nil then
-    w = new_waiter()
-    waiters[co] = w
+  local req = records[co]
+  if req == nil then
+    req = { w = new_waiter() }
+    records[co] = req
   end
-  return w
+  return req
 end
 
 -- Ends the connection: every request still waiting gets the failure.
@@ -124,8 +126,9 @@ function M.request(key, dial, idle, n, wire)
           reader_w = new_waiter(), flushing = false, reader_idle = false, dead = false }
     muxes[key] = m
   end
-  local w = waiter_of_running_task()
-  local req = { n = n, w = w, done = false }
+  local req = record_of_running_task()
+  local w = req.w
+  req.n, req.done, req.value, req.err, req.code = n, false, nil, nil, nil
   local flusher = not m.flushing
   if flusher then
     -- This task sends the batch. It waits first; misuse outside a task raises here, before
@@ -149,8 +152,10 @@ function M.request(key, dial, idle, n, wire)
   q[q.tail] = req
   if flusher then flush(m) end
   while not req.done and req.err == nil do w:wait() end
+  local value = req.value
+  req.value = nil -- the record outlives the request: it holds no reply
   if req.err ~= nil then return nil, req.err, req.code end
-  return req.value
+  return value
 end
 
 return M
