@@ -241,6 +241,37 @@ describe("redis replies from a scripted server", function()
     end)
   end)
 
+  it("wakes one waiting task with core.waiter (the multiplexer's signal)", function()
+    local core = require "luasrv.core"
+    srv.run(function()
+      local w = core.waiter()
+      local t0 = srv.monotime()
+      srv.after(0.05, function() w:wake() end)
+      assert.is_true(w:wait())
+      assert.is_true(srv.monotime() - t0 >= 0.04)
+      assert.same({ nil, "timeout", "ETIMEDOUT" }, { w:wait(0.02) })
+      w:wake() -- before the wait: taken at once, once
+      assert.is_true(w:wait(1))
+      assert.same({ nil, "timeout", "ETIMEDOUT" }, { w:wait(0) })
+      -- One waiter, one waiting task: a second raises.
+      local waiting = { done = false }
+      srv.after(0, function()
+        waiting.result = { w:wait(0.3) }
+        waiting.done = true
+      end)
+      srv.sleep(0.01)
+      local ok, err = pcall(w.wait, w, 1)
+      assert.is_false(ok)
+      assert.matches("another task is already waiting", err)
+      w:wake()
+      while not waiting.done do srv.sleep(0.01) end
+      assert.same({ true }, waiting.result)
+    end)
+    local ok, err = pcall(function() return core.waiter():wait() end)
+    assert.is_false(ok)
+    assert.matches("wait must be called from a luasrv task", err)
+  end)
+
   it("parses redis:// and unix:// URLs", function()
     assert.same({ host = "127.0.0.1", port = 6379, db = 0 }, redis.parse_url("redis://"))
     assert.same({ host = "h", port = 7000, db = 3, password = "pw" }, redis.parse_url("redis://:pw@h:7000/3"))

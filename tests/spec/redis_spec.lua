@@ -389,6 +389,88 @@ describe("redis client against redis-server", function()
     assert(ok, err)
   end)
 
+  it("multiplexes the commands of many tasks over one connection per worker", function()
+    srv.run(function()
+      local o = server:opts({ multiplex = true, db = 6 })
+      local r = assert(redis.connect(o))
+      assert.equal("luasrv.redis.Client (multiplexed)", tostring(r))
+      assert.equal("OK", r:set("k", "v"))
+      assert.equal("v", r:get("k"))
+      assert.same({ nil, nil }, { r:get("missing") })
+      assert.same({ nil, "WRONGTYPE Operation against a key holding the wrong kind of value", "WRONGTYPE" },
+        { r:lpush("k", "x") })
+      -- 100 tasks, each with its own client, 20 rounds of a command and a pipeline.
+      local tasks = {}
+      for i = 1, 100 do
+        tasks[i] = helper.spawn(function()
+          local c = assert(redis.connect(o))
+          for j = 1, 20 do
+            assert.equal("integer", math.type(c:incr("total")))
+            local res = assert(c:pipeline(function(p)
+              p:set("t" .. i, j)
+              p:get("t" .. i)
+              p:hget("k", "f") -- WRONGTYPE, in its place among the replies
+            end))
+            assert.equal("OK", res[1])
+            assert.equal(tostring(j), res[2])
+            assert.matches("^WRONGTYPE", redis.is_error(res[3]))
+          end
+          c:release()
+        end)
+      end
+      local deadline = srv.monotime() + 20
+      for _, t in ipairs(tasks) do
+        while not t.done and srv.monotime() < deadline do srv.sleep(0.01) end
+        assert.is_true(t.ok, t.err)
+      end
+      assert.equal("2000", r:get("total"))
+      -- All of it went over one connection.
+      wait_clients(1)
+      assert.equal(1, helper.count(server:cli("CLIENT LIST"), "db=6"))
+      -- Commands that would change or block the shared connection are refused.
+      for _, f in ipairs({ function() return r:multi() end, function() return r:select(1) end,
+                           function() return r:blpop("q", 0) end, function() return r:subscribe("c") end,
+                           function() return r:pipeline(function(p) p:watch("k") end) end }) do
+        local ok, err = pcall(f)
+        assert.is_false(ok)
+        assert.matches("cannot be sent on a multiplexed client", err)
+      end
+      r:release()
+    end)
+  end)
+
+  it("fails the waiting commands of a multiplexed connection when the server goes, then reconnects", function()
+    local own = R.start()
+    local ok, err = pcall(srv.run, function()
+      local o = own:opts({ multiplex = true, timeout = 10 })
+      local r = assert(redis.connect(o))
+      assert.equal("OK", r:set("k", "v"))
+      -- A slow script holds the server while tasks wait on the shared connection.
+      local results = {}
+      local tasks = {}
+      for i = 1, 10 do
+        tasks[i] = helper.spawn(function()
+          results[i] = { r:eval("local t = redis.call('TIME') while true do end", 0) }
+        end)
+      end
+      srv.sleep(0.2)
+      own:stop("KILL")
+      for _, t in ipairs(tasks) do
+        while not t.done do srv.sleep(0.01) end
+      end
+      for i = 1, 10 do
+        assert.is_nil(results[i][1])
+        assert.is_true(results[i][2] == "closed" or results[i][3] == "ECONNRESET", tostring(results[i][2]))
+      end
+      assert.same({ nil, "connection refused", "ECONNREFUSED" }, { r:get("k") })
+      own = R.start({ port = own.port })
+      assert.equal("OK", r:set("k", "again"))
+      assert.equal("again", r:get("k"))
+    end)
+    own:stop()
+    assert(ok, err)
+  end)
+
   it("connects through a Unix socket and a redis:// URL", function()
     srv.run(function()
       local r = assert(redis.connect({ path = server.path, timeout = 5 }))
