@@ -169,6 +169,24 @@ describe("Shortly, the URL shortener on Redis", function()
     assert(ok, err)
   end)
 
+  it("works the same with a pooled connection per request (SHORTLY_POOL=1)", function()
+    local pooled = helper.start(APP, { args = { "0" }, env = { SHORTLY_POOL = "1",
+      REDIS_URL = ("redis://127.0.0.1:%d/3"):format(redis_server.port) } })
+    local ok, err = pcall(function()
+      local _, location = submit(pooled.url, "https://pooled.example/")
+      local id = location:match("/([0-9a-z]+)%+$")
+      for _ = 1, 5 do
+        local status, target = curl(pooled.url .. "/" .. id)
+        assert.equal(302, status)
+        assert.equal("https://pooled.example/", target)
+      end
+      assert.equal("5", redis_server:cli("-n 3 GET shortly:click-count:" .. id))
+      assert.equal(404, (curl(pooled.url .. "/zzzz")))
+    end)
+    pooled:cleanup()
+    assert(ok, err)
+  end)
+
   it("shares its state between two workers", function()
     local workers = helper.start(APP, { flags = { "--workers", "2" }, args = { "0" },
       env = { REDIS_URL = ("redis://127.0.0.1:%d/3"):format(redis_server.port) } })
