@@ -12,11 +12,12 @@ local subscription = require "luasrv.redis.subscription"
 local mux = require "luasrv.redis.mux"
 
 local type, tostring, tonumber, pairs, pcall, error = type, tostring, tonumber, pairs, pcall, error
-local setmetatable, getmetatable, rawset, select = setmetatable, getmetatable, rawset, select
-local concat, upper, find, match = table.concat, string.upper, string.find, string.match
+local setmetatable, getmetatable, select = setmetatable, getmetatable, select
+local concat, match = table.concat, string.match
 local tointeger = math.tointeger
 local connect_tcp, monotime = core.tcp.connect, core.monotime
 local encode, receive, read_replies, broken = resp.encode, resp.receive, resp.read_replies, resp.broken
+local wire = resp.wire
 local misuse, error_code, Failure, ErrorReply = resp.misuse, resp.error_code, resp.Failure, resp.ErrorReply
 local null = resp.null
 
@@ -71,23 +72,9 @@ local function track(c, cmd, ok, ...)
 end
 
 -- Sends one command and reads its answer.
--- One command as a string. The pieces go through a table kept for the purpose (emptied
--- after, so it holds no argument alive): nothing can run between the encoding and the concat.
-local scratch = {}
-local function wire(cmd, ...)
-  local n = encode(scratch, 1, cmd, ...)
-  local s = concat(scratch, "", 1, n - 1)
-  for i = 1, n - 1 do scratch[i] = nil end
-  return s
-end
-
 local function command(c, cmd, ...)
-  if c.closed then return nil, "closed", "ECLOSED" end
-  local ok, err, code = c.conn:write(wire(cmd, ...))
-  if not ok then
-    broken(c)
-    return nil, err, code
-  end
+  local ok, err, code = resp.send(c, cmd, ...)
+  if not ok then return nil, err, code end
   local v
   ok, v, code = receive(c)
   if not ok then return nil, v, code end
@@ -138,25 +125,10 @@ local function call(self, cmd, ...)
   return command(c, cmd, ...)
 end
 
---- r:call(name, ...) -> the reply | nil (a nil reply) | nil, message, code.
-function methods.call(self, name, ...)
-  if type(name) ~= "string" then
-    misuse("bad argument #1 to 'call' (string expected, got " .. type(name) .. ")")
-  end
-  return call(self, upper(name), ...)
-end
-
--- Any other method name is a command: r:hset(...) is r:call("HSET", ...). The function is
--- made once per name and kept in `methods`.
-setmetatable(methods, {
-  __index = function(t, name)
-    if type(name) ~= "string" or find(name, "^_") then return nil end
-    local cmd = upper(name)
-    local f = function(self, ...) return call(self, cmd, ...) end
-    rawset(t, name, f)
-    return f
-  end,
-})
+-- Any other method name is a command: r:hset(...) is r:call("HSET", ...) (r:call(name, ...)
+-- -> the reply | nil (a nil reply) | nil, message, code). The function is made once per name
+-- and kept in `methods`.
+resp.command_methods(methods, call)
 
 ------------------------------------------------------------------------------------------
 -- Pipelines.
@@ -183,23 +155,8 @@ local function queue(p, cmd, ...)
   return p
 end
 
-local pipeline_methods = setmetatable({}, {
-  __index = function(t, name)
-    if type(name) ~= "string" or find(name, "^_") then return nil end
-    local cmd = upper(name)
-    local f = function(p, ...) return queue(p, cmd, ...) end
-    rawset(t, name, f)
-    return f
-  end,
-})
+local pipeline_methods = resp.command_methods({}, queue)
 Pipeline.__index = pipeline_methods
-
-function pipeline_methods.call(p, name, ...)
-  if type(name) ~= "string" then
-    misuse("bad argument #1 to 'call' (string expected, got " .. type(name) .. ")")
-  end
-  return queue(p, upper(name), ...)
-end
 
 --- r:pipeline(fn) -> results, n | nil, message, code. fn(p) queues commands on p (p:set(...),
 -- p:call(...)); they go in one write, then every reply is read. results[i] is the i-th reply,
@@ -528,12 +485,7 @@ end
 --- r:close() -> true: closes the connection (it does not go to the pool).
 function methods.close(self)
   self._mux = nil -- a multiplexed client leaves the shared connection to the others
-  local c = self._c
-  if c then
-    self._c = nil
-    broken(c)
-  end
-  return true
+  return resp.close_owned(self)
 end
 
 function Client.__tostring(self)

@@ -21,6 +21,15 @@ local function with_client(opts, fn)
   end)
 end
 
+-- Runs fn(own) in a task with a redis-server of its own (opts as R.start's); fn may replace
+-- own.server (a restart); the one there at the end is stopped, whatever happens.
+local function with_own_server(opts, fn)
+  local own = { server = R.start(opts) }
+  local ok, err = pcall(srv.run, fn, own)
+  own.server:stop()
+  if not ok then error(err, 0) end
+end
+
 -- Clients the server had when the test began (connections pooled by earlier tests).
 local baseline = 0
 
@@ -324,8 +333,8 @@ describe("redis client against redis-server", function()
   end)
 
   it("reports a server killed mid-command and connects once it is back", function()
-    local own = R.start()
-    local ok, err = pcall(srv.run, function()
+    with_own_server(nil, function(box)
+      local own = box.server
       local o = own:opts({ timeout = 10 })
       local pooled = assert(redis.connect(o))
       pooled:set("k", "v")
@@ -346,18 +355,17 @@ describe("redis client against redis-server", function()
       srv.sleep(1.1) -- long enough for the pool to check its idle connection when taken
       assert.same({ nil, "connection refused", "ECONNREFUSED" }, { redis.connect(o) })
       own = R.start({ port = own.port })
+      box.server = own
       local again = assert(redis.connect(o))
       assert.equal("PONG", again:ping())
       assert.is_nil(again:get("k")) -- a new server: nothing was persisted
       again:close()
     end)
-    own:stop()
-    assert(ok, err)
   end)
 
   it("authenticates with a password, an ACL user and HELLO 3", function()
-    local own = R.start({ password = "s3cret pass" })
-    local ok, err = pcall(srv.run, function()
+    with_own_server({ password = "s3cret pass" }, function(box)
+      local own = box.server
       local o = own:opts()
       local r = assert(redis.connect(o))
       assert.equal("PONG", r:ping())
@@ -385,8 +393,6 @@ describe("redis client against redis-server", function()
       assert.is_nil(v)
       assert.matches("WRONGPASS", e)
     end)
-    own:stop()
-    assert(ok, err)
   end)
 
   it("multiplexes the commands of many tasks over one connection per worker", function()
@@ -440,8 +446,8 @@ describe("redis client against redis-server", function()
   end)
 
   it("fails the waiting commands of a multiplexed connection when the server goes, then reconnects", function()
-    local own = R.start()
-    local ok, err = pcall(srv.run, function()
+    with_own_server(nil, function(box)
+      local own = box.server
       local o = own:opts({ multiplex = true, timeout = 10 })
       local r = assert(redis.connect(o))
       assert.equal("OK", r:set("k", "v"))
@@ -464,11 +470,10 @@ describe("redis client against redis-server", function()
       end
       assert.same({ nil, "connection refused", "ECONNREFUSED" }, { r:get("k") })
       own = R.start({ port = own.port })
+      box.server = own
       assert.equal("OK", r:set("k", "again"))
       assert.equal("again", r:get("k"))
     end)
-    own:stop()
-    assert(ok, err)
   end)
 
   it("connects through a Unix socket and a redis:// URL", function()
@@ -491,9 +496,8 @@ describe("redis client against redis-server", function()
     local ca = T.new_ca()
     local cert, key = ca.issue("redis")
     local port = helper.free_tcp_ports(1)[1]
-    local own = R.start({ extra = { "--tls-port", tostring(port), "--tls-cert-file", cert,
-      "--tls-key-file", key, "--tls-ca-cert-file", ca.pem, "--tls-auth-clients", "no" } })
-    local ok, err = pcall(srv.run, function()
+    local ok, err = pcall(with_own_server, { extra = { "--tls-port", tostring(port), "--tls-cert-file",
+      cert, "--tls-key-file", key, "--tls-ca-cert-file", ca.pem, "--tls-auth-clients", "no" } }, function()
       local r = assert(redis.connect({ host = "127.0.0.1", port = port, timeout = 5,
         tls = { ca = ca.pem, server_name = "localhost" } }))
       assert.equal("OK", r:set("t", "over tls"))
@@ -504,7 +508,6 @@ describe("redis client against redis-server", function()
       assert.is_nil(v)
       assert.matches("^tls: certificate verify failed", e)
     end)
-    own:stop()
     ca.cleanup()
     assert(ok, err)
   end)

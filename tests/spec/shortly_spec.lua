@@ -21,6 +21,20 @@ local function submit(base, url)
   return curl(("--data-urlencode %s %s/"):format(q("url=" .. url), base))
 end
 
+-- Shortens `url` on the server at `base`, follows the short link `times` times (each a new
+-- connection), checking each redirect, and returns the id.
+local function shorten_and_follow(base, url, times)
+  local _, location = submit(base, url)
+  local id = location:match("/([0-9a-z]+)%+$")
+  assert.truthy(id, location)
+  for _ = 1, times do
+    local status, target = curl(base .. "/" .. id)
+    assert.equal(302, status)
+    assert.equal(url, target)
+  end
+  return id
+end
+
 -- Decodes a PNG (8-bit RGB or RGBA, as Chromium writes them) with Python's zlib and reports
 -- its size and how many pixels are not white.
 local PNG_STATS = [[
@@ -173,13 +187,7 @@ describe("Shortly, the URL shortener on Redis", function()
     local pooled = helper.start(APP, { args = { "0" }, env = { SHORTLY_POOL = "1",
       REDIS_URL = ("redis://127.0.0.1:%d/3"):format(redis_server.port) } })
     local ok, err = pcall(function()
-      local _, location = submit(pooled.url, "https://pooled.example/")
-      local id = location:match("/([0-9a-z]+)%+$")
-      for _ = 1, 5 do
-        local status, target = curl(pooled.url .. "/" .. id)
-        assert.equal(302, status)
-        assert.equal("https://pooled.example/", target)
-      end
+      local id = shorten_and_follow(pooled.url, "https://pooled.example/", 5)
       assert.equal("5", redis_server:cli("-n 3 GET shortly:click-count:" .. id))
       assert.equal(404, (curl(pooled.url .. "/zzzz")))
     end)
@@ -191,14 +199,8 @@ describe("Shortly, the URL shortener on Redis", function()
     local workers = helper.start(APP, { flags = { "--workers", "2" }, args = { "0" },
       env = { REDIS_URL = ("redis://127.0.0.1:%d/3"):format(redis_server.port) } })
     local ok, err = pcall(function()
-      local _, location = submit(workers.url, "https://workers.example/")
-      local id = location:match("/([0-9a-z]+)%+$")
       -- 40 requests, each on a new connection: both workers answer some of them.
-      for _ = 1, 40 do
-        local status, target = curl(workers.url .. "/" .. id)
-        assert.equal(302, status)
-        assert.equal("https://workers.example/", target)
-      end
+      local id = shorten_and_follow(workers.url, "https://workers.example/", 40)
       assert.equal("40", redis_server:cli("-n 3 GET shortly:click-count:" .. id))
       -- The first server (not a worker of this one) sees the same link.
       local _, _, body = curl(base .. "/" .. id .. "+")

@@ -4,7 +4,7 @@
 local core = require "luasrv.core"
 
 local type, tostring, tonumber, select, error, pcall = type, tostring, tonumber, select, error, pcall
-local setmetatable, getmetatable = setmetatable, getmetatable
+local setmetatable, getmetatable, rawset = setmetatable, getmetatable, rawset
 local find, sub, byte, match = string.find, string.sub, string.byte, string.match
 local tointeger, huge = math.tointeger, math.huge
 
@@ -145,10 +145,14 @@ end
 
 local read_reply
 
-local function read_elements(c, n, depth)
+local function check_count(c, n)
   if n > c.max_elements then
     protocol_error("aggregate of " .. n .. " elements is over the limit of " .. c.max_elements)
   end
+end
+
+local function read_elements(c, n, depth)
+  check_count(c, n)
   local t = {}
   for i = 1, n do
     local v = read_reply(c, depth + 1)
@@ -159,9 +163,7 @@ local function read_elements(c, n, depth)
 end
 
 local function read_map(c, n, depth, as_set)
-  if n > c.max_elements then
-    protocol_error("aggregate of " .. n .. " elements is over the limit of " .. c.max_elements)
-  end
+  check_count(c, n)
   local t = {}
   for _ = 1, n do
     local k = read_reply(c, depth + 1)
@@ -352,7 +354,62 @@ local function read_replies(c, n)
   return results
 end
 
+-- One command as a string. The pieces go through a table kept for the purpose (emptied
+-- after, so it holds no argument alive): nothing can run between the encoding and the concat.
+local scratch = {}
+local concat = table.concat
+local function wire(cmd, ...)
+  local n = encode(scratch, 1, cmd, ...)
+  local s = concat(scratch, "", 1, n - 1)
+  for i = 1, n - 1 do scratch[i] = nil end
+  return s
+end
+
+-- Closes the connection an object (client, subscription) owns, once: obj._c is the state.
+local function close_owned(obj)
+  local c = obj._c
+  if c then
+    obj._c = nil
+    broken(c)
+  end
+  return true
+end
+
+-- Writes one command on the connection of state c: true, or nil, message, code (and the
+-- connection is closed).
+local function send(c, cmd, ...)
+  if c.closed then return nil, "closed", "ECLOSED" end
+  local ok, err, code = c.conn:write(wire(cmd, ...))
+  if not ok then
+    broken(c)
+    return nil, err, code
+  end
+  return true
+end
+
+-- Makes the table `t` answer any other name with a method for the command of that name:
+-- t.hset is function(obj, ...) return dispatch(obj, "HSET", ...) end, made once and kept;
+-- t.call(obj, name, ...) sends a command by name.
+local function command_methods(t, dispatch)
+  function t.call(obj, name, ...)
+    if type(name) ~= "string" then
+      misuse("bad argument #1 to 'call' (string expected, got " .. type(name) .. ")")
+    end
+    return dispatch(obj, string.upper(name), ...)
+  end
+  return setmetatable(t, {
+    __index = function(tt, name)
+      if type(name) ~= "string" or find(name, "^_") then return nil end
+      local cmd = string.upper(name)
+      local f = function(obj, ...) return dispatch(obj, cmd, ...) end
+      rawset(tt, name, f)
+      return f
+    end,
+  })
+end
+
 M.Failure, M.ErrorReply = Failure, ErrorReply
+M.wire, M.send, M.close_owned, M.command_methods = wire, send, close_owned, command_methods
 M.misuse, M.error_code, M.broken = misuse, error_code, broken
 M.read_reply, M.reply_step, M.receive, M.read_replies = read_reply, reply_step, receive, read_replies
 M.encode = encode

@@ -3,8 +3,8 @@
 local resp = require "luasrv.redis.resp"
 
 local type, tostring, select, error, pcall = type, tostring, select, error, pcall
-local setmetatable, getmetatable, concat = setmetatable, getmetatable, table.concat
-local encode, read_reply, broken, misuse = resp.encode, resp.read_reply, resp.broken, resp.misuse
+local setmetatable, getmetatable = setmetatable, getmetatable
+local read_reply, broken, misuse = resp.read_reply, resp.broken, resp.misuse
 local Failure, ErrorReply, error_code = resp.Failure, resp.ErrorReply, resp.error_code
 
 local M = {}
@@ -37,19 +37,23 @@ local function sub_queue(self, channel, message, pattern)
   q[q.tail] = { channel, message, pattern }
 end
 
--- Sends a (P)SUBSCRIBE-style command; with `wait`, reads until it is confirmed.
-local function sub_send(self, cmd, what, ...)
+-- Sends one command on the subscription's connection: its state, or nil, message, code.
+local function send(self, cmd, ...)
   local c = self._c
-  if c == nil or c.closed then return nil, "closed", "ECLOSED" end
+  if c == nil then return nil, "closed", "ECLOSED" end
+  local ok, err, code = resp.send(c, cmd, ...)
+  if not ok then return nil, err, code end
+  return c
+end
+
+-- Sends a (P)SUBSCRIBE-style command and, unless another task is receiving, reads until the
+-- server confirmed it.
+local function sub_send(self, cmd, what, ...)
   local n = select("#", ...)
   if n == 0 then misuse("bad argument #1 to '" .. what .. "' (a channel name expected)") end
-  local out = {}
-  encode(out, 1, cmd, ...)
-  local ok, err, code = c.conn:write(concat(out))
-  if not ok then
-    broken(c)
-    return nil, err, code
-  end
+  local c, err, code = send(self, cmd, ...)
+  if not c then return nil, err, code end
+  local ok
   self.pending = self.pending + n
   if self.reading then return self end -- the task in receive() reads the confirmations
   while self.pending > 0 do
@@ -74,15 +78,8 @@ function sub_methods.psubscribe(self, ...) return sub_send(self, "PSUBSCRIBE", "
 --- sub:unsubscribe([channel, ...]), sub:punsubscribe([pattern, ...]) -> sub | nil, message, code.
 -- Without names, from every channel (pattern). Messages already on their way still arrive.
 local function unsub(self, cmd, ...)
-  local c = self._c
-  if c == nil or c.closed then return nil, "closed", "ECLOSED" end
-  local out = {}
-  encode(out, 1, cmd, ...)
-  local ok, err, code = c.conn:write(concat(out))
-  if not ok then
-    broken(c)
-    return nil, err, code
-  end
+  local c, err, code = send(self, cmd, ...)
+  if not c then return nil, err, code end
   return self
 end
 function sub_methods.unsubscribe(self, ...) return unsub(self, "UNSUBSCRIBE", ...) end
@@ -156,12 +153,7 @@ end
 
 --- sub:close() -> true: closes the subscription's connection.
 function sub_methods.close(self)
-  local c = self._c
-  if c then
-    self._c = nil
-    broken(c)
-  end
-  return true
+  return resp.close_owned(self)
 end
 
 Subscription.__close = sub_methods.close
