@@ -100,7 +100,7 @@ end
 -- A command on a multiplexed client.
 local function mux_call(prep, cmd, ...)
   mux_check(cmd)
-  local v, err, code = mux.request(prep.key, prep.dial, prep.idle, 1, wire(cmd, ...))
+  local v, err, code = mux.request(prep.key, prep.dial, 1, wire(cmd, ...))
   if err ~= nil then return nil, err, code end
   if getmetatable(v) == ErrorReply then return nil, v.message, error_code(v.message) end
   return v
@@ -172,7 +172,7 @@ function methods.pipeline(self, fn)
   if p._n == 0 then return {}, 0 end
   if prep ~= nil then
     for _, t in pairs(p._tracked or {}) do mux_check(t[1]) end
-    local results, err, code = mux.request(prep.key, prep.dial, prep.idle, p._n, concat(p._out))
+    local results, err, code = mux.request(prep.key, prep.dial, p._n, concat(p._out))
     if results == nil then return nil, err, code end
     return results, p._n
   end
@@ -415,7 +415,7 @@ function M.connect(opts)
     local seen = {}
     for k, v in pairs(opts) do seen[k] = v end
     local key = pool_key(o)
-    prep = { o = o, key = key, seen = seen, idle = o.pool_idle or DEFAULT_POOL_IDLE,
+    prep = { o = o, key = key, seen = seen,
              dial = function() return dial(o, key) end }
     prepared[opts] = prep
   end

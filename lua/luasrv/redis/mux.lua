@@ -1,8 +1,10 @@
 --- luasrv.redis.mux: the connection that clients made with `multiplex = true` share, one per
 -- server, database and user, per worker. Commands that tasks send during one turn of the loop
--- go out in one write; a reader task parses the replies in order and wakes each task that
--- asked (core.waiter). Many requests each waiting on Redis then cost one write and one read
--- between them instead of one each. Internal to luasrv.redis.
+-- go out in one write. There is no reader task: among the tasks waiting for replies, one reads
+-- (in order, handing each reply to its task and waking it with core.waiter) until its own reply
+-- is there, then passes the reading on to the next task still waiting. So nothing waits on the
+-- loop when no command is out, and a graceful stop or a reload is not held up. Internal to
+-- luasrv.redis.
 local core = require "luasrv.core"
 local resp = require "luasrv.redis.resp"
 
@@ -11,23 +13,23 @@ local pcall, error, tostring, getmetatable, setmetatable = pcall, error, tostrin
 local concat, running = table.concat, coroutine.running
 local reply_step, read_replies, broken = resp.reply_step, resp.read_replies, resp.broken
 local Failure = resp.Failure
-local new_waiter, sleep, after = core.waiter, core.sleep, core.after
+local new_waiter, sleep, monotime = core.waiter, core.sleep, core.monotime
 
 local M = {}
 
-local muxes = {}                                  -- the live connection per key
--- A request record per task's coroutine, reused (a task has one request at a time: it waits
--- for it), with the task's waiter.
-local records = setmetatable({}, { __mode = "k" })
+local PROBE_AFTER = 1 -- seconds unused before the connection is checked before a write
 
-local function record_of_running_task()
+local muxes = {}                                  -- the live connection per key
+local waiters = setmetatable({}, { __mode = "k" }) -- a waiter per task's coroutine
+
+local function waiter_of_running_task()
   local co = running()
-  local req = records[co]
-  if req == nil then
-    req = { w = new_waiter() }
-    records[co] = req
+  local w = waiters[co]
+  if w == nil then
+    w = new_waiter()
+    waiters[co] = w
   end
-  return req
+  return w
 end
 
 -- Ends the connection: every request still waiting gets the failure.
@@ -44,7 +46,6 @@ local function fail_all(m, message, code)
     req.w:wake()
   end
   q.head, q.tail = 1, 0
-  m.reader_w:wake() -- the reader task sees `dead` and ends
 end
 
 local function read_for(c, req)
@@ -52,39 +53,56 @@ local function read_for(c, req)
   return read_replies(c, req.n)
 end
 
--- The reader task: while requests wait, reads their replies in order and hands each over;
--- otherwise waits to be told that more were sent (so an idle connection keeps nothing
--- waiting on the loop).
-local function reader(m)
+-- Reads replies in order until `mine` has its own, waking the task of each other one.
+local function read_until(m, mine)
   local q, c = m.pending, m.c
-  while not m.dead do
-    if q.head > q.tail then
-      m.reader_idle = true
-      local woken = m.reader_w:wait(m.idle)
-      m.reader_idle = false
-      if not woken and q.head > q.tail then
-        -- Unused for `idle` seconds: close, so that nothing stays waiting (a reload can then
-        -- free the generation); the next request connects again.
-        fail_all(m, "closed", "ECLOSED")
-        return
+  while not mine.done and mine.err == nil do
+    local req = q[q.head]
+    local ok, v = pcall(read_for, c, req)
+    if not ok then
+      if getmetatable(v) == Failure then
+        fail_all(m, v.message, v.code)
+      else
+        fail_all(m, "redis: " .. tostring(v), "EPROTO")
       end
-    else
-      local req = q[q.head]
-      local ok, v = pcall(read_for, c, req)
-      if not ok then
-        if getmetatable(v) == Failure then
-          fail_all(m, v.message, v.code)
-        else
-          fail_all(m, "redis: " .. tostring(v), "EPROTO")
-        end
-        return
-      end
-      q[q.head] = nil
-      q.head = q.head + 1
-      req.value, req.done = v, true
-      req.w:wake()
+      return
     end
+    q[q.head] = nil
+    q.head = q.head + 1
+    req.value, req.done = v, true
+    if req ~= mine then req.w:wake() end
   end
+end
+
+-- Whether an unused connection is still fit: nothing (no end of input) came while it was
+-- idle. Waits one turn of the loop, which is also the turn that lets other commands join.
+local function alive(c)
+  local conn = c.conn
+  conn:settimeout(0)
+  local _, _, code = conn:read()
+  conn:settimeout(c.timeout)
+  return code == "ETIMEDOUT"
+end
+
+-- Before a write: connects (first use, or an idle connection the server closed meanwhile),
+-- or gives the loop one turn so that the commands other tasks send meanwhile join this write.
+local function prepare_write(m)
+  local c = m.c
+  if c ~= nil then
+    local q = m.pending
+    if q.head <= q.tail or monotime() - m.last_write < PROBE_AFTER then
+      sleep(0)
+      return true
+    end
+    if alive(c) then return true end
+    broken(c) -- nothing of it is pending: a new connection loses nothing
+    m.c = nil
+  end
+  local err, code
+  c, err, code = m.dial()
+  if not c then return nil, err, code end
+  m.c = c
+  return true
 end
 
 -- Sends what was queued (more may come while a long write waits: sent next, in order).
@@ -97,38 +115,22 @@ local function flush(m)
       fail_all(m, err, code)
       break
     end
-    if m.reader_idle then m.reader_w:wake() end
   end
+  m.last_write = monotime()
   m.flushing = false
 end
 
--- Connects (first use), or gives the loop one turn so that the commands other tasks send
--- meanwhile join this write.
-local function prepare_write(m)
-  if m.c then
-    sleep(0)
-    return true
-  end
-  local c, err, code = m.dial()
-  if not c then return nil, err, code end
-  m.c = c
-  after(0, function() reader(m) end)
-  return true
-end
-
---- mux.request(key, dial, idle, n, wire) -> the reply (n == 1) or the table of n replies |
--- nil, message, code. `wire` holds n encoded commands; dial() makes the connection state; a
--- connection unused for `idle` seconds is closed (and made again when needed).
-function M.request(key, dial, idle, n, wire)
+--- mux.request(key, dial, n, wire) -> the reply (n == 1) or the table of n replies |
+-- nil, message, code. `wire` holds n encoded commands; dial() makes the connection state.
+function M.request(key, dial, n, wire)
   local m = muxes[key]
   if m == nil then
-    m = { key = key, dial = dial, idle = idle, out = {}, k = 1, pending = { head = 1, tail = 0 },
-          reader_w = new_waiter(), flushing = false, reader_idle = false, dead = false }
+    m = { key = key, dial = dial, out = {}, k = 1, pending = { head = 1, tail = 0 },
+          flushing = false, reading = false, dead = false, last_write = 0 }
     muxes[key] = m
   end
-  local req = record_of_running_task()
-  local w = req.w
-  req.n, req.done, req.value, req.err, req.code = n, false, nil, nil, nil
+  local w = waiter_of_running_task()
+  local req = { n = n, w = w, done = false }
   local flusher = not m.flushing
   if flusher then
     -- This task sends the batch. It waits first; misuse outside a task raises here, before
@@ -151,11 +153,19 @@ function M.request(key, dial, idle, n, wire)
   q.tail = q.tail + 1
   q[q.tail] = req
   if flusher then flush(m) end
-  while not req.done and req.err == nil do w:wait() end
-  local value = req.value
-  req.value = nil -- the record outlives the request: it holds no reply
+  while not req.done and req.err == nil do
+    if m.reading or m.dead then
+      w:wait() -- for the reply, a failure, or the reading handed over
+    else
+      m.reading = true
+      read_until(m, req)
+      m.reading = false
+      -- The next task still waiting reads from here on.
+      if not m.dead and q.head <= q.tail then q[q.head].w:wake() end
+    end
+  end
   if req.err ~= nil then return nil, req.err, req.code end
-  return value
+  return req.value
 end
 
 return M
