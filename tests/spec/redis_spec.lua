@@ -433,6 +433,11 @@ describe("redis client against redis-server", function()
       -- All of it went over one connection.
       wait_clients(1)
       assert.equal(1, helper.count(server:cli("CLIENT LIST"), "db=6"))
+      -- The server closes it while it is unused: the next command, a second later, gets a new
+      -- one without noticing.
+      server:cli("CLIENT KILL TYPE normal")
+      srv.sleep(1.1)
+      assert.equal("2000", r:get("total"))
       -- Commands that would change or block the shared connection are refused.
       for _, f in ipairs({ function() return r:multi() end, function() return r:select(1) end,
                            function() return r:blpop("q", 0) end, function() return r:subscribe("c") end,

@@ -195,6 +195,17 @@ describe("Shortly, the URL shortener on Redis", function()
     assert(ok, err)
   end)
 
+  it("stops at once on SIGTERM after serving (an idle Redis connection holds nothing up)", function()
+    local own = helper.start(APP, { args = { "0" },
+      env = { REDIS_URL = ("redis://127.0.0.1:%d/3"):format(redis_server.port) } })
+    shorten_and_follow(own.url, "https://stop.example/", 3)
+    local t0 = os.time()
+    assert.equal(0, own:stop("TERM"))
+    assert.is_true(os.time() - t0 <= 3)
+    assert.falsy(own:stderr():find("grace period over", 1, true), own:stderr())
+    own:cleanup()
+  end)
+
   it("shares its state between two workers", function()
     local workers = helper.start(APP, { flags = { "--workers", "2" }, args = { "0" },
       env = { REDIS_URL = ("redis://127.0.0.1:%d/3"):format(redis_server.port) } })
