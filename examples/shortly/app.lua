@@ -75,8 +75,12 @@ local function finish(r, ok, ...)
   return ...
 end
 
+-- A multiplexed client is made once (no I/O until its first command) and serves every request.
+local shared_client = redis_opts.multiplex and assert(redis.connect(redis_opts))
+
 -- Runs fn(r) with a Redis client and returns fn's results; 503 if Redis cannot be reached.
 local function with_redis(fn)
+  if shared_client then return fn(shared_client) end
   local r, err = redis.connect(redis_opts)
   if not r then return unavailable(err) end
   return finish(r, pcall(fn, r))

@@ -137,10 +137,10 @@ resp.command_methods(methods, call)
 local Pipeline = {}
 
 -- Adds one command to a pipeline.
+local not_pipelined = { SUBSCRIBE = true, PSUBSCRIBE = true, SSUBSCRIBE = true, MONITOR = true }
+
 local function queue(p, cmd, ...)
-  if cmd == "SUBSCRIBE" or cmd == "PSUBSCRIBE" or cmd == "SSUBSCRIBE" or cmd == "MONITOR" then
-    misuse("redis: " .. cmd .. " cannot be pipelined")
-  end
+  if not_pipelined[cmd] then misuse("redis: " .. cmd .. " cannot be pipelined") end
   p._k = encode(p._out, p._k, cmd, ...)
   local n = p._n + 1
   p._n = n

@@ -281,6 +281,15 @@ local bulk_heads = setmetatable({}, {
   end,
 })
 
+-- "\r\n$<n>\r\n": the end of one argument and the length of the next, made once each.
+local next_heads = setmetatable({}, {
+  __index = function(t, n)
+    local head = "\r\n$" .. n .. "\r\n"
+    if n < KNOWN_LENGTHS_MAX then t[n] = head end
+    return head
+  end,
+})
+
 -- "*<argc>\r\n$<len>\r\n<NAME>\r\n", the start of a command, per name and argument count.
 local command_heads, command_heads_count = {}, 0
 local function command_head(name, n)
@@ -314,7 +323,8 @@ end
 -- Commands of one to three arguments (nearly all) are spelt out: no loop, no select calls.
 local function encode(out, k, name, ...)
   local n = select("#", ...)
-  out[k] = command_head(name, n)
+  local by_count = command_heads[name]
+  out[k] = by_count and by_count[n] or command_head(name, n)
   if n <= 3 then
     if n == 0 then return k + 1 end
     local a, b, c = ...
@@ -325,7 +335,7 @@ local function encode(out, k, name, ...)
       return k + 4
     end
     if type(b) ~= "string" then b = argument(b, 2, name) end
-    out[k + 3], out[k + 4], out[k + 5] = "\r\n" .. bulk_heads[#b], b, "\r\n"
+    out[k + 3], out[k + 4], out[k + 5] = next_heads[#b], b, "\r\n"
     if n == 2 then return k + 6 end
     if type(c) ~= "string" then c = argument(c, 3, name) end
     out[k + 6], out[k + 7], out[k + 8] = bulk_heads[#c], c, "\r\n"
