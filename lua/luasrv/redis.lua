@@ -141,6 +141,7 @@ local not_pipelined = { SUBSCRIBE = true, PSUBSCRIBE = true, SSUBSCRIBE = true, 
 
 local function queue(p, cmd, ...)
   if not_pipelined[cmd] then misuse("redis: " .. cmd .. " cannot be pipelined") end
+  if p._mux then mux_check(cmd) end
   p._k = encode(p._out, p._k, cmd, ...)
   local n = p._n + 1
   p._n = n
@@ -167,11 +168,10 @@ function methods.pipeline(self, fn)
   if type(fn) ~= "function" then
     misuse("bad argument #1 to 'pipeline' (function expected, got " .. type(fn) .. ")")
   end
-  local p = setmetatable({ _out = {}, _k = 1, _n = 0 }, Pipeline)
+  local p = setmetatable({ _out = {}, _k = 1, _n = 0, _mux = prep ~= nil }, Pipeline)
   fn(p)
   if p._n == 0 then return {}, 0 end
   if prep ~= nil then
-    for _, t in pairs(p._tracked or {}) do mux_check(t[1]) end
     local results, err, code = mux.request(prep.key, prep.dial, p._n, concat(p._out))
     if results == nil then return nil, err, code end
     return results, p._n

@@ -441,7 +441,8 @@ describe("redis client against redis-server", function()
       -- Commands that would change or block the shared connection are refused.
       for _, f in ipairs({ function() return r:multi() end, function() return r:select(1) end,
                            function() return r:blpop("q", 0) end, function() return r:subscribe("c") end,
-                           function() return r:pipeline(function(p) p:watch("k") end) end }) do
+                           function() return r:pipeline(function(p) p:watch("k") end) end,
+                           function() return r:pipeline(function(p) p:get("k"); p:brpop("q", 0) end) end }) do
         local ok, err = pcall(f)
         assert.is_false(ok)
         assert.matches("cannot be sent on a multiplexed client", err)
