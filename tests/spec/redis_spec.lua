@@ -433,11 +433,32 @@ describe("redis client against redis-server", function()
       -- All of it went over one connection.
       wait_clients(1)
       assert.equal(1, helper.count(server:cli("CLIENT LIST"), "db=6"))
-      -- The server closes it while it is unused: the next command, a second later, gets a new
-      -- one without noticing.
+      -- The server closes it while it is unused: the next commands, a second later, get a new
+      -- one without noticing, also when many tasks send at once while it is made again.
       server:cli("CLIENT KILL TYPE normal")
       srv.sleep(1.1)
-      assert.equal("2000", r:get("total"))
+      local burst = {}
+      for i = 1, 50 do
+        burst[i] = helper.spawn(function()
+          assert.equal("2000", (assert(r:get("total"))))
+        end)
+      end
+      for _, t in ipairs(burst) do
+        while not t.done do srv.sleep(0.01) end
+        assert.is_true(t.ok, t.err)
+      end
+      -- The same burst on a client whose connection does not exist yet.
+      local fresh = assert(redis.connect(server:opts({ multiplex = true, db = 8 })))
+      for i = 1, 50 do
+        burst[i] = helper.spawn(function()
+          assert.equal("integer", math.type(assert(fresh:rpush("list", i))))
+        end)
+      end
+      for _, t in ipairs(burst) do
+        while not t.done do srv.sleep(0.01) end
+        assert.is_true(t.ok, t.err)
+      end
+      assert.equal(50, fresh:llen("list"))
       -- Commands that would change or block the shared connection are refused.
       for _, f in ipairs({ function() return r:multi() end, function() return r:select(1) end,
                            function() return r:blpop("q", 0) end, function() return r:subscribe("c") end,

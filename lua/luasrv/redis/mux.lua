@@ -105,16 +105,21 @@ local function prepare_write(m)
   return true
 end
 
--- Sends what was queued (more may come while a long write waits: sent next, in order).
+-- Sends what was queued (more may come while a long write waits: sent next, in order). The
+-- requests up to m.sent (their index in the FIFO) are then on the wire: their tasks may read.
 local function flush(m)
+  local q = m.pending
   while m.k > 1 and not m.dead do
-    local out, k = m.out, m.k
+    local out, k, upto = m.out, m.k, q.tail
     m.out, m.k = {}, 1
     local ok, err, code = m.c.conn:write(concat(out, "", 1, k - 1))
     if not ok then
       fail_all(m, err, code)
       break
     end
+    m.sent = upto
+    -- Nobody reads yet: the task at the head of the FIFO starts.
+    if not m.reading and q.head <= q.tail then q[q.head].w:wake() end
   end
   m.last_write = monotime()
   m.flushing = false
@@ -125,7 +130,7 @@ end
 function M.request(key, dial, n, wire)
   local m = muxes[key]
   if m == nil then
-    m = { key = key, dial = dial, out = {}, k = 1, pending = { head = 1, tail = 0 },
+    m = { key = key, dial = dial, out = {}, k = 1, pending = { head = 1, tail = 0 }, sent = 0,
           flushing = false, reading = false, dead = false, last_write = 0 }
     muxes[key] = m
   end
@@ -152,10 +157,11 @@ function M.request(key, dial, n, wire)
   local q = m.pending
   q.tail = q.tail + 1
   q[q.tail] = req
+  local index = q.tail
   if flusher then flush(m) end
   while not req.done and req.err == nil do
-    if m.reading or m.dead then
-      w:wait() -- for the reply, a failure, or the reading handed over
+    if m.reading or m.dead or index > m.sent then
+      w:wait() -- for the reply, a failure, the write, or the reading handed over
     else
       m.reading = true
       read_until(m, req)
