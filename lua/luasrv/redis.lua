@@ -17,7 +17,7 @@ local concat, match = table.concat, string.match
 local tointeger = math.tointeger
 local connect_tcp, monotime = core.tcp.connect, core.monotime
 local encode, receive, read_replies, broken = resp.encode, resp.receive, resp.read_replies, resp.broken
-local wire = resp.wire
+local wire, alive = resp.wire, resp.alive
 local misuse, error_code, Failure, ErrorReply = resp.misuse, resp.error_code, resp.Failure, resp.ErrorReply
 local null = resp.null
 
@@ -241,16 +241,6 @@ local PROBE_AFTER = 1 -- seconds idle before a pooled connection is checked when
 local function pool_key(o)
   return concat({ o.path or "", o.host or "", tostring(o.port or ""), tostring(o.db or 0),
     o.username or "", o.password or "", tostring(o.resp or 2), o.tls and "tls" or "" }, "\0")
-end
-
--- Whether a pooled connection still looks usable: nothing came in while it was idle (the
--- server closing it shows as the end of input). Waits at most one turn of the loop.
-local function alive(c)
-  local conn = c.conn
-  conn:settimeout(0)
-  local _, _, code = conn:read()
-  conn:settimeout(c.timeout)
-  return code == "ETIMEDOUT"
 end
 
 -- A state from the pool, or nil; closes the ones idle for too long, and checks the ones

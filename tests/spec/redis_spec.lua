@@ -21,13 +21,24 @@ local function with_client(opts, fn)
   end)
 end
 
--- Runs fn(own) in a task with a redis-server of its own (opts as R.start's); fn may replace
--- own.server (a restart); the one there at the end is stopped, whatever happens.
+-- Runs fn(server, box) in a task with a redis-server of its own (opts as R.start's); fn may
+-- replace box.server (a restart); the one there at the end is stopped, whatever happens.
 local function with_own_server(opts, fn)
   local own = { server = R.start(opts) }
-  local ok, err = pcall(srv.run, fn, own)
+  local ok, err = pcall(srv.run, fn, own.server, own)
   own.server:stop()
   if not ok then error(err, 0) end
+end
+
+-- Runs fn(i) for i = 1..n in n tasks at once and waits for them all; raises the first failure.
+local function run_tasks(n, fn)
+  local tasks = {}
+  for i = 1, n do tasks[i] = helper.spawn(fn, i) end
+  local deadline = srv.monotime() + 20
+  for _, t in ipairs(tasks) do
+    while not t.done and srv.monotime() < deadline do srv.sleep(0.01) end
+    assert.is_true(t.ok, t.err)
+  end
 end
 
 -- Clients the server had when the test began (connections pooled by earlier tests).
@@ -333,8 +344,7 @@ describe("redis client against redis-server", function()
   end)
 
   it("reports a server killed mid-command and connects once it is back", function()
-    with_own_server(nil, function(box)
-      local own = box.server
+    with_own_server(nil, function(own, box)
       local o = own:opts({ timeout = 10 })
       local pooled = assert(redis.connect(o))
       pooled:set("k", "v")
@@ -364,8 +374,7 @@ describe("redis client against redis-server", function()
   end)
 
   it("authenticates with a password, an ACL user and HELLO 3", function()
-    with_own_server({ password = "s3cret pass" }, function(box)
-      local own = box.server
+    with_own_server({ password = "s3cret pass" }, function(own)
       local o = own:opts()
       local r = assert(redis.connect(o))
       assert.equal("PONG", r:ping())
@@ -406,29 +415,21 @@ describe("redis client against redis-server", function()
       assert.same({ nil, "WRONGTYPE Operation against a key holding the wrong kind of value", "WRONGTYPE" },
         { r:lpush("k", "x") })
       -- 100 tasks, each with its own client, 20 rounds of a command and a pipeline.
-      local tasks = {}
-      for i = 1, 100 do
-        tasks[i] = helper.spawn(function()
-          local c = assert(redis.connect(o))
-          for j = 1, 20 do
-            assert.equal("integer", math.type(c:incr("total")))
-            local res = assert(c:pipeline(function(p)
-              p:set("t" .. i, j)
-              p:get("t" .. i)
-              p:hget("k", "f") -- WRONGTYPE, in its place among the replies
-            end))
-            assert.equal("OK", res[1])
-            assert.equal(tostring(j), res[2])
-            assert.matches("^WRONGTYPE", redis.is_error(res[3]))
-          end
-          c:release()
-        end)
-      end
-      local deadline = srv.monotime() + 20
-      for _, t in ipairs(tasks) do
-        while not t.done and srv.monotime() < deadline do srv.sleep(0.01) end
-        assert.is_true(t.ok, t.err)
-      end
+      run_tasks(100, function(i)
+        local c = assert(redis.connect(o))
+        for j = 1, 20 do
+          assert.equal("integer", math.type(c:incr("total")))
+          local res = assert(c:pipeline(function(p)
+            p:set("t" .. i, j)
+            p:get("t" .. i)
+            p:hget("k", "f") -- WRONGTYPE, in its place among the replies
+          end))
+          assert.equal("OK", res[1])
+          assert.equal(tostring(j), res[2])
+          assert.matches("^WRONGTYPE", redis.is_error(res[3]))
+        end
+        c:release()
+      end)
       assert.equal("2000", r:get("total"))
       -- All of it went over one connection.
       wait_clients(1)
@@ -437,27 +438,14 @@ describe("redis client against redis-server", function()
       -- one without noticing, also when many tasks send at once while it is made again.
       server:cli("CLIENT KILL TYPE normal")
       srv.sleep(1.1)
-      local burst = {}
-      for i = 1, 50 do
-        burst[i] = helper.spawn(function()
-          assert.equal("2000", (assert(r:get("total"))))
-        end)
-      end
-      for _, t in ipairs(burst) do
-        while not t.done do srv.sleep(0.01) end
-        assert.is_true(t.ok, t.err)
-      end
+      run_tasks(50, function()
+        assert.equal("2000", (assert(r:get("total"))))
+      end)
       -- The same burst on a client whose connection does not exist yet.
       local fresh = assert(redis.connect(server:opts({ multiplex = true, db = 8 })))
-      for i = 1, 50 do
-        burst[i] = helper.spawn(function()
-          assert.equal("integer", math.type(assert(fresh:rpush("list", i))))
-        end)
-      end
-      for _, t in ipairs(burst) do
-        while not t.done do srv.sleep(0.01) end
-        assert.is_true(t.ok, t.err)
-      end
+      run_tasks(50, function(i)
+        assert.equal("integer", math.type(assert(fresh:rpush("list", i))))
+      end)
       assert.equal(50, fresh:llen("list"))
       -- Commands that would change or block the shared connection are refused.
       for _, f in ipairs({ function() return r:multi() end, function() return r:select(1) end,
@@ -473,8 +461,7 @@ describe("redis client against redis-server", function()
   end)
 
   it("fails the waiting commands of a multiplexed connection when the server goes, then reconnects", function()
-    with_own_server(nil, function(box)
-      local own = box.server
+    with_own_server(nil, function(own, box)
       local o = own:opts({ multiplex = true, timeout = 10 })
       local r = assert(redis.connect(o))
       assert.equal("OK", r:set("k", "v"))

@@ -11,7 +11,8 @@ local resp = require "luasrv.redis.resp"
 local pcall, error, tostring, getmetatable, setmetatable = pcall, error, tostring, getmetatable,
   setmetatable
 local concat, running = table.concat, coroutine.running
-local reply_step, read_replies, broken = resp.reply_step, resp.read_replies, resp.broken
+local reply_step, read_replies, broken, alive = resp.reply_step, resp.read_replies, resp.broken,
+  resp.alive
 local Failure = resp.Failure
 local new_waiter, sleep, monotime = core.waiter, core.sleep, core.monotime
 
@@ -74,16 +75,6 @@ local function read_until(m, mine)
   end
 end
 
--- Whether an unused connection is still fit: nothing (no end of input) came while it was
--- idle. Waits one turn of the loop, which is also the turn that lets other commands join.
-local function alive(c)
-  local conn = c.conn
-  conn:settimeout(0)
-  local _, _, code = conn:read()
-  conn:settimeout(c.timeout)
-  return code == "ETIMEDOUT"
-end
-
 -- Before a write: connects (first use, or an idle connection the server closed meanwhile),
 -- or gives the loop one turn so that the commands other tasks send meanwhile join this write.
 local function prepare_write(m)
@@ -94,7 +85,7 @@ local function prepare_write(m)
       sleep(0)
       return true
     end
-    if alive(c) then return true end
+    if alive(c) then return true end -- (its turn of the loop lets other commands join too)
     broken(c) -- nothing of it is pending: a new connection loses nothing
     m.c = nil
   end

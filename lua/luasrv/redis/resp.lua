@@ -271,24 +271,19 @@ end
 -- Encoding commands.
 ------------------------------------------------------------------------------------------
 
--- "$<n>\r\n" for the lengths of arguments, made once each (numbers become strings through
--- snprintf, which costs more than the rest of a short argument's encoding).
-local bulk_heads = setmetatable({}, {
-  __index = function(t, n)
-    local head = "$" .. n .. "\r\n"
-    if n < KNOWN_LENGTHS_MAX then t[n] = head end
-    return head
-  end,
-})
-
--- "\r\n$<n>\r\n": the end of one argument and the length of the next, made once each.
-local next_heads = setmetatable({}, {
-  __index = function(t, n)
-    local head = "\r\n$" .. n .. "\r\n"
-    if n < KNOWN_LENGTHS_MAX then t[n] = head end
-    return head
-  end,
-})
+-- A table of before .. n .. "\r\n" by length n, each made once (numbers become strings
+-- through snprintf, which costs more than the rest of a short argument's encoding).
+local function length_prefixes(before)
+  return setmetatable({}, {
+    __index = function(t, n)
+      local head = before .. n .. "\r\n"
+      if n < KNOWN_LENGTHS_MAX then t[n] = head end
+      return head
+    end,
+  })
+end
+local bulk_heads = length_prefixes("$")     -- "$<n>\r\n": an argument's length
+local next_heads = length_prefixes("\r\n$") -- the end of one argument, the length of the next
 
 -- "*<argc>\r\n$<len>\r\n<NAME>\r\n", the start of a command, per name and argument count.
 local command_heads, command_heads_count = {}, 0
@@ -375,6 +370,16 @@ local function wire(cmd, ...)
   return s
 end
 
+-- Whether an unused connection still looks usable: nothing came in while it was idle (the
+-- server closing it shows as the end of input). Waits at most one turn of the loop.
+local function alive(c)
+  local conn = c.conn
+  conn:settimeout(0)
+  local _, _, code = conn:read()
+  conn:settimeout(c.timeout)
+  return code == "ETIMEDOUT"
+end
+
 -- Closes the connection an object (client, subscription) owns, once: obj._c is the state.
 local function close_owned(obj)
   local c = obj._c
@@ -420,6 +425,7 @@ end
 
 M.Failure, M.ErrorReply = Failure, ErrorReply
 M.wire, M.send, M.close_owned, M.command_methods = wire, send, close_owned, command_methods
+M.alive = alive
 M.misuse, M.error_code, M.broken = misuse, error_code, broken
 M.read_reply, M.reply_step, M.receive, M.read_replies = read_reply, reply_step, receive, read_replies
 M.encode = encode
