@@ -120,11 +120,15 @@ local scenarios = {
     servers = { "luasrv", "luasrv_incr" } },
   { id = "workers", label = "GET /, 1 and 2 workers, wrk -t2 on the same CPUs (-c" .. conns .. ")",
     servers = { "luasrv_w1", "luasrv_w2", "nginx_lua_w1", "nginx_lua_w2", "node_w1", "node_w2" } },
+  { id = "redis_pipeline", label = "Redis SET+GET 64 B, 16 per round trip, 1 connection (client CPU)",
+    unit = "op", servers = { "luasrv", "redis_benchmark" } },
+  { id = "shortly", label = "Shortly redirect GET /<id> (GET + INCR) next to hello (-c" .. conns .. ")",
+    servers = { "luasrv", "shortly", "shortly_pool" } },
 }
 
 local function server_label(scn, srv)
   local names = {
-    luasrv = scn == "static" and "luasrv (cached in Lua)" or "luasrv",
+    luasrv = scn == "static" and "luasrv (cached in Lua)" or (scn == "shortly" and "luasrv, hello") or "luasrv",
     luasrv_log = "luasrv, access log on (to a file)",
     luasrv_static = "luasrv (app:static)",
     nginx_lua = scn == "static" and "nginx + Lua (cached in Lua)" or "nginx + Lua",
@@ -148,6 +152,9 @@ local function server_label(scn, srv)
     nginx_lua_w2 = "nginx + Lua, 2 workers",
     node_w1 = "Node.js cluster, 1 worker",
     node_w2 = "Node.js cluster, 2 workers",
+    redis_benchmark = "redis-benchmark -P 16 -c 1",
+    shortly = "luasrv, Shortly redirect (multiplexed)",
+    shortly_pool = "luasrv, Shortly redirect (pool)",
   }
   return names[srv] or srv
 end
@@ -327,6 +334,15 @@ do
   ratio_target("srv.shared.incr in a handler: server CPU/request <= 1.1x the same route without it",
                "shared_incr", "luasrv_incr", "luasrv", "cpu", function(q) return q <= 1.1 end,
                "%.2f us")
+  ratio_target("Redis pipelined SET/GET: one luasrv task's ops/s >= 0.7x redis-benchmark -P 16 -c 1",
+               "redis_pipeline", "luasrv", "redis_benchmark", "rate", function(q) return q >= 0.7 end,
+               "%.0f")
+  ratio_target("Shortly redirect (GET + INCR, multiplexed): server CPU/request <= 2x hello's",
+               "shortly", "shortly", "luasrv", "cpu", function(q) return q <= 2 end, "%.2f us")
+  local pq, peach = paired("shortly", "shortly_pool", "luasrv", "cpu")
+  target("Shortly redirect (GET + INCR, a pooled connection per request): server CPU/request / hello's"
+         .. " (reported)", nil, pq and string.format("%.2fx (runs: %s)", pq, peach),
+         pq and "measured" or not_run("shortly", "shortly_pool"))
   -- Scaling is reported, not judged: two workers on a machine whose cores wrk shares.
   for _, pair in ipairs({ { "luasrv", "luasrv_w2", "luasrv_w1" },
                           { "nginx + Lua", "nginx_lua_w2", "nginx_lua_w1" },

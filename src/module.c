@@ -14,6 +14,7 @@
 #include "udp.h"
 #include "workers.h"
 #include "timer.h"
+#include "waiter.h"
 
 #define LS_EMBED_MT "luasrv.EmbeddedRuntime"
 
@@ -196,6 +197,7 @@ int ls_module_open(lua_State *L) {
   lua_pushlightuserdata(L, gen);
   luaL_setfuncs(L, funcs, 1);
   ls_timer_open(L, gen);
+  ls_waiter_open(L, gen);
   lua_newtable(L);
   ls_tcp_open(L, gen);
   lua_setfield(L, -2, "tcp");

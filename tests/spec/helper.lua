@@ -90,7 +90,8 @@ Server.__index = Server
 
 --- Starts `luasrv [flags] script [args]`. opts: flags (list), args (list), wait (seconds to
 -- wait for the listening lines, default 10), listeners (how many lines to wait for, default 1;
--- 0 waits for nothing). Returns a Server with pid, url, host, port, urls.
+-- 0 waits for nothing), env (more environment variables, a table). Returns a Server with pid,
+-- url, host, port, urls.
 function M.start(script, opts)
   opts = opts or {}
   local out, err = M.tmpname(".out"), M.tmpname(".err")
@@ -101,6 +102,9 @@ function M.start(script, opts)
   local env = ""
   if os.getenv("LUASRV_SANITIZED") then
     env = "LD_PRELOAD= ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 "
+  end
+  for name, value in pairs(opts.env or {}) do -- opts.env: more environment variables
+    env = env .. name .. "=" .. shell_quote(value) .. " "
   end
   local cmd = ("echo $$; exec env %s%s >%s 2>%s"):format(env, table.concat(words, " "),
     shell_quote(out), shell_quote(err))
