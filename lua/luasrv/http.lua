@@ -60,4 +60,11 @@ function res_methods.sendfile(res, file, offset, length, ctype)
   return c_sendfile(res, file, offset, length, ctype)
 end
 
+-- The outbound client: srv.http.request, get, post, pool_stats, pool_close.
+do
+  local client = require "luasrv.http_client"
+  M.request, M.get, M.post = client.request, client.get, client.post
+  M.pool_stats, M.pool_close = client.pool_stats, client.pool_close
+end
+
 return M

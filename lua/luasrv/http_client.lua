@@ -1,0 +1,725 @@
+--- srv.http.request, get, post and pool_stats: the outbound HTTP/1.1 client.
+-- Connections are luasrv.Conn objects from srv.tcp.connect (name lookup, Happy Eyeballs, TLS,
+-- timeouts: all in C), kept alive in a pool per process; responses are parsed by llhttp in
+-- response mode (src/http_client.c). This module writes requests, drives the parser, follows
+-- redirects when asked and keeps the pool.
+local core = require "luasrv.core"
+
+local type, tostring, tonumber, pairs, ipairs, error, setmetatable =
+  type, tostring, tonumber, pairs, ipairs, error, setmetatable
+local concat, remove, format, char, byte = table.concat, table.remove, string.format,
+  string.char, string.byte
+local math_min, math_huge = math.min, math.huge
+local tcp_connect, monotime, new_parser = core.tcp.connect, core.monotime,
+  core.http_response_parser
+
+local M = {}
+
+local DEFAULTS = {
+  timeout = 60,           -- the whole request, connect to the end of the body
+  connect_timeout = 10,   -- lookup, connect and TLS handshake
+  read_timeout = 30,      -- each wait for more of the answer
+  max_body = 8 * 1024 * 1024,
+  expect_continue = 1024 * 1024, -- bodies at least this large ask for 100 Continue first
+  continue_wait = 1,      -- how long to wait for the 100 Continue before sending anyway
+}
+M.pool_max_idle = 16      -- idle connections kept per (scheme, host, port, TLS options)
+M.pool_idle_timeout = 4   -- seconds an idle connection is kept
+
+local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, TRACE = true, PUT = true,
+  DELETE = true }
+
+---------------------------------------------------------------------------------------------
+-- URLs
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+local function base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = byte(s, i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local q = { (n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63 }
+    out[#out + 1] = B64:sub(q[1] + 1, q[1] + 1) .. B64:sub(q[2] + 1, q[2] + 1)
+      .. (b and B64:sub(q[3] + 1, q[3] + 1) or "=") .. (c and B64:sub(q[4] + 1, q[4] + 1) or "=")
+  end
+  return concat(out)
+end
+
+local function pct_decode(s)
+  return (s:gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
+end
+
+local DEFAULT_PORT = { http = 80, https = 443 }
+
+--- Splits an absolute http(s) URL (RFC 3986) into its parts, or returns nil, message.
+-- The path and query are kept exactly as given (percent-encoding untouched); the fragment is
+-- dropped; userinfo becomes Basic credentials.
+local function parse_url(url)
+  if type(url) ~= "string" then return nil, "bad url: string expected" end
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then return nil, "bad url: not an absolute http(s) URL: " .. url end
+  scheme = scheme:lower()
+  if not DEFAULT_PORT[scheme] then return nil, "bad url: unsupported scheme " .. scheme end
+  local authority, target = rest:match("^([^/?#]*)([^#]*)")
+  if target:find("[%z\1-\32\127]") then
+    return nil, "bad url: space or control character in the path"
+  end
+  local userinfo
+  local at = authority:find("@[^@]*$")
+  if at then
+    userinfo, authority = authority:sub(1, at - 1), authority:sub(at + 1)
+    if userinfo:find("[^%w%-._~%%!$&'()*+,;=:]") or userinfo:find("%%%X") or
+       userinfo:find("%%.%X") then
+      return nil, "bad url: bad character in the user information"
+    end
+  end
+  local host, port = authority:match("^%[([^%]]*)%](.*)$")
+  if host then
+    if not host:find("^[%x:.]+$") or not host:find(":") then
+      return nil, "bad url: bad IPv6 literal [" .. host .. "]"
+    end
+  else
+    host, port = authority:match("^([^:]*)(.*)$")
+    if host:find("[^%w%-._~%%!$&'()*+,;=]") then
+      return nil, "bad url: bad character in the host " .. host
+    end
+    host = pct_decode(host):lower()
+  end
+  if host == "" then return nil, "bad url: no host" end
+  local default = DEFAULT_PORT[scheme]
+  if port == "" or port == ":" then
+    port = default
+  else
+    local digits = port:match("^:(%d+)$")
+    port = digits and tonumber(digits)
+    if not port or port < 1 or port > 65535 then
+      return nil, "bad url: bad port in " .. url
+    end
+  end
+  if target == "" then
+    target = "/"
+  elseif target:sub(1, 1) == "?" then
+    target = "/" .. target
+  end
+  local host_header = host:find(":", 1, true) and "[" .. host .. "]" or host
+  if port ~= default then host_header = host_header .. ":" .. port end
+  return {
+    scheme = scheme, host = host, port = port, target = target, host_header = host_header,
+    authorization = userinfo and "Basic " .. base64(pct_decode(userinfo)) or nil,
+    origin = scheme .. "://" .. host_header,
+  }
+end
+M.parse_url = parse_url
+
+-- Removes "." and ".." segments (RFC 3986 §5.2.4).
+local function remove_dots(path)
+  local out = {}
+  local segments = {}
+  for seg in (path .. "/"):gmatch("([^/]*)/") do segments[#segments + 1] = seg end
+  if path:sub(-1) == "/" then segments[#segments] = nil end
+  for i, seg in ipairs(segments) do
+    if seg == ".." then
+      if #out > 1 then remove(out) end
+      if i == #segments then out[#out + 1] = "" end
+    elseif seg == "." then
+      if i == #segments then out[#out + 1] = "" end
+    else
+      out[#out + 1] = seg
+    end
+  end
+  local result = concat(out, "/")
+  if path:sub(-1) == "/" and result:sub(-1) ~= "/" then result = result .. "/" end
+  if result:sub(1, 1) ~= "/" then result = "/" .. result end
+  return result
+end
+
+--- The absolute URL a Location value names, relative to the URL `base` (a parsed URL).
+local function resolve(base, location)
+  if location:find("^%a[%w+.-]*:") then return location end
+  if location:sub(1, 2) == "//" then return base.scheme .. ":" .. location end
+  local path, query = base.target:match("^([^?]*)(.*)$")
+  if location == "" then return base.origin .. path .. query end
+  if location:sub(1, 1) == "?" then return base.origin .. path .. location end
+  local lpath, lrest = location:match("^([^?#]*)(.*)$")
+  if lpath:sub(1, 1) ~= "/" then
+    lpath = path:gsub("[^/]*$", "") .. lpath
+  end
+  return base.origin .. remove_dots(lpath) .. lrest
+end
+M.resolve = resolve
+
+---------------------------------------------------------------------------------------------
+-- The pool: idle connections per (scheme, host, port, TLS options), newest last.
+
+local pools = {}
+local stats = { created = 0, reused = 0, retried = 0, closed_idle = 0 }
+
+local function tls_key(tls)
+  if tls == nil or tls == false then return "" end
+  if tls == true then return "tls" end
+  local parts = {}
+  for k, v in pairs(tls) do
+    if type(v) == "table" then v = concat(v, ",") end
+    parts[#parts + 1] = tostring(k) .. "=" .. tostring(v)
+  end
+  table.sort(parts)
+  return concat(parts, ";")
+end
+
+local function pool_for(key)
+  local p = pools[key]
+  if not p then
+    p = { idle = {}, since = {}, active = 0 }
+    pools[key] = p
+  end
+  return p
+end
+
+-- Closes the idle connections of `p` that have waited longer than the idle timeout.
+local function sweep(p, now)
+  local idle, since = p.idle, p.since
+  local limit = now - M.pool_idle_timeout
+  while since[1] and since[1] < limit do
+    remove(idle, 1):close()
+    remove(since, 1)
+    stats.closed_idle = stats.closed_idle + 1
+  end
+end
+
+local function pool_take(p)
+  sweep(p, monotime())
+  local conn = remove(p.idle)
+  if conn then remove(p.since) end
+  return conn
+end
+
+local function pool_put(p, conn)
+  p.active = p.active - 1
+  sweep(p, monotime())
+  if #p.idle >= M.pool_max_idle then
+    conn:close()
+    return
+  end
+  p.idle[#p.idle + 1] = conn
+  p.since[#p.since + 1] = monotime()
+end
+
+local function pool_drop(p, conn)
+  p.active = p.active - 1
+  conn:close()
+end
+
+--- srv.http.pool_stats() -> counters and, per pool key, its idle and active connections.
+function M.pool_stats()
+  local hosts, idle, active = {}, 0, 0
+  local now = monotime()
+  for key, p in pairs(pools) do
+    sweep(p, now)
+    hosts[key] = { idle = #p.idle, active = p.active }
+    idle, active = idle + #p.idle, active + p.active
+  end
+  return { created = stats.created, reused = stats.reused, retried = stats.retried,
+    closed_idle = stats.closed_idle, idle = idle, active = active, hosts = hosts }
+end
+
+--- srv.http.pool_close(): closes every idle connection.
+function M.pool_close()
+  for _, p in pairs(pools) do
+    for _, conn in ipairs(p.idle) do conn:close() end
+    p.idle, p.since = {}, {}
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- Requests
+
+local function check_token(name, what)
+  if type(name) ~= "string" or name == "" or name:find("[^%w!#$%%&'*+%-.^_`|~]") then
+    error(format("bad %s %q (not a token)", what, tostring(name)), 4)
+  end
+end
+
+local function check_value(value, name)
+  local tv = type(value)
+  if tv == "number" then return tostring(value) end
+  if tv ~= "string" or value:find("[%z\r\n]") then
+    error(format("bad value for header %q (a string without CR, LF or NUL expected)", name), 4)
+  end
+  return value
+end
+
+-- The request head as a list of strings, and what the caller's headers set themselves.
+local function build_head(req, url, body_len, chunked, expect)
+  local parts = { req.method, " ", url.target, " HTTP/1.1\r\nHost: ", url.host_header, "\r\n" }
+  local n = #parts
+  local has = {}
+  for name, value in pairs(req.headers) do
+    if type(name) ~= "string" then error("bad header name (string expected)", 3) end
+    local lname = name:lower()
+    if lname ~= "host" then
+      check_token(name, "header name")
+      if type(value) == "table" then
+        for _, v in ipairs(value) do
+          parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ",
+            check_value(v, name), "\r\n"
+          n = n + 4
+        end
+      else
+        parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ",
+          check_value(value, name), "\r\n"
+        n = n + 4
+      end
+      has[lname] = true
+    end
+  end
+  local function add(name, value)
+    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ", value, "\r\n"
+    n = n + 4
+  end
+  if not has["user-agent"] then add("User-Agent", "luasrv/" .. core.version) end
+  if url.authorization and not has.authorization then add("Authorization", url.authorization) end
+  if body_len and not has["content-length"] then
+    if body_len > 0 or req.method == "POST" or req.method == "PUT" or req.method == "PATCH" then
+      add("Content-Length", tostring(body_len))
+    end
+  elseif chunked then
+    add("Transfer-Encoding", "chunked")
+  end
+  if expect then add("Expect", "100-continue") end
+  parts[n + 1] = "\r\n"
+  return parts
+end
+
+-- Waits for more of the answer on `conn` within the request's limits: returns the data, or
+-- nil, message, code.
+local function read_more(conn, st)
+  local remaining = st.deadline - monotime()
+  if remaining <= 0 then return nil, "timeout", "ETIMEDOUT" end
+  if remaining < st.read_timeout then
+    conn:settimeout(remaining)
+    st.timeout_set = true
+  elseif st.timeout_set then
+    conn:settimeout(st.read_timeout)
+    st.timeout_set = false
+  end
+  return conn:read()
+end
+
+local function write_body_reader(conn, reader, chunked)
+  while true do
+    local piece = reader()
+    if piece == nil then break end
+    if type(piece) ~= "string" then
+      return nil, "body reader returned a " .. type(piece) .. " (string or nil expected)"
+    end
+    if #piece > 0 then
+      local ok, err, code
+      if chunked then
+        ok, err, code = conn:write(format("%x\r\n", #piece), piece, "\r\n")
+      else
+        ok, err, code = conn:write(piece)
+      end
+      if not ok then return nil, err, code end
+    end
+  end
+  if chunked then
+    local ok, err, code = conn:write("0\r\n\r\n")
+    if not ok then return nil, err, code end
+  end
+  return true
+end
+
+local Response = {}
+Response.__index = Response
+
+-- Ends the exchange on the response's connection: back to the pool when the answer was read
+-- to its end and the connection may carry another request, else closed.
+local function release(res, reusable)
+  local x = res._x
+  if not x then return end
+  res._x = nil
+  if reusable and x.keep_alive and x.parser:extra() == 0 then
+    pool_put(x.pool, x.conn)
+  else
+    pool_drop(x.pool, x.conn)
+  end
+end
+
+-- The next piece of a streamed body: a string, or nil at the end, or nil, message, code.
+local function next_piece(res)
+  local x = res._x
+  if not x then return nil, res._err, res._code end
+  if x.pending then
+    local piece = x.pending
+    x.pending = nil
+    return piece
+  end
+  if x.done then
+    release(res, true)
+    return nil
+  end
+  while true do
+    local data, err, code = read_more(x.conn, x)
+    local _, body, done
+    if data then
+      _, body, done = x.parser:feed(data)
+    elseif code == "EOF" then
+      _, body, done = x.parser:finish()
+    else
+      res._err, res._code = err, code
+      release(res, false)
+      return nil, err, code
+    end
+    if not _ then
+      res._err, res._code = body, "EPROTO"
+      release(res, false)
+      return nil, body, "EPROTO"
+    end
+    if done then
+      x.done = true
+      res.trailers = x.parser:trailers()
+      if body == "" then
+        release(res, true)
+        return nil
+      end
+      return body
+    end
+    if body ~= "" then return body end
+  end
+end
+
+--- res:chunks() -> an iterator over the pieces of a streamed body; an error raises.
+function Response:chunks()
+  return function()
+    local piece, err = next_piece(self)
+    if piece == nil and err then error(err, 2) end
+    return piece
+  end
+end
+
+--- res:read([n | "a"]) -> up to n bytes of a streamed body (the next piece without n, the
+-- rest with "a"); nil at the end; nil, message, code on a failure.
+function Response:read(n)
+  if self.body ~= nil and not self._x then
+    local b = self.body
+    self.body = ""
+    if n == nil or n == "a" or n >= #b then return b ~= "" and b or (n == "a" and "" or nil) end
+    self.body = b:sub(n + 1)
+    return b:sub(1, n)
+  end
+  local buf = self._buf or ""
+  self._buf = nil
+  if n == "a" then
+    local parts = { buf }
+    while true do
+      local piece, err, code = next_piece(self)
+      if not piece then
+        if err then return nil, err, code end
+        return concat(parts)
+      end
+      parts[#parts + 1] = piece
+    end
+  end
+  if n ~= nil and (math.type(n) ~= "integer" or n <= 0) then
+    error("bad argument #1 to 'read' (positive integer or \"a\" expected)", 2)
+  end
+  while buf == "" or (n and #buf < n) do
+    local piece, err, code = next_piece(self)
+    if not piece then
+      if err then return nil, err, code end
+      break
+    end
+    buf = buf .. piece
+  end
+  if buf == "" then return nil end
+  if n and #buf > n then
+    self._buf = buf:sub(n + 1)
+    buf = buf:sub(1, n)
+  end
+  return buf
+end
+
+--- res:close(): ends a streamed response; a body not read to its end drops the connection.
+function Response:close()
+  if self._x then
+    if self._x.done and not self._x.pending then
+      release(self, true)
+    else
+      release(self, false)
+      self._err, self._code = "closed", "ECLOSED"
+    end
+  end
+  return true
+end
+Response.__close = Response.close
+
+--- res:header_values(name) -> the values of each field `name`, in order, not joined.
+function Response:header_values(name)
+  local lname, out, fields = name:lower(), {}, self._fields
+  for i = 1, #fields, 2 do
+    if fields[i] == lname then out[#out + 1] = fields[i + 1] end
+  end
+  return out
+end
+
+function Response:__tostring()
+  return format("luasrv.HTTPResponse (%d %s)", self.status, self.reason)
+end
+
+-- Gets a connection for the request: from the pool, or a new one.
+local function get_conn(st, url, fresh)
+  local p = pool_for(url.scheme .. "://" .. url.host .. ":" .. url.port .. "|" ..
+    tls_key(st.tls))
+  if not fresh then
+    local conn = pool_take(p)
+    if conn then
+      stats.reused = stats.reused + 1
+      p.active = p.active + 1
+      return conn, p, true
+    end
+  end
+  local tls = st.tls
+  if url.scheme == "https" and not tls then tls = true end
+  if url.scheme == "http" then tls = nil end
+  local remaining = st.deadline - monotime()
+  local conn, err, code = tcp_connect(url.host, url.port,
+    { timeout = math_min(st.connect_timeout, remaining), tls = tls })
+  if not conn then return nil, err, code end
+  stats.created = stats.created + 1
+  p.active = p.active + 1
+  return conn, p, false
+end
+
+-- One exchange on one connection; returns the response, or nil, message, code, retryable
+-- (the connection was reused and nothing of an answer arrived).
+local function exchange(st, url, fresh)
+  local conn, p, reused = get_conn(st, url, fresh)
+  if not conn then return nil, p, reused end
+  conn:settimeout(st.read_timeout)
+  st.timeout_set = false
+  local body = st.body
+  local body_len, chunked
+  if type(body) == "string" then
+    body_len = #body
+  elseif body ~= nil then
+    local cl = nil
+    for name, v in pairs(st.headers) do
+      if type(name) == "string" and name:lower() == "content-length" then cl = v end
+    end
+    chunked = cl == nil
+  end
+  local expect = (body_len and body_len >= st.expect_continue) or
+    (body ~= nil and body_len == nil and st.expect_continue == 0)
+  local head = build_head(st, url, body_len, chunked, expect)
+  local parser = st.parser
+  parser:start(st.method == "HEAD", st.max_body)
+
+  -- A reused connection that the server had closed fails before any byte of an answer:
+  -- the caller may try once more on a new one.
+  local function fail(err, code, got_bytes)
+    pool_drop(p, conn)
+    return nil, err, code, reused and not got_bytes and
+      (code == "EOF" or code == "ECONNRESET" or code == "EPIPE")
+  end
+
+  local ok, err, code
+  if body_len and not expect and body_len <= 65536 then
+    head[#head + 1] = body
+    ok, err, code = conn:write(concat(head))
+  else
+    ok, err, code = conn:write(concat(head))
+  end
+  if not ok then return fail(err, code) end
+
+  local pending_data -- an answer that came before the body was sent (Expect)
+  if expect then
+    conn:settimeout(st.continue_wait)
+    local data, rerr, rcode = conn:read()
+    conn:settimeout(st.read_timeout)
+    if data then
+      local got, b, done = parser:feed(data)
+      if got == nil then return fail(b, "EPROTO", true) end
+      if got then
+        -- A final answer before the body: the body is not sent and the connection not reused.
+        pending_data = { b, done }
+        st.no_reuse = true
+      end
+    elseif rcode ~= "ETIMEDOUT" then
+      return fail(rerr, rcode, false)
+    end
+  end
+  if not pending_data and body ~= nil and (not body_len or expect or body_len > 65536) then
+    if body_len then
+      ok, err, code = conn:write(body)
+    else
+      ok, err, code = write_body_reader(conn, body, chunked)
+    end
+    if not ok then return fail(err, code) end
+  end
+
+  -- The head.
+  local piece, done
+  local got_bytes = false
+  if pending_data then
+    piece, done = pending_data[1], pending_data[2]
+  else
+    while true do
+      local got
+      local data, rerr, rcode = read_more(conn, st)
+      if data then
+        got_bytes = true
+        got, piece, done = parser:feed(data)
+      elseif rcode == "EOF" and got_bytes then
+        got, piece, done = parser:finish()
+      else
+        return fail(rerr, rcode, got_bytes)
+      end
+      if got == nil then return fail(piece, "EPROTO", true) end
+      if got then break end
+    end
+  end
+  local status, headers, fields, reason, version, keep_alive = parser:head()
+  local res = setmetatable({ status = status, reason = reason, headers = headers,
+    version = version, url = url.origin .. url.target, _fields = fields }, Response)
+  local x = { conn = conn, pool = p, parser = parser, keep_alive = keep_alive and not st.no_reuse,
+    done = done, deadline = st.deadline, read_timeout = st.read_timeout,
+    timeout_set = st.timeout_set, pending = piece ~= "" and piece or nil }
+  res._x = x
+  if done then res.trailers = parser:trailers() end
+  if st.stream then
+    st.parser = nil -- the response keeps it until its body is read
+    return res
+  end
+  local parts = {}
+  while true do
+    local b, rerr, rcode = next_piece(res)
+    if not b then
+      if rerr then return nil, rerr, rcode end
+      break
+    end
+    parts[#parts + 1] = b
+  end
+  res.body = concat(parts)
+  return res
+end
+
+local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
+
+local function opt_number(opts, name, dflt)
+  local v = opts[name]
+  if v == nil then return dflt end
+  if type(v) ~= "number" or v ~= v then
+    error(format("bad option '%s' (number of seconds expected)", name), 3)
+  end
+  if v < 0 then return math_huge end
+  return v
+end
+
+local parsers = {} -- free parsers, reused by later requests
+
+--- srv.http.request(opts) -> response | nil, message, code
+function M.request(opts)
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'request' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  local method = opts.method or (opts.body ~= nil and "POST" or "GET")
+  if type(method) ~= "string" then error("bad option 'method' (string expected)", 2) end
+  method = method:upper()
+  check_token(method, "method")
+  local headers = opts.headers or {}
+  if type(headers) ~= "table" then error("bad option 'headers' (table expected)", 2) end
+  local body = opts.body
+  if body ~= nil and type(body) ~= "string" and type(body) ~= "function" then
+    error("bad option 'body' (string or reader function expected, got " .. type(body) .. ")", 2)
+  end
+  local redirects = opts.redirects or 0
+  if math.type(redirects) ~= "integer" or redirects < 0 then
+    error("bad option 'redirects' (non-negative integer expected)", 2)
+  end
+  local max_body = opts.max_body
+  if max_body == nil then max_body = opts.stream and -1 or DEFAULTS.max_body end
+  if math.type(max_body) ~= "integer" then
+    error("bad option 'max_body' (integer expected)", 2)
+  end
+  local timeout = opt_number(opts, "timeout", DEFAULTS.timeout)
+  local st = {
+    method = method, headers = headers, body = body, tls = opts.tls, stream = opts.stream,
+    max_body = max_body,
+    deadline = monotime() + timeout,
+    connect_timeout = opt_number(opts, "connect_timeout", DEFAULTS.connect_timeout),
+    read_timeout = opt_number(opts, "read_timeout", DEFAULTS.read_timeout),
+    expect_continue = opts.expect_continue or DEFAULTS.expect_continue,
+    continue_wait = opt_number(opts, "continue_wait", DEFAULTS.continue_wait),
+  }
+  if st.read_timeout > timeout then st.read_timeout = timeout end
+  local url, uerr = parse_url(opts.url)
+  if not url then return nil, uerr, "EINVAL" end
+  local hops = 0
+  while true do
+    st.parser = remove(parsers) or new_parser()
+    st.no_reuse = false
+    local res, err, code, retryable = exchange(st, url, false)
+    if not res and retryable and IDEMPOTENT[st.method] and type(st.body) ~= "function" then
+      stats.retried = stats.retried + 1
+      res, err, code = exchange(st, url, true)
+    end
+    if st.parser then parsers[#parsers + 1] = st.parser end
+    if not res then
+      if code == "ETIMEDOUT" then err = "timeout" end
+      return nil, err, code
+    end
+    local location = res.headers.location
+    if hops >= redirects or not REDIRECT[res.status] or not location or
+       (type(st.body) == "function" and res.status ~= 303) then
+      return res
+    end
+    hops = hops + 1
+    if st.stream then res:close() end
+    local next_url, nerr = parse_url(resolve(url, location))
+    if not next_url then return nil, "bad redirect: " .. nerr, "EPROTO" end
+    if res.status == 303 and st.method ~= "HEAD" then
+      st.method, st.body = "GET", nil
+      local h = {}
+      for k, v in pairs(st.headers) do
+        local lk = type(k) == "string" and k:lower()
+        if lk ~= "content-length" and lk ~= "content-type" and lk ~= "transfer-encoding" then
+          h[k] = v
+        end
+      end
+      st.headers = h
+    end
+    if next_url.origin ~= url.origin then
+      local h = {}
+      for k, v in pairs(st.headers) do
+        if not (type(k) == "string" and (k:lower() == "authorization" or k:lower() == "cookie")) then
+          h[k] = v
+        end
+      end
+      st.headers = h
+    end
+    url = next_url
+  end
+end
+
+local function merge(opts, fields)
+  local t = {}
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("bad options (table expected, got " .. type(opts) .. ")", 3) end
+    for k, v in pairs(opts) do t[k] = v end
+  end
+  for k, v in pairs(fields) do t[k] = v end
+  return t
+end
+
+--- srv.http.get(url [, opts]) -> response | nil, message, code
+function M.get(url, opts)
+  return M.request(merge(opts, { url = url, method = (opts and opts.method) or "GET" }))
+end
+
+--- srv.http.post(url, body [, opts]) -> response | nil, message, code
+function M.post(url, body, opts)
+  return M.request(merge(opts, { url = url, body = body, method = "POST" }))
+end
+
+return M
