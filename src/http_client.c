@@ -269,12 +269,14 @@ static int push_failure(lua_State *L, ls_hcp_t *h, llhttp_errno_t err) {
   lua_pushnil(L);
   if (why != NULL && strcmp(why, "response body too large") == 0) {
     lua_pushstring(L, why);
-    return 2;
+    lua_pushliteral(L, "ETOOLARGE");
+    return 3;
   }
   if (why == NULL)
     why = err == HPE_PAUSED_UPGRADE ? "unexpected upgrade" : llhttp_get_error_reason(&h->parser);
   lua_pushfstring(L, "bad response: %s", why != NULL ? why : llhttp_errno_name(err));
-  return 2;
+  lua_pushliteral(L, "EPROTO");
+  return 3;
 }
 
 static int push_progress(lua_State *L, ls_hcp_t *h) {
@@ -285,7 +287,7 @@ static int push_progress(lua_State *L, ls_hcp_t *h) {
   return 3;
 }
 
-/* parser:feed(data) -> head_done, body, done | nil, message */
+/* parser:feed(data) -> head_done, body, done | nil, message, code */
 static int l_parser_feed(lua_State *L) {
   ls_hcp_t *h = check_hcp(L);
   size_t len;

@@ -6,7 +6,8 @@
  *
  * Lua side (luasrv.core.http_response_parser(opts) -> parser):
  *   parser:start(is_head)  a new response; is_head: it answers a HEAD request (no body)
- *   parser:feed(data)      -> head, body, done | nil, message: head is true once the final
+ *   parser:feed(data)      -> head, body, done | nil, message, code (EPROTO; ETOOLARGE for the
+ *                          body limit): head is true once the final
  *                          head is complete (1xx heads are skipped), body the body bytes in
  *                          `data` ("" for none), done true at the end of the message
  *   parser:finish()        the peer closed: ends a close-delimited body, else an error

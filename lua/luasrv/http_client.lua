@@ -249,25 +249,39 @@ local function check_value(value, name)
   return value
 end
 
+-- The caller's headers, checked (names are tokens, values have no line breaks) and copied:
+-- { name = value or { values } }, numbers turned into strings.
+local function check_headers(headers)
+  local out = {}
+  for name, value in pairs(headers) do
+    if type(name) ~= "string" then error("bad header name (string expected)", 3) end
+    check_token(name, "header name")
+    if type(value) == "table" then
+      local list = {}
+      for i, v in ipairs(value) do list[i] = check_value(v, name) end
+      out[name] = list
+    else
+      out[name] = check_value(value, name)
+    end
+  end
+  return out
+end
+
 -- The request head as a list of strings, and what the caller's headers set themselves.
 local function build_head(req, url, body_len, chunked, expect)
   local parts = { req.method, " ", url.target, " HTTP/1.1\r\nHost: ", url.host_header, "\r\n" }
   local n = #parts
   local has = {}
   for name, value in pairs(req.headers) do
-    if type(name) ~= "string" then error("bad header name (string expected)", 3) end
     local lname = name:lower()
     if lname ~= "host" then
-      check_token(name, "header name")
       if type(value) == "table" then
         for _, v in ipairs(value) do
-          parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ",
-            check_value(v, name), "\r\n"
+          parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ", v, "\r\n"
           n = n + 4
         end
       else
-        parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ",
-          check_value(value, name), "\r\n"
+        parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ", value, "\r\n"
         n = n + 4
       end
       has[lname] = true
@@ -361,20 +375,20 @@ local function next_piece(res)
   end
   while true do
     local data, err, code = read_more(x.conn, x)
-    local _, body, done
+    local ok, body, done
     if data then
-      _, body, done = x.parser:feed(data)
+      ok, body, done = x.parser:feed(data)
     elseif code == "EOF" then
-      _, body, done = x.parser:finish()
+      ok, body, done = x.parser:finish()
     else
       res._err, res._code = err, code
       release(res, false)
       return nil, err, code
     end
-    if not _ then
-      res._err, res._code = body, "EPROTO"
+    if ok == nil then
+      res._err, res._code = body, done
       release(res, false)
-      return nil, body, "EPROTO"
+      return nil, body, done
     end
     if done then
       x.done = true
@@ -442,6 +456,7 @@ end
 
 --- res:close(): ends a streamed response; a body not read to its end drops the connection.
 function Response:close()
+  self._buf = nil
   if self._x then
     if self._x.done and not self._x.pending then
       release(self, true)
@@ -539,7 +554,7 @@ local function exchange(st, url, fresh)
     conn:settimeout(st.read_timeout)
     if data then
       local got, b, done = parser:feed(data)
-      if got == nil then return fail(b, "EPROTO", true) end
+      if got == nil then return fail(b, done, true) end
       if got then
         -- A final answer before the body: the body is not sent and the connection not reused.
         pending_data = { b, done }
@@ -575,7 +590,7 @@ local function exchange(st, url, fresh)
       else
         return fail(rerr, rcode, got_bytes)
       end
-      if got == nil then return fail(piece, "EPROTO", true) end
+      if got == nil then return fail(piece, done, true) end
       if got then break end
     end
   end
@@ -629,6 +644,7 @@ function M.request(opts)
   check_token(method, "method")
   local headers = opts.headers or {}
   if type(headers) ~= "table" then error("bad option 'headers' (table expected)", 2) end
+  headers = check_headers(headers)
   local body = opts.body
   if body ~= nil and type(body) ~= "string" and type(body) ~= "function" then
     error("bad option 'body' (string or reader function expected, got " .. type(body) .. ")", 2)
