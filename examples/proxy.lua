@@ -1,0 +1,45 @@
+-- A small reverse proxy: every request is forwarded to an upstream server and its answer
+-- sent back. Connections to the upstream are kept alive in srv.http's pool, so a busy proxy
+-- opens a few of them and reuses them (see srv.http.pool_stats()).
+-- Run:  luasrv examples/proxy.lua UPSTREAM [port]     (default port 8080)
+-- Try:  luasrv examples/hello_http.lua 9000 &  luasrv examples/proxy.lua http://127.0.0.1:9000
+--       curl http://127.0.0.1:8080/
+local srv = require "luasrv"
+
+local upstream = (arg[1] or "http://127.0.0.1:9000"):gsub("/$", "")
+
+-- Hop-by-hop fields (RFC 9110 §7.6.1) belong to one connection and are not forwarded.
+local hop_by_hop = { connection = true, ["keep-alive"] = true, ["proxy-connection"] = true,
+  te = true, trailer = true, ["transfer-encoding"] = true, upgrade = true,
+  ["content-length"] = true, host = true }
+
+-- Fields of the upstream's answer that this server writes itself.
+local own = { date = true, server = true }
+
+local app = srv.http.app()
+
+app:any("/*path", function(req, res)
+  local headers = {}
+  for name, value in pairs(req.headers) do
+    if not hop_by_hop[name] then headers[name] = value end
+  end
+  headers["x-forwarded-for"] = req.peer
+  local body = req:body()
+  local answer, err = srv.http.request({
+    method = req.method, url = upstream .. req.target, headers = headers,
+    body = body ~= "" and body or nil, timeout = 30,
+  })
+  if not answer then
+    srv.log.warn("proxy: " .. upstream .. req.target .. ": " .. err)
+    return res:status(502):send("bad gateway\n")
+  end
+  res:status(answer.status)
+  for name in pairs(answer.headers) do
+    if not hop_by_hop[name] and not own[name] then
+      for _, value in ipairs(answer:header_values(name)) do res:header(name, value) end
+    end
+  end
+  return res:send(answer.body)
+end)
+
+srv.http.listen({ port = tonumber(arg[2]) or 8080 }, app)
