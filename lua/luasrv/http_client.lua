@@ -26,6 +26,7 @@ local DEFAULTS = {
 M.pool_max_idle = 16      -- idle connections kept per (scheme, host, port, TLS options)
 M.pool_idle_timeout = 4   -- seconds an idle connection is kept
 
+local USER_AGENT = "luasrv/" .. core.version
 local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, TRACE = true, PUT = true,
   DELETE = true }
 
@@ -106,11 +107,28 @@ local function parse_url(url)
   if port ~= default then host_header = host_header .. ":" .. port end
   return {
     scheme = scheme, host = host, port = port, target = target, host_header = host_header,
+    pool_key = scheme .. "://" .. host_header .. "|",
+    request_tail = " " .. target .. " HTTP/1.1\r\nHost: " .. host_header .. "\r\n",
     authorization = userinfo and "Basic " .. base64(pct_decode(userinfo)) or nil,
     origin = scheme .. "://" .. host_header,
+    text = scheme .. "://" .. host_header .. target,
   }
 end
 M.parse_url = parse_url
+
+-- Parsed URLs by their text: a client calls the same few URLs again and again. The records
+-- are never changed once made; the cache is emptied when it grows past 256 entries.
+local url_cache, url_cache_size = {}, 0
+local function cached_url(url)
+  local u = url_cache[url]
+  if u then return u end
+  local err
+  u, err = parse_url(url)
+  if not u then return nil, err end
+  if url_cache_size >= 256 then url_cache, url_cache_size = {}, 0 end
+  url_cache[url], url_cache_size = u, url_cache_size + 1
+  return u
+end
 
 -- Removes "." and ".." segments (RFC 3986 §5.2.4).
 local function remove_dots(path)
@@ -269,8 +287,8 @@ end
 
 -- The request head as a list of strings, and what the caller's headers set themselves.
 local function build_head(req, url, body_len, chunked, expect)
-  local parts = { req.method, " ", url.target, " HTTP/1.1\r\nHost: ", url.host_header, "\r\n" }
-  local n = #parts
+  local parts = { req.method, url.request_tail }
+  local n = 2
   local has = {}
   for name, value in pairs(req.headers) do
     local lname = name:lower()
@@ -291,7 +309,7 @@ local function build_head(req, url, body_len, chunked, expect)
     parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ", value, "\r\n"
     n = n + 4
   end
-  if not has["user-agent"] then add("User-Agent", "luasrv/" .. core.version) end
+  if not has["user-agent"] then add("User-Agent", USER_AGENT) end
   if url.authorization and not has.authorization then add("Authorization", url.authorization) end
   if body_len and not has["content-length"] then
     if body_len > 0 or req.method == "POST" or req.method == "PUT" or req.method == "PATCH" then
@@ -484,8 +502,7 @@ end
 
 -- Gets a connection for the request: from the pool, or a new one.
 local function get_conn(st, url, fresh)
-  local p = pool_for(url.scheme .. "://" .. url.host .. ":" .. url.port .. "|" ..
-    tls_key(st.tls))
+  local p = pool_for(st.tls == nil and url.pool_key or url.pool_key .. tls_key(st.tls))
   if not fresh then
     local conn = pool_take(p)
     if conn then
@@ -504,6 +521,14 @@ local function get_conn(st, url, fresh)
   stats.created = stats.created + 1
   p.active = p.active + 1
   return conn, p, false
+end
+
+-- Ends an exchange that failed: the connection is closed. A reused connection that the server
+-- had closed fails before any byte of an answer: the caller may try once more on a new one.
+local function fail(p, conn, reused, err, code, got_bytes)
+  pool_drop(p, conn)
+  return nil, err, code, reused and not got_bytes and
+    (code == "EOF" or code == "ECONNRESET" or code == "EPIPE")
 end
 
 -- One exchange on one connection; returns the response, or nil, message, code, retryable
@@ -530,14 +555,6 @@ local function exchange(st, url, fresh)
   local parser = st.parser
   parser:start(st.method == "HEAD", st.max_body)
 
-  -- A reused connection that the server had closed fails before any byte of an answer:
-  -- the caller may try once more on a new one.
-  local function fail(err, code, got_bytes)
-    pool_drop(p, conn)
-    return nil, err, code, reused and not got_bytes and
-      (code == "EOF" or code == "ECONNRESET" or code == "EPIPE")
-  end
-
   local ok, err, code
   if body_len and not expect and body_len <= 65536 then
     head[#head + 1] = body
@@ -545,7 +562,7 @@ local function exchange(st, url, fresh)
   else
     ok, err, code = conn:write(concat(head))
   end
-  if not ok then return fail(err, code) end
+  if not ok then return fail(p, conn, reused, err, code) end
 
   local pending_data -- an answer that came before the body was sent (Expect)
   if expect then
@@ -554,14 +571,14 @@ local function exchange(st, url, fresh)
     conn:settimeout(st.read_timeout)
     if data then
       local got, b, done = parser:feed(data)
-      if got == nil then return fail(b, done, true) end
+      if got == nil then return fail(p, conn, reused, b, done, true) end
       if got then
         -- A final answer before the body: the body is not sent and the connection not reused.
         pending_data = { b, done }
         st.no_reuse = true
       end
     elseif rcode ~= "ETIMEDOUT" then
-      return fail(rerr, rcode, false)
+      return fail(p, conn, reused, rerr, rcode, false)
     end
   end
   if not pending_data and body ~= nil and (not body_len or expect or body_len > 65536) then
@@ -570,7 +587,7 @@ local function exchange(st, url, fresh)
     else
       ok, err, code = write_body_reader(conn, body, chunked)
     end
-    if not ok then return fail(err, code) end
+    if not ok then return fail(p, conn, reused, err, code) end
   end
 
   -- The head.
@@ -588,15 +605,26 @@ local function exchange(st, url, fresh)
       elseif rcode == "EOF" and got_bytes then
         got, piece, done = parser:finish()
       else
-        return fail(rerr, rcode, got_bytes)
+        return fail(p, conn, reused, rerr, rcode, got_bytes)
       end
-      if got == nil then return fail(piece, done, true) end
+      if got == nil then return fail(p, conn, reused, piece, done, true) end
       if got then break end
     end
   end
   local status, headers, fields, reason, version, keep_alive = parser:head()
   local res = setmetatable({ status = status, reason = reason, headers = headers,
-    version = version, url = url.origin .. url.target, _fields = fields }, Response)
+    version = version, url = url.text, _fields = fields }, Response)
+  if done and not st.stream then
+    -- The whole answer came with the head (the common small response): no stream state.
+    res.body = piece
+    res.trailers = parser:trailers()
+    if keep_alive and not st.no_reuse and parser:extra() == 0 then
+      pool_put(p, conn)
+    else
+      pool_drop(p, conn)
+    end
+    return res
+  end
   local x = { conn = conn, pool = p, parser = parser, keep_alive = keep_alive and not st.no_reuse,
     done = done, deadline = st.deadline, read_timeout = st.read_timeout,
     timeout_set = st.timeout_set, pending = piece ~= "" and piece or nil }
@@ -632,6 +660,7 @@ local function opt_number(opts, name, dflt)
 end
 
 local parsers = {} -- free parsers, reused by later requests
+local NO_HEADERS = setmetatable({}, { __newindex = function() error("read-only table", 2) end })
 
 --- srv.http.request(opts) -> response | nil, message, code
 function M.request(opts)
@@ -642,9 +671,14 @@ function M.request(opts)
   if type(method) ~= "string" then error("bad option 'method' (string expected)", 2) end
   method = method:upper()
   check_token(method, "method")
-  local headers = opts.headers or {}
-  if type(headers) ~= "table" then error("bad option 'headers' (table expected)", 2) end
-  headers = check_headers(headers)
+  local headers = opts.headers
+  if headers == nil then
+    headers = NO_HEADERS
+  elseif type(headers) ~= "table" then
+    error("bad option 'headers' (table expected)", 2)
+  else
+    headers = check_headers(headers)
+  end
   local body = opts.body
   if body ~= nil and type(body) ~= "string" and type(body) ~= "function" then
     error("bad option 'body' (string or reader function expected, got " .. type(body) .. ")", 2)
@@ -669,7 +703,7 @@ function M.request(opts)
     continue_wait = opt_number(opts, "continue_wait", DEFAULTS.continue_wait),
   }
   if st.read_timeout > timeout then st.read_timeout = timeout end
-  local url, uerr = parse_url(opts.url)
+  local url, uerr = cached_url(opts.url)
   if not url then return nil, uerr, "EINVAL" end
   local hops = 0
   while true do
@@ -730,7 +764,8 @@ end
 
 --- srv.http.get(url [, opts]) -> response | nil, message, code
 function M.get(url, opts)
-  return M.request(merge(opts, { url = url, method = (opts and opts.method) or "GET" }))
+  if opts == nil then return M.request({ url = url, method = "GET" }) end
+  return M.request(merge(opts, { url = url, method = opts.method or "GET" }))
 end
 
 --- srv.http.post(url, body [, opts]) -> response | nil, message, code

@@ -293,7 +293,8 @@ describe("srv.http client against luasrv's server", function()
         inflight = inflight + 1
         if inflight > peak then peak = inflight end
         local deadline = srv.monotime() + 10
-        while peak < 100 and srv.monotime() < deadline do srv.sleep(0.01) end
+        -- All 100 wait here together, and a timer keeps ticking meanwhile.
+        while (peak < 100 or ticks < 3) and srv.monotime() < deadline do srv.sleep(0.01) end
         inflight = inflight - 1
         return "done"
       end)
@@ -306,7 +307,9 @@ describe("srv.http client against luasrv's server", function()
       end)
       local proxy = srv.http.listen({ port = 0 }, front)
       local _, front_port = proxy:address()
-      local timer = srv.every(0.01, function() ticks = ticks + 1 end)
+      local timer = srv.every(0.005, function()
+        if peak == 100 then ticks = ticks + 1 end
+      end)
       local results = {}
       for i = 1, 100 do
         srv.after(0, function()
