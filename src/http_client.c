@@ -186,8 +186,17 @@ static const llhttp_settings_t hcp_settings = {
 
 /* ---- the Lua object ------------------------------------------------------------------------ */
 
+/* The parser at index 1. The methods have the metatable as their upvalue: comparing it is
+ * cheaper than luaL_checkudata's lookup by name, which stays as the slow path's message. */
 static ls_hcp_t *check_hcp(lua_State *L) {
-  ls_hcp_t *h = luaL_checkudata(L, 1, LS_HTTP_PARSER_MT);
+  ls_hcp_t *h = NULL;
+  if (lua_getmetatable(L, 1)) {
+    if (lua_rawequal(L, -1, lua_upvalueindex(1)))
+      h = lua_touserdata(L, 1);
+    lua_pop(L, 1);
+  }
+  if (h == NULL)
+    h = luaL_checkudata(L, 1, LS_HTTP_PARSER_MT);
   if (h->headers == NULL)
     luaL_error(L, "response parser used after it was closed");
   return h;
@@ -418,7 +427,9 @@ void ls_http_client_open(lua_State *L) {
   static const luaL_Reg metameth[] = {{"__gc", l_parser_gc}, {"__close", l_parser_gc}, {NULL, NULL}};
   if (luaL_newmetatable(L, LS_HTTP_PARSER_MT)) {
     luaL_setfuncs(L, metameth, 0);
-    luaL_newlib(L, meth);
+    luaL_newlibtable(L, meth);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, meth, 1);
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);

@@ -27,6 +27,10 @@ M.pool_max_idle = 16      -- idle connections kept per (scheme, host, port, TLS 
 M.pool_idle_timeout = 4   -- seconds an idle connection is kept
 
 local USER_AGENT = "luasrv/" .. core.version
+local NO_HEADERS = setmetatable({}, { __newindex = function() error("read-only table", 2) end })
+local DEFAULT_TAIL = "User-Agent: " .. USER_AGENT .. "\r\n\r\n"
+local KNOWN_METHODS = { GET = true, HEAD = true, POST = true, PUT = true, DELETE = true,
+  OPTIONS = true, PATCH = true, TRACE = true }
 local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, TRACE = true, PUT = true,
   DELETE = true }
 
@@ -205,22 +209,31 @@ local function sweep(p, now)
   end
 end
 
-local function pool_take(p)
-  sweep(p, monotime())
-  local conn = remove(p.idle)
-  if conn then remove(p.since) end
+local function pool_take(p, now)
+  local idle = p.idle
+  local n = #idle
+  if n == 0 then return nil end
+  if p.since[1] < now - M.pool_idle_timeout then
+    sweep(p, now)
+    n = #idle
+    if n == 0 then return nil end
+  end
+  local conn = idle[n]
+  idle[n], p.since[n] = nil, nil
   return conn
 end
 
 local function pool_put(p, conn)
   p.active = p.active - 1
-  sweep(p, monotime())
-  if #p.idle >= M.pool_max_idle then
+  local now = monotime()
+  local idle, since = p.idle, p.since
+  if since[1] and since[1] < now - M.pool_idle_timeout then sweep(p, now) end
+  local n = #idle
+  if n >= M.pool_max_idle then
     conn:close()
     return
   end
-  p.idle[#p.idle + 1] = conn
-  p.since[#p.since + 1] = monotime()
+  idle[n + 1], since[n + 1] = conn, now
 end
 
 local function pool_drop(p, conn)
@@ -287,10 +300,14 @@ end
 
 -- The request head as a list of strings, and what the caller's headers set themselves.
 local function build_head(req, url, body_len, chunked, expect)
+  local headers = req.headers
+  if headers == NO_HEADERS and not body_len and not chunked and not url.authorization then
+    return req.method .. url.request_tail .. DEFAULT_TAIL
+  end
   local parts = { req.method, url.request_tail }
   local n = 2
   local has = {}
-  for name, value in pairs(req.headers) do
+  for name, value in pairs(headers) do
     local lname = name:lower()
     if lname ~= "host" then
       if type(value) == "table" then
@@ -305,22 +322,22 @@ local function build_head(req, url, body_len, chunked, expect)
       has[lname] = true
     end
   end
-  local function add(name, value)
-    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ", value, "\r\n"
-    n = n + 4
+  if not has["user-agent"] then
+    parts[n + 1], n = "User-Agent: " .. USER_AGENT .. "\r\n", n + 1
   end
-  if not has["user-agent"] then add("User-Agent", USER_AGENT) end
-  if url.authorization and not has.authorization then add("Authorization", url.authorization) end
+  if url.authorization and not has.authorization then
+    parts[n + 1], n = "Authorization: " .. url.authorization .. "\r\n", n + 1
+  end
   if body_len and not has["content-length"] then
     if body_len > 0 or req.method == "POST" or req.method == "PUT" or req.method == "PATCH" then
-      add("Content-Length", tostring(body_len))
+      parts[n + 1], n = "Content-Length: " .. body_len .. "\r\n", n + 1
     end
   elseif chunked then
-    add("Transfer-Encoding", "chunked")
+    parts[n + 1], n = "Transfer-Encoding: chunked\r\n", n + 1
   end
-  if expect then add("Expect", "100-continue") end
+  if expect then parts[n + 1], n = "Expect: 100-continue\r\n", n + 1 end
   parts[n + 1] = "\r\n"
-  return parts
+  return concat(parts)
 end
 
 -- Waits for more of the answer on `conn` within the request's limits: returns the data, or
@@ -504,7 +521,7 @@ end
 local function get_conn(st, url, fresh)
   local p = pool_for(st.tls == nil and url.pool_key or url.pool_key .. tls_key(st.tls))
   if not fresh then
-    local conn = pool_take(p)
+    local conn = pool_take(p, st.start)
     if conn then
       stats.reused = stats.reused + 1
       p.active = p.active + 1
@@ -557,10 +574,9 @@ local function exchange(st, url, fresh)
 
   local ok, err, code
   if body_len and not expect and body_len <= 65536 then
-    head[#head + 1] = body
-    ok, err, code = conn:write(concat(head))
+    ok, err, code = conn:write(head, body)
   else
-    ok, err, code = conn:write(concat(head))
+    ok, err, code = conn:write(head)
   end
   if not ok then return fail(p, conn, reused, err, code) end
 
@@ -649,9 +665,8 @@ end
 
 local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
 
-local function opt_number(opts, name, dflt)
-  local v = opts[name]
-  if v == nil then return dflt end
+-- A timeout option's value: a number of seconds, math.huge for a negative one.
+local function seconds(v, name)
   if type(v) ~= "number" or v ~= v then
     error(format("bad option '%s' (number of seconds expected)", name), 3)
   end
@@ -660,7 +675,6 @@ local function opt_number(opts, name, dflt)
 end
 
 local parsers = {} -- free parsers, reused by later requests
-local NO_HEADERS = setmetatable({}, { __newindex = function() error("read-only table", 2) end })
 
 --- srv.http.request(opts) -> response | nil, message, code
 function M.request(opts)
@@ -668,9 +682,11 @@ function M.request(opts)
     error("bad argument #1 to 'request' (table expected, got " .. type(opts) .. ")", 2)
   end
   local method = opts.method or (opts.body ~= nil and "POST" or "GET")
-  if type(method) ~= "string" then error("bad option 'method' (string expected)", 2) end
-  method = method:upper()
-  check_token(method, "method")
+  if not KNOWN_METHODS[method] then
+    if type(method) ~= "string" then error("bad option 'method' (string expected)", 2) end
+    method = method:upper()
+    check_token(method, "method")
+  end
   local headers = opts.headers
   if headers == nil then
     headers = NO_HEADERS
@@ -683,31 +699,45 @@ function M.request(opts)
   if body ~= nil and type(body) ~= "string" and type(body) ~= "function" then
     error("bad option 'body' (string or reader function expected, got " .. type(body) .. ")", 2)
   end
-  local redirects = opts.redirects or 0
-  if math.type(redirects) ~= "integer" or redirects < 0 then
+  local redirects = opts.redirects
+  if redirects == nil then
+    redirects = 0
+  elseif math.type(redirects) ~= "integer" or redirects < 0 then
     error("bad option 'redirects' (non-negative integer expected)", 2)
   end
   local max_body = opts.max_body
-  if max_body == nil then max_body = opts.stream and -1 or DEFAULTS.max_body end
-  if math.type(max_body) ~= "integer" then
+  if max_body == nil then
+    max_body = opts.stream and -1 or DEFAULTS.max_body
+  elseif math.type(max_body) ~= "integer" then
     error("bad option 'max_body' (integer expected)", 2)
   end
-  local timeout = opt_number(opts, "timeout", DEFAULTS.timeout)
+  local timeout, read_timeout, connect_timeout = opts.timeout, opts.read_timeout,
+    opts.connect_timeout
+  timeout = timeout == nil and DEFAULTS.timeout or seconds(timeout, "timeout")
+  read_timeout = read_timeout == nil and DEFAULTS.read_timeout or
+    seconds(read_timeout, "read_timeout")
+  if read_timeout > timeout then read_timeout = timeout end
+  local now = monotime()
   local st = {
     method = method, headers = headers, body = body, tls = opts.tls, stream = opts.stream,
-    max_body = max_body,
-    deadline = monotime() + timeout,
-    connect_timeout = opt_number(opts, "connect_timeout", DEFAULTS.connect_timeout),
-    read_timeout = opt_number(opts, "read_timeout", DEFAULTS.read_timeout),
+    max_body = max_body, start = now, deadline = now + timeout,
+    connect_timeout = connect_timeout == nil and DEFAULTS.connect_timeout or
+      seconds(connect_timeout, "connect_timeout"),
+    read_timeout = read_timeout,
     expect_continue = opts.expect_continue or DEFAULTS.expect_continue,
-    continue_wait = opt_number(opts, "continue_wait", DEFAULTS.continue_wait),
+    continue_wait = opts.continue_wait == nil and DEFAULTS.continue_wait or
+      seconds(opts.continue_wait, "continue_wait"),
   }
-  if st.read_timeout > timeout then st.read_timeout = timeout end
   local url, uerr = cached_url(opts.url)
   if not url then return nil, uerr, "EINVAL" end
   local hops = 0
   while true do
-    st.parser = remove(parsers) or new_parser()
+    local np = #parsers
+    if np > 0 then
+      st.parser, parsers[np] = parsers[np], nil
+    else
+      st.parser = new_parser()
+    end
     st.no_reuse = false
     local res, err, code, retryable = exchange(st, url, false)
     if not res and retryable and IDEMPOTENT[st.method] and type(st.body) ~= "function" then
@@ -719,8 +749,9 @@ function M.request(opts)
       if code == "ETIMEDOUT" then err = "timeout" end
       return nil, err, code
     end
+    if hops >= redirects or not REDIRECT[res.status] then return res end
     local location = res.headers.location
-    if hops >= redirects or not REDIRECT[res.status] or not location or
+    if not location or
        (type(st.body) == "function" and res.status ~= 303) then
       return res
     end
