@@ -114,6 +114,10 @@ local scenarios = {
     servers = { "luasrv", "luasrv_incr" } },
   { id = "workers", label = "hello, 1 and 2 workers, wrk -t2 on the same CPUs (-c" .. conns .. ")",
     servers = { "luasrv_w1", "luasrv_w2", "nginx_lua_w1", "nginx_lua_w2" } },
+  { id = "client", label = "HTTP client: keep-alive GETs to the C ref, " .. conns ..
+    " at a time (CPU/request is the client's)", servers = { "luasrv_client", "wrk" } },
+  { id = "proxy", label = "reverse proxy in front of the C ref, keep-alive upstream (-c" .. conns .. ")",
+    servers = { "luasrv_proxy", "nginx_proxy" } },
 }
 
 local function server_label(scn, srv)
@@ -125,6 +129,10 @@ local function server_label(scn, srv)
       or ((scn == "https" or scn == "tls_new") and "nginx ssl (return 200)")
       or (scn == "gzip" and "nginx (file, gzip on)") or "nginx (return 200)",
     c_ref = "C ref (libuv+llhttp)",
+    luasrv_client = "luasrv client (srv.http.get)",
+    wrk = "wrk -t1",
+    luasrv_proxy = "luasrv (examples/proxy.lua)",
+    nginx_proxy = "nginx proxy_pass + keepalive",
     c_ref_lua = "C ref + lua_pcall",
     echo_ref = "C ref (echo_ref)",
     udp_ref = "C ref (udp_echo_ref)",
@@ -276,6 +284,10 @@ do
                "luasrv", "nginx", "cpu", function(q) return q <= 1.1 end, "%.2f us")
   ratio_target("new TLS connections: luasrv per second >= 0.9x nginx's (full handshakes)",
                "tls_new", "luasrv", "nginx", "rate", function(q) return q >= 0.9 end, "%.0f")
+  ratio_target("HTTP client: luasrv req/s >= 0.5x wrk -t1's", "client", "luasrv_client", "wrk",
+               "rate", function(q) return q >= 0.5 end, "%.0f")
+  ratio_target("reverse proxy: luasrv server CPU/request <= 1.0x nginx proxy_pass's", "proxy",
+               "luasrv_proxy", "nginx_proxy", "cpu", function(q) return q <= 1.0 end, "%.2f us")
   ratio_target("TCP echo: luasrv msg/s >= 0.9x C echo_ref", "tcp_echo", "luasrv", "echo_ref",
                "rate", function(q) return q >= 0.9 end, "%.0f")
   local _, cu_name, cu_key = c_ref_of("udp_echo")
