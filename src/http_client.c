@@ -288,12 +288,18 @@ static int push_failure(lua_State *L, ls_hcp_t *h, llhttp_errno_t err) {
   return 3;
 }
 
+/* head_done, body, done; at the end also the bytes after the message and whether trailer
+ * fields came. */
 static int push_progress(lua_State *L, ls_hcp_t *h) {
   lua_pushboolean(L, h->head_done);
   lua_pushlstring(L, ls_buf_head(&h->body), ls_buf_len(&h->body));
   ls_buf_consume(&h->body, ls_buf_len(&h->body));
   lua_pushboolean(L, h->msg_done);
-  return 3;
+  if (!h->msg_done)
+    return 3;
+  lua_pushinteger(L, (lua_Integer)h->extra);
+  lua_pushboolean(L, h->nheaders > h->ntrailer_start);
+  return 5;
 }
 
 /* parser:feed(data) -> head_done, body, done | nil, message, code */
@@ -337,29 +343,51 @@ static int l_parser_finish(lua_State *L) {
   return push_progress(L, h);
 }
 
-/* Builds a headers table (luasrv.Headers: lookups in any case) of the fields [from, to):
- * repeated names joined with ", " as the request's are; and a flat list name, value, ... of
- * every field in order, for header_values. */
-static void push_fields(lua_State *L, ls_hcp_t *h, unsigned from, unsigned to) {
+/* Pushes the fields [from, to) as one string of "name\0value\0" pairs (names in lower case,
+ * values without trailing blanks): one copy now, the tables only when the script looks. */
+static void push_raw_fields(lua_State *L, ls_hcp_t *h, unsigned from, unsigned to) {
   const char *base = ls_buf_head(&h->head);
-  unsigned i, n = 0;
-  lua_createtable(L, 0, (int)(to - from));
-  lua_createtable(L, (int)(2 * (to - from)), 0);
+  luaL_Buffer b;
+  unsigned i;
+  luaL_buffinit(L, &b);
   for (i = from; i < to; i++) {
     const ls_http_header_t *f = &h->headers[i];
     size_t vlen = f->value_len;
     const char *v = base + f->value_off;
     while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
       vlen--;
-    lua_pushlstring(L, base + f->name_off, f->name_len);
+    luaL_addlstring(&b, base + f->name_off, f->name_len);
+    luaL_addchar(&b, '\0');
+    luaL_addlstring(&b, v, vlen);
+    luaL_addchar(&b, '\0');
+  }
+  luaL_pushresult(&b);
+}
+
+/* core.http_fields(raw) -> headers, fields: from the string push_raw_fields made, a headers
+ * table (luasrv.Headers: lookups in any case) with repeated names joined with ", " as the
+ * request's are, and a flat list name, value, ... of every field in order (header_values).
+ * Field values never hold NUL: llhttp refuses it in a header. */
+static int l_http_fields(lua_State *L) {
+  size_t len, n = 0;
+  const char *raw = luaL_checklstring(L, 1, &len), *end = raw + len;
+  lua_settop(L, 1);
+  lua_createtable(L, 0, 8);
+  lua_createtable(L, 16, 0);
+  while (raw < end) {
+    const char *name = raw, *value = name + strlen(name) + 1;
+    if (value >= end)
+      break;
+    raw = value + strlen(value) + 1;
+    lua_pushlstring(L, name, (size_t)(value - 1 - name));
     lua_pushvalue(L, -1);
-    lua_rawseti(L, -3, (lua_Integer)++n);
-    lua_pushlstring(L, v, vlen);
+    lua_rawseti(L, 3, (lua_Integer)++n);
+    lua_pushlstring(L, value, (size_t)(raw - 1 - value));
     lua_pushvalue(L, -1);
-    lua_rawseti(L, -4, (lua_Integer)++n);
-    /* stack: headers, list, name, value */
+    lua_rawseti(L, 3, (lua_Integer)++n);
+    /* stack: raw, headers, list, name, value */
     lua_pushvalue(L, -2);
-    if (lua_rawget(L, -5) == LUA_TSTRING) {
+    if (lua_rawget(L, 2) == LUA_TSTRING) {
       lua_pushliteral(L, ", ");
       lua_pushvalue(L, -3);
       lua_concat(L, 3);
@@ -367,24 +395,26 @@ static void push_fields(lua_State *L, ls_hcp_t *h, unsigned from, unsigned to) {
     } else {
       lua_pop(L, 1);
     }
-    lua_rawset(L, -4);
+    lua_rawset(L, 2);
   }
-  lua_pushvalue(L, -2);
+  lua_pushvalue(L, 2);
   luaL_setmetatable(L, LS_HEADERS_MT);
   lua_pop(L, 1);
+  return 2;
 }
 
-/* parser:head() -> status, headers, fields, reason, version, keep_alive (nil before the head) */
+/* parser:head() -> status, raw fields (see core.http_fields), reason, version, keep_alive;
+ * nothing before the head */
 static int l_parser_head(lua_State *L) {
   ls_hcp_t *h = check_hcp(L);
   if (!h->head_done)
     return 0;
   lua_pushinteger(L, h->status);
-  push_fields(L, h, 0, h->ntrailer_start);
+  push_raw_fields(L, h, 0, h->ntrailer_start);
   lua_pushlstring(L, ls_buf_head(&h->head), h->reason_len);
   lua_pushstring(L, h->version_minor == 0 ? "1.0" : "1.1");
   lua_pushboolean(L, h->keep_alive);
-  return 6;
+  return 5;
 }
 
 /* parser:trailers() -> headers, fields of the trailer section, or nil */
@@ -392,7 +422,9 @@ static int l_parser_trailers(lua_State *L) {
   ls_hcp_t *h = check_hcp(L);
   if (!h->msg_done || h->nheaders == h->ntrailer_start)
     return 0;
-  push_fields(L, h, h->ntrailer_start, h->nheaders);
+  lua_pushcfunction(L, l_http_fields);
+  push_raw_fields(L, h, h->ntrailer_start, h->nheaders);
+  lua_call(L, 1, 2);
   return 2;
 }
 
@@ -435,6 +467,8 @@ void ls_http_client_open(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_parser_new);
   lua_setfield(L, -2, "http_response_parser");
+  lua_pushcfunction(L, l_http_fields);
+  lua_setfield(L, -2, "http_fields");
 }
 
 int ls_http_client_parse_all(lua_State *L, const char *data, size_t len, int is_head) {
@@ -457,9 +491,12 @@ int ls_http_client_parse_all(lua_State *L, const char *data, size_t len, int is_
     lua_call(L, 2, 3);
     bad = lua_isnil(L, -3);
     if (!bad && lua_toboolean(L, -3)) {
+      lua_pushcfunction(L, l_http_fields);
       lua_pushcfunction(L, l_parser_head);
-      lua_pushvalue(L, -5);
-      lua_call(L, 1, LUA_MULTRET);
+      lua_pushvalue(L, -6);
+      lua_call(L, 1, 2);
+      lua_remove(L, -2);
+      lua_call(L, 1, 2);
       lua_settop(L, top + 1 + 3);
     }
     lua_pop(L, 3);

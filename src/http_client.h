@@ -5,14 +5,15 @@
  * the end of the message, or a "bad response: ..." error.
  *
  * Lua side (luasrv.core.http_response_parser(opts) -> parser):
- *   parser:start(is_head)  a new response; is_head: it answers a HEAD request (no body)
- *   parser:feed(data)      -> head, body, done | nil, message, code (EPROTO; ETOOLARGE for the
- *                          body limit): head is true once the final
+ *   parser:start(is_head [, max_body])  a new response; is_head: it answers a HEAD request
+ *   parser:feed(data)      -> head, body, done [, extra, has_trailers] | nil, message, code
+ *                          (EPROTO; ETOOLARGE for the body limit): head is true once the final
  *                          head is complete (1xx heads are skipped), body the body bytes in
- *                          `data` ("" for none), done true at the end of the message
+ *                          `data` ("" for none), done true at the end of the message, and then
+ *                          the bytes that followed it and whether trailer fields came
  *   parser:finish()        the peer closed: ends a close-delimited body, else an error
- *   parser:head()          -> status, headers, fields, reason, version, keep_alive
- *   parser:trailers()      -> the trailer fields as a headers table, or nil
+ *   parser:head()          -> status, raw fields, reason, version, keep_alive
+ *   parser:trailers()      -> the trailer fields as headers, fields tables, or nil
  *   parser:extra()         -> bytes that followed the message in the last feed
  *   parser:continued()     -> true once a 100 Continue arrived for this response */
 #ifndef LS_HTTP_CLIENT_H
@@ -23,8 +24,8 @@
 
 #define LS_HTTP_PARSER_MT "luasrv.HTTPResponseParser"
 
-/* Sets core.http_response_parser in the table on top of the stack and registers the
- * parser's metatable. */
+/* Sets core.http_response_parser and core.http_fields (raw fields -> headers, fields tables)
+ * in the table on top of the stack and registers the parser's metatable. */
 void ls_http_client_open(lua_State *L);
 
 /* Feeds a whole response (as bytes from a peer) through a fresh parser, for the fuzzer and

@@ -340,6 +340,10 @@ local function build_head(req, url, body_len, chunked, expect)
   return concat(parts)
 end
 
+-- The timeout each pooled connection was last given (conn:settimeout is skipped when a request
+-- wants the same); weak keys, so a closed connection leaves with its object.
+local conn_timeout = setmetatable({}, { __mode = "k" })
+
 -- Waits for more of the answer on `conn` within the request's limits: returns the data, or
 -- nil, message, code.
 local function read_more(conn, st)
@@ -347,10 +351,10 @@ local function read_more(conn, st)
   if remaining <= 0 then return nil, "timeout", "ETIMEDOUT" end
   if remaining < st.read_timeout then
     conn:settimeout(remaining)
-    st.timeout_set = true
-  elseif st.timeout_set then
+    conn_timeout[conn] = remaining
+  elseif conn_timeout[conn] ~= st.read_timeout then
     conn:settimeout(st.read_timeout)
-    st.timeout_set = false
+    conn_timeout[conn] = st.read_timeout
   end
   return conn:read()
 end
@@ -380,7 +384,27 @@ local function write_body_reader(conn, reader, chunked)
 end
 
 local Response = {}
-Response.__index = Response
+local http_fields = core.http_fields
+
+-- The header tables are made on first use from the raw fields the parser kept (a client that
+-- only looks at the status and body never pays for them).
+local function build_fields(res)
+  local headers, fields = http_fields(rawget(res, "_raw"))
+  res.headers, res._fields = headers, fields
+  return headers, fields
+end
+
+function Response.__index(res, key)
+  local method = Response[key]
+  if method ~= nil then return method end
+  if key == "headers" then
+    return (build_fields(res))
+  elseif key == "_fields" then
+    local _, fields = build_fields(res)
+    return fields
+  end
+  return nil
+end
 
 -- Ends the exchange on the response's connection: back to the pool when the answer was read
 -- to its end and the connection may carry another request, else closed.
@@ -388,7 +412,7 @@ local function release(res, reusable)
   local x = res._x
   if not x then return end
   res._x = nil
-  if reusable and x.keep_alive and x.parser:extra() == 0 then
+  if reusable and x.keep_alive and x.extra == 0 then
     pool_put(x.pool, x.conn)
   else
     pool_drop(x.pool, x.conn)
@@ -410,11 +434,11 @@ local function next_piece(res)
   end
   while true do
     local data, err, code = read_more(x.conn, x)
-    local ok, body, done
+    local ok, body, done, extra, has_trailers
     if data then
-      ok, body, done = x.parser:feed(data)
+      ok, body, done, extra, has_trailers = x.parser:feed(data)
     elseif code == "EOF" then
-      ok, body, done = x.parser:finish()
+      ok, body, done, extra, has_trailers = x.parser:finish()
     else
       res._err, res._code = err, code
       release(res, false)
@@ -426,8 +450,8 @@ local function next_piece(res)
       return nil, body, done
     end
     if done then
-      x.done = true
-      res.trailers = x.parser:trailers()
+      x.done, x.extra = true, extra
+      if has_trailers then res.trailers = x.parser:trailers() end
       if body == "" then
         release(res, true)
         return nil
@@ -553,8 +577,10 @@ end
 local function exchange(st, url, fresh)
   local conn, p, reused = get_conn(st, url, fresh)
   if not conn then return nil, p, reused end
-  conn:settimeout(st.read_timeout)
-  st.timeout_set = false
+  if conn_timeout[conn] ~= st.read_timeout then
+    conn:settimeout(st.read_timeout)
+    conn_timeout[conn] = st.read_timeout
+  end
   local body = st.body
   local body_len, chunked
   if type(body) == "string" then
@@ -586,11 +612,11 @@ local function exchange(st, url, fresh)
     local data, rerr, rcode = conn:read()
     conn:settimeout(st.read_timeout)
     if data then
-      local got, b, done = parser:feed(data)
+      local got, b, done, extra, has_trailers = parser:feed(data)
       if got == nil then return fail(p, conn, reused, b, done, true) end
       if got then
         -- A final answer before the body: the body is not sent and the connection not reused.
-        pending_data = { b, done }
+        pending_data = { b, done, extra, has_trailers }
         st.no_reuse = true
       end
     elseif rcode ~= "ETIMEDOUT" then
@@ -607,19 +633,20 @@ local function exchange(st, url, fresh)
   end
 
   -- The head.
-  local piece, done
+  local piece, done, extra, has_trailers
   local got_bytes = false
   if pending_data then
-    piece, done = pending_data[1], pending_data[2]
+    piece, done, extra, has_trailers = pending_data[1], pending_data[2], pending_data[3],
+      pending_data[4]
   else
     while true do
       local got
       local data, rerr, rcode = read_more(conn, st)
       if data then
         got_bytes = true
-        got, piece, done = parser:feed(data)
+        got, piece, done, extra, has_trailers = parser:feed(data)
       elseif rcode == "EOF" and got_bytes then
-        got, piece, done = parser:finish()
+        got, piece, done, extra, has_trailers = parser:finish()
       else
         return fail(p, conn, reused, rerr, rcode, got_bytes)
       end
@@ -627,14 +654,14 @@ local function exchange(st, url, fresh)
       if got then break end
     end
   end
-  local status, headers, fields, reason, version, keep_alive = parser:head()
-  local res = setmetatable({ status = status, reason = reason, headers = headers,
-    version = version, url = url.text, _fields = fields }, Response)
+  local status, raw, reason, version, keep_alive = parser:head()
+  local res = setmetatable({ status = status, reason = reason, version = version, url = url.text,
+    _raw = raw }, Response)
   if done and not st.stream then
     -- The whole answer came with the head (the common small response): no stream state.
     res.body = piece
-    res.trailers = parser:trailers()
-    if keep_alive and not st.no_reuse and parser:extra() == 0 then
+    if has_trailers then res.trailers = parser:trailers() end
+    if keep_alive and not st.no_reuse and extra == 0 then
       pool_put(p, conn)
     else
       pool_drop(p, conn)
@@ -642,10 +669,10 @@ local function exchange(st, url, fresh)
     return res
   end
   local x = { conn = conn, pool = p, parser = parser, keep_alive = keep_alive and not st.no_reuse,
-    done = done, deadline = st.deadline, read_timeout = st.read_timeout,
-    timeout_set = st.timeout_set, pending = piece ~= "" and piece or nil }
+    done = done, extra = extra, deadline = st.deadline, read_timeout = st.read_timeout,
+    pending = piece ~= "" and piece or nil }
   res._x = x
-  if done then res.trailers = parser:trailers() end
+  if has_trailers then res.trailers = parser:trailers() end
   if st.stream then
     st.parser = nil -- the response keeps it until its body is read
     return res
