@@ -24,19 +24,22 @@ app:any("/*path", function(req, res)
     if not hop_by_hop[name] then headers[name] = value end
   end
   headers["x-forwarded-for"] = req.peer
-  local body = req:body()
+  local body
+  if req.headers["content-length"] or req.headers["transfer-encoding"] then body = req:body() end
   local answer, err = srv.http.request({
-    method = req.method, url = upstream .. req.target, headers = headers,
-    body = body ~= "" and body or nil, timeout = 30,
+    method = req.method, url = upstream .. req.target, headers = headers, body = body,
+    timeout = 30,
   })
   if not answer then
     srv.log.warn("proxy: " .. upstream .. req.target .. ": " .. err)
     return res:status(502):send("bad gateway\n")
   end
   res:status(answer.status)
-  for name in pairs(answer.headers) do
-    if not hop_by_hop[name] and not own[name] then
-      for _, value in ipairs(answer:header_values(name)) do res:header(name, value) end
+  for name, value in pairs(answer.headers) do
+    if name == "set-cookie" then -- the one field that cannot be joined with commas
+      for _, cookie in ipairs(answer:header_values(name)) do res:header(name, cookie) end
+    elseif not hop_by_hop[name] and not own[name] then
+      res:header(name, value)
     end
   end
   return res:send(answer.body)

@@ -280,13 +280,21 @@ local function check_value(value, name)
   return value
 end
 
+-- Header names already found to be tokens (a proxy sends the same few again and again);
+-- emptied when it grows past 512 names.
+local good_names, good_names_size = {}, 0
+
 -- The caller's headers, checked (names are tokens, values have no line breaks) and copied:
 -- { name = value or { values } }, numbers turned into strings.
 local function check_headers(headers)
   local out = {}
   for name, value in pairs(headers) do
-    if type(name) ~= "string" then error("bad header name (string expected)", 3) end
-    check_token(name, "header name")
+    if not good_names[name] then
+      if type(name) ~= "string" then error("bad header name (string expected)", 3) end
+      check_token(name, "header name")
+      if good_names_size >= 512 then good_names, good_names_size = {}, 0 end
+      good_names[name], good_names_size = true, good_names_size + 1
+    end
     if type(value) == "table" then
       local list = {}
       for i, v in ipairs(value) do list[i] = check_value(v, name) end
