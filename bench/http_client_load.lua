@@ -6,8 +6,7 @@ local srv = require "luasrv"
 
 local url, seconds, tasks = arg[1], tonumber(arg[2]) or 5, tonumber(arg[3]) or 50
 assert(url, "usage: http_client_load.lua URL [SECONDS] [TASKS]")
-local client = require "luasrv.http_client"
-client.pool_max_idle = tasks -- keep one connection per task, as wrk -cTASKS does
+srv.http.pool_configure({ max_idle = tasks }) -- one connection per task, as wrk -cTASKS
 
 local requests, errors, running = 0, 0, tasks
 local t0 = srv.monotime()

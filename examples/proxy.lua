@@ -8,6 +8,10 @@ local srv = require "luasrv"
 
 local upstream = (arg[1] or "http://127.0.0.1:9000"):gsub("/$", "")
 
+-- A proxy has as many requests in flight to the upstream as its clients send it: keep that
+-- many connections alive (the default, 16, suits a handler that calls a service now and then).
+srv.http.pool_configure({ max_idle = 64 })
+
 -- Hop-by-hop fields (RFC 9110 §7.6.1) belong to one connection and are not forwarded.
 local hop_by_hop = { connection = true, ["keep-alive"] = true, ["proxy-connection"] = true,
   te = true, trailer = true, ["transfer-encoding"] = true, upgrade = true,

@@ -254,6 +254,28 @@ function M.pool_stats()
     closed_idle = stats.closed_idle, idle = idle, active = active, hosts = hosts }
 end
 
+--- srv.http.pool_configure{ max_idle =, idle_timeout = }: the pools' limits, for every pool
+-- of the process from now on.
+function M.pool_configure(opts)
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'pool_configure' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  local max_idle, idle_timeout = opts.max_idle, opts.idle_timeout
+  if max_idle ~= nil then
+    if math.type(max_idle) ~= "integer" or max_idle < 0 then
+      error("bad option 'max_idle' (non-negative integer expected)", 2)
+    end
+    M.pool_max_idle = max_idle
+  end
+  if idle_timeout ~= nil then
+    if type(idle_timeout) ~= "number" or idle_timeout ~= idle_timeout or idle_timeout < 0 then
+      error("bad option 'idle_timeout' (non-negative number of seconds expected)", 2)
+    end
+    M.pool_idle_timeout = idle_timeout
+  end
+  return true
+end
+
 --- srv.http.pool_close(): closes every idle connection.
 function M.pool_close()
   for _, p in pairs(pools) do
