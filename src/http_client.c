@@ -9,6 +9,7 @@
 #include "alloc.h"
 #include "http.h"
 #include "http_client.h"
+#include "http_fields.h"
 
 /* The server's defaults for request heads (src/http_listen.c), applied to response heads. */
 #define LS_HCP_LINE_MAX (8 * 1024)
@@ -46,8 +47,6 @@ static int refuse(ls_hcp_t *h, const char *why) {
   return HPE_USER;
 }
 
-static size_t header_bytes(const ls_hcp_t *h) { return ls_buf_len(&h->head) - h->reason_len; }
-
 static int on_message_begin(llhttp_t *p) {
   ls_hcp_t *h = hcp_of(p);
   ls_buf_consume(&h->head, ls_buf_len(&h->head));
@@ -68,63 +67,30 @@ static int on_status(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
-/* Header lines arrive in pieces as the server's do (see src/http_parser.c): hdr_state tells
- * a new line from the rest of one, and the section is bounded as a request head is. */
-static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+/* Header lines arrive in pieces as the server's do (src/http_fields.h), bounded as a request
+ * head is; the reason phrase at the start of the buffer does not count. */
+static ls_http_fields_t hcp_fields(llhttp_t *p) {
   ls_hcp_t *h = hcp_of(p);
-  ls_http_header_t *f;
-  size_t i, off;
-  if (h->hdr_state != LS_HDR_NAME) {
-    if (h->nheaders == h->header_count)
-      return refuse(h, "too many header fields");
-    f = &h->headers[h->nheaders++];
-    f->name_off = (uint32_t)ls_buf_len(&h->head);
-    f->name_len = f->value_off = f->value_len = 0;
-    h->hdr_state = LS_HDR_NAME;
-  }
-  f = &h->headers[h->nheaders - 1];
-  if (header_bytes(h) + len > h->header_max)
-    return refuse(h, "header section too large");
-  off = ls_buf_len(&h->head);
-  if (ls_buf_append(&h->head, at, len) != 0)
-    return refuse(h, "out of memory");
-  for (i = 0; i < len; i++) {
-    char *ch = h->head.data + h->head.start + off + i;
-    if (*ch >= 'A' && *ch <= 'Z')
-      *ch = (char)(*ch + ('a' - 'A'));
-  }
-  f->name_len += (uint32_t)len;
-  return 0;
+  ls_http_fields_t f = {&h->head, h->headers, &h->nheaders, h->header_count,
+                        &h->hdr_state, h->reason_len, h->header_max};
+  return f;
 }
 
-static int begin_value(ls_hcp_t *h) {
-  if (h->hdr_state == LS_HDR_BETWEEN || h->headers[h->nheaders - 1].name_len == 0)
-    return refuse(h, "header value without a name");
-  if (h->hdr_state == LS_HDR_NAME) {
-    h->hdr_state = LS_HDR_VALUE;
-    h->headers[h->nheaders - 1].value_off = (uint32_t)ls_buf_len(&h->head);
-  }
-  return 0;
+static int field_refuse(llhttp_t *p, int why) {
+  return refuse(hcp_of(p), why == LS_FIELD_TOO_MANY    ? "too many header fields"
+                           : why == LS_FIELD_TOO_LARGE ? "header section too large"
+                           : why == LS_FIELD_NOMEM     ? "out of memory"
+                                                       : "header value without a name");
 }
+
+LS_HTTP_FIELD_CALLBACKS(hcp_fields, field_refuse)
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  ls_hcp_t *h = hcp_of(p);
-  if (begin_value(h) != 0)
-    return HPE_USER;
-  if (header_bytes(h) + len > h->header_max)
-    return refuse(h, "header section too large");
-  if (ls_buf_append(&h->head, at, len) != 0)
-    return refuse(h, "out of memory");
-  h->headers[h->nheaders - 1].value_len += (uint32_t)len;
-  return 0;
-}
-
-static int on_header_value_complete(llhttp_t *p) {
-  ls_hcp_t *h = hcp_of(p);
-  if (begin_value(h) != 0)
-    return HPE_USER;
-  h->hdr_state = LS_HDR_BETWEEN;
-  return 0;
+  ls_http_fields_t f = hcp_fields(p);
+  int why = ls_http_field_begin_value(&f);
+  if (why == 0)
+    why = ls_http_field_value(&f, at, len);
+  return why == 0 ? 0 : field_refuse(p, why);
 }
 
 /* Returns 1 ("no body") for the answers that have none whatever their headers say: a 1xx,
@@ -176,9 +142,7 @@ static int on_message_complete(llhttp_t *p) {
 static const llhttp_settings_t hcp_settings = {
     .on_message_begin = on_message_begin,
     .on_status = on_status,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_header_value_complete = on_header_value_complete,
+    LS_HTTP_FIELD_SETTINGS,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,

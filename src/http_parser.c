@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "http_fields.h"
 
 /* ---- parser callbacks --------------------------------------------------------------------- */
 
@@ -38,38 +39,21 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
-/* Header lines arrive as pieces of names and values, split wherever reads split the input;
- * llhttp calls a name's or a value's callback only when it has bytes, and marks each end.
- * hdr_state tells a new line from the rest of one: a value that begins while no name has
- * begun has an empty name, which RFC 9110 §5.1 does not allow. */
-static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+/* Header lines arrive as pieces of names and values (src/http_fields.h keeps them, as the
+ * client's response parser does); the limits are the listener's, and a refused piece is
+ * answered 431 (limits), 503 (memory) or 400 (a value without a name). */
+static ls_http_fields_t conn_fields(llhttp_t *p) {
   ls_http_conn_t *c = parser_conn(p);
-  ls_http_header_t *h;
-  size_t i, off;
-  if (c->hdr_state != LS_HDR_NAME) {
-    if (c->nheaders == c->listener->limits.header_count)
-      return reject(c, 431);
-    h = &c->headers[c->nheaders++];
-    h->name_off = (uint32_t)ls_buf_len(&c->head);
-    h->name_len = 0;
-    h->value_off = h->value_len = 0;
-    c->hdr_state = LS_HDR_NAME;
-  }
-  h = &c->headers[c->nheaders - 1];
-  if (ls_buf_len(&c->head) - c->url_len + len > c->listener->limits.header_max)
-    return reject(c, 431);
-  off = ls_buf_len(&c->head);
-  if (ls_buf_append(&c->head, at, len) != 0)
-    return reject(c, 503);
-  /* Names are kept in lower case: lookups are then plain comparisons. */
-  for (i = 0; i < len; i++) {
-    char *ch = c->head.data + c->head.start + off + i;
-    if (*ch >= 'A' && *ch <= 'Z')
-      *ch = (char)(*ch + ('a' - 'A'));
-  }
-  h->name_len += (uint32_t)len;
-  return 0;
+  ls_http_fields_t f = {&c->head, c->headers, &c->nheaders, c->listener->limits.header_count,
+                        &c->hdr_state, c->url_len, c->listener->limits.header_max};
+  return f;
 }
+
+static int field_reject(llhttp_t *p, int why) {
+  return reject(parser_conn(p), why == LS_FIELD_NOMEM ? 503 : why == LS_FIELD_NO_NAME ? 400 : 431);
+}
+
+LS_HTTP_FIELD_CALLBACKS(conn_fields, field_reject)
 
 /* 1 if the value piece at `at` starts a continuation line (only spaces or tabs between it and
  * the line feed before it): obsolete line folding, which RFC 9112 lets a server reject. */
@@ -82,40 +66,14 @@ static int folded(ls_http_conn_t *c, const char *at) {
   return c->prev_lf;
 }
 
-/* Ends the name of the current header line, if it is still open: its value starts here. */
-static int begin_value(ls_http_conn_t *c) {
-  if (c->hdr_state == LS_HDR_BETWEEN || c->headers[c->nheaders - 1].name_len == 0)
-    return reject(c, 400); /* a value with no name */
-  if (c->hdr_state == LS_HDR_NAME) {
-    c->hdr_state = LS_HDR_VALUE;
-    c->headers[c->nheaders - 1].value_off = (uint32_t)ls_buf_len(&c->head);
-  }
-  return 0;
-}
-
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  ls_http_conn_t *c = parser_conn(p);
-  ls_http_header_t *h;
-  if (begin_value(c) != 0)
-    return HPE_USER;
-  h = &c->headers[c->nheaders - 1];
-  if (len > 0 && folded(c, at))
-    return reject(c, 400);
-  if (ls_buf_len(&c->head) - c->url_len + len > c->listener->limits.header_max)
-    return reject(c, 431);
-  if (ls_buf_append(&c->head, at, len) != 0)
-    return reject(c, 503);
-  h->value_len += (uint32_t)len;
-  return 0;
-}
-
-/* The end of a header line; an empty value (RFC 9110 §5.5 allows it) had no value piece. */
-static int on_header_value_complete(llhttp_t *p) {
-  ls_http_conn_t *c = parser_conn(p);
-  if (begin_value(c) != 0)
-    return HPE_USER;
-  c->hdr_state = LS_HDR_BETWEEN;
-  return 0;
+  ls_http_fields_t f = conn_fields(p);
+  int why = ls_http_field_begin_value(&f);
+  if (why == 0 && len > 0 && folded(parser_conn(p), at))
+    return reject(parser_conn(p), 400);
+  if (why == 0)
+    why = ls_http_field_value(&f, at, len);
+  return why == 0 ? 0 : field_reject(p, why);
 }
 
 const char *ls_http__header(ls_http_conn_t *c, const char *name, size_t name_len, size_t *len) {
@@ -337,9 +295,7 @@ static int on_message_complete(llhttp_t *p) {
 const llhttp_settings_t ls_http__parser_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_header_value_complete = on_header_value_complete,
+    LS_HTTP_FIELD_SETTINGS,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_chunk_complete = on_chunk_complete,

@@ -7,15 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include <lauxlib.h>
-#include <lua.h>
-#include <lualib.h>
-
+#include "fuzz_lua.h"
 #include "http_client.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static lua_State *L;
 
 static int parse(lua_State *S) {
   size_t len;
@@ -25,14 +20,13 @@ static int parse(lua_State *S) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (L == NULL) {
-    L = luaL_newstate();
-    if (L == NULL)
-      abort();
-    luaL_openlibs(L);
-    lua_newtable(L);
+  static int ready;
+  lua_State *L = fuzz_lua();
+  if (!ready) {
+    lua_newtable(L); /* registers the parser's metatable; the table of functions is dropped */
     ls_http_client_open(L);
     lua_pop(L, 1);
+    ready = 1;
   }
   if (size == 0)
     return 0;
