@@ -571,6 +571,12 @@ function Response:__tostring()
   return format("luasrv.HTTPResponse (%d %s)", self.status, self.reason)
 end
 
+-- A streamed response also closes when it is collected: its connection then leaves the pool's
+-- count of connections in use. (Only streamed ones: a finaliser on every response would cost
+-- each collection a walk.)
+local StreamResponse = { __index = Response.__index, __close = Response.close,
+  __tostring = Response.__tostring, __gc = Response.close }
+
 -- Gets a connection for the request: from the pool, or a new one.
 local function get_conn(st, url, fresh)
   local p = pool_for(st.tls == nil and url.pool_key or url.pool_key .. tls_key(st.tls))
@@ -705,6 +711,8 @@ local function exchange(st, url, fresh)
   if has_trailers then res.trailers = parser:trailers() end
   if st.stream then
     st.parser = nil -- the response keeps it until its body is read
+    x.deadline = math_huge -- `timeout` bounds the head; each read of the body has read_timeout
+    setmetatable(res, StreamResponse)
     return res
   end
   local parts = {}

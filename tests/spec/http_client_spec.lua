@@ -212,6 +212,13 @@ describe("srv.http client against luasrv's server", function()
       res = assert(srv.http.get(base .. "/"))
       assert.equal("hello", res.body)
       assert.equal(2, stats().created)
+      -- A streamed response dropped without close: collected, its connection is closed.
+      res = assert(srv.http.get(base .. "/big", { stream = true }))
+      assert.equal(1, stats().active)
+      res = nil -- luacheck: ignore
+      collectgarbage()
+      collectgarbage()
+      assert.equal(0, stats().active)
     end)
   end)
 
