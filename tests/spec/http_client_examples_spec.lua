@@ -44,11 +44,11 @@ describe("client examples", function()
     status, out = helper.exec({ helper.path("examples/http_get.lua"), upstream.url .. "/moved" })
     assert.equal(0, status)
     assert.matches("body: 19 bytes\n$", out)
-    status, out = helper.exec({ helper.path("examples/http_get.lua"), upstream.url .. "/chunked",
-      file })
+    status = helper.exec({ helper.path("examples/http_get.lua"), upstream.url .. "/chunked", file })
     assert.equal(0, status)
     assert.equal("one,two", helper.read_file(file))
     os.remove(file)
+    local _
     status, _, err = helper.exec({ helper.path("examples/http_get.lua"), "http://127.0.0.1:1/" })
     assert.equal(1, status)
     assert.matches("http_get: connection refused", err, 1, true)
