@@ -389,12 +389,16 @@ local function read_more(conn, st)
   return conn:read()
 end
 
+-- Sends a reader function's body. Returns true, or nil, message, code; a reader that raises
+-- or returns something else than a string or nil gives `false, error` (the caller raises it
+-- once the connection is dropped).
 local function write_body_reader(conn, reader, chunked)
   while true do
-    local piece = reader()
+    local called, piece = pcall(reader)
+    if not called then return false, piece end
     if piece == nil then break end
     if type(piece) ~= "string" then
-      return nil, "body reader returned a " .. type(piece) .. " (string or nil expected)"
+      return false, "body reader returned a " .. type(piece) .. " (string or nil expected)"
     end
     if #piece > 0 then
       local ok, err, code
@@ -547,12 +551,8 @@ end
 function Response:close()
   self._buf = nil
   if self._x then
-    if self._x.done and not self._x.pending then
-      release(self, true)
-    else
-      release(self, false)
-      self._err, self._code = "closed", "ECLOSED"
-    end
+    release(self, self._x.done) -- all of it arrived: the connection is clean
+    self._err, self._code = "closed", "ECLOSED"
   end
   return true
 end
@@ -664,6 +664,10 @@ local function exchange(st, url, fresh)
       ok, err, code = conn:write(body)
     else
       ok, err, code = write_body_reader(conn, body, chunked)
+      if ok == false then
+        pool_drop(p, conn)
+        error(err, 0)
+      end
     end
     if not ok then return fail(p, conn, reused, err, code) end
   end
