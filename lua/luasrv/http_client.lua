@@ -350,6 +350,9 @@ local function build_head(req, url, body_len, chunked, expect)
         n = n + 4
       end
       has[lname] = true
+      if lname == "connection" and type(value) == "string" and value:lower():find("close") then
+        req.no_reuse = true -- the server will close after answering
+      end
     end
   end
   if not has["user-agent"] then

@@ -447,6 +447,26 @@ describe("srv.http client against a raw server", function()
     end)
   end)
 
+  it("does not pool a connection the request asked to close, and reaches IPv6 literals", function()
+    run(function()
+      local s = raw_server(function(_, conn) conn:write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok") end)
+      local res = assert(srv.http.get(s.url .. "/", { headers = { Connection = "close" } }))
+      assert.equal("ok", res.body)
+      assert.equal(0, stats().idle)
+      s.listener:close()
+      local ok6, l6 = pcall(srv.tcp.listen, { host = "::1", port = 0 }, function(conn)
+        assert(conn:readline())
+        conn:write("HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nipv6")
+        conn:close()
+      end)
+      if ok6 then -- a machine without IPv6 loopback skips this part
+        local _, port = l6:address()
+        assert.equal("ipv6", assert(srv.http.get("http://[::1]:" .. port .. "/x")).body)
+        l6:close()
+      end
+    end)
+  end)
+
   it("retries an idempotent request once when a pooled connection was closed", function()
     run(function()
       -- Answers one request per connection but keeps the connection "alive" in its head:
