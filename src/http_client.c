@@ -20,6 +20,7 @@ typedef struct ls_hcp_s {
   llhttp_t parser;
   ls_buf_t head;              /* reason phrase, then header names (lower case) and values */
   ls_buf_t body;              /* body bytes of the current feed */
+  ls_buf_t line;              /* a chunk-size line split across feeds, so far */
   ls_http_header_t *headers;  /* header_count entries, head and trailer fields */
   unsigned nheaders;
   unsigned ntrailer_start;    /* fields from here on are trailers */
@@ -37,7 +38,7 @@ typedef struct ls_hcp_s {
   unsigned char keep_alive;
   unsigned char continued;    /* a 100 Continue came first */
   unsigned char failed;
-  const char *exec_start;     /* the buffer given to the current llhttp_execute */
+  unsigned char at_chunk_line; /* the next input starts a chunk-size line (see chunk_line) */
 } ls_hcp_t;
 
 static ls_hcp_t *hcp_of(llhttp_t *p) { return p->data; }
@@ -116,6 +117,10 @@ static int on_headers_complete(llhttp_t *p) {
     return 1;
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > h->body_max)
     return refuse(h, "response body too large");
+  if (p->flags & F_CHUNKED) {
+    h->at_chunk_line = 1;
+    return HPE_PAUSED; /* chunk_line() sees the first chunk-size line before llhttp does */
+  }
   return 0;
 }
 
@@ -127,6 +132,16 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
   if (ls_buf_append(&h->body, at, len) != 0)
     return refuse(h, "out of memory");
   return 0;
+}
+
+/* After each chunk but the last, the parser pauses so that chunk_line() sees the next
+ * chunk-size line before llhttp does (as the server's parser does). */
+static int on_chunk_complete(llhttp_t *p) {
+  ls_hcp_t *h = hcp_of(p);
+  if (p->flags & F_TRAILING)
+    return 0; /* the last chunk: trailers and the end follow */
+  h->at_chunk_line = 1;
+  return HPE_PAUSED;
 }
 
 /* The end of a 1xx answer lets the next head follow; the end of the final one pauses, so
@@ -145,8 +160,74 @@ static const llhttp_settings_t hcp_settings = {
     LS_HTTP_FIELD_SETTINGS,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_complete = on_chunk_complete,
     .on_message_complete = on_message_complete,
 };
+
+/* Takes a chunk-size line from s[0..n) (*used: the bytes taken) and hands it to llhttp
+ * without its extensions, which are checked (ls_http__chunk_ext_valid) and dropped: llhttp
+ * 8.1 refuses some valid ones. A line not ended in s is kept for the next feed. */
+static llhttp_errno_t chunk_line(ls_hcp_t *h, const char *s, size_t n, size_t *used) {
+  const char *nl = memchr(s, '\n', n), *line, *semi;
+  size_t line_len, taken = nl != NULL ? (size_t)(nl - s) + 1 : n;
+  llhttp_errno_t err;
+  *used = taken;
+  if (ls_buf_len(&h->line) + taken > LS_HTTP_CHUNK_LINE_MAX)
+    return (llhttp_errno_t)refuse(h, "chunk-size line too long");
+  if (nl == NULL || ls_buf_len(&h->line) > 0) {
+    if (ls_buf_append(&h->line, s, taken) != 0)
+      return (llhttp_errno_t)refuse(h, "out of memory");
+    if (nl == NULL)
+      return HPE_OK;
+    line = ls_buf_head(&h->line);
+    line_len = ls_buf_len(&h->line);
+  } else {
+    line = s;
+    line_len = taken;
+  }
+  h->at_chunk_line = 0;
+  semi = memchr(line, ';', line_len);
+  if (semi == NULL) {
+    err = llhttp_execute(&h->parser, line, line_len);
+  } else {
+    size_t ext_len = (size_t)(line + line_len - semi) - 2; /* up to the "\r\n" */
+    if (line_len < 2 || line[line_len - 2] != '\r' || ext_len == 0 ||
+        ls_http__chunk_ext_valid(semi, ext_len) != ext_len)
+      return (llhttp_errno_t)refuse(h, "bad chunk extension");
+    err = llhttp_execute(&h->parser, line, (size_t)(semi - line));
+    if (err == HPE_OK)
+      err = llhttp_execute(&h->parser, "\r\n", 2);
+  }
+  ls_buf_consume(&h->line, ls_buf_len(&h->line));
+  return err;
+}
+
+/* Runs llhttp over data[0..len), chunk-size lines through chunk_line() first. Returns HPE_OK
+ * (all taken, or the message ended: h->extra counts what follows it) or llhttp's error. */
+static llhttp_errno_t hcp_run(ls_hcp_t *h, const char *data, size_t len) {
+  size_t pos = 0;
+  while (pos < len) {
+    llhttp_errno_t err;
+    if (h->at_chunk_line) {
+      size_t used;
+      err = chunk_line(h, data + pos, len - pos, &used);
+      pos += used;
+      if (err != HPE_OK)
+        return err;
+      continue;
+    }
+    err = llhttp_execute(&h->parser, data + pos, len - pos);
+    if (err != HPE_PAUSED)
+      return err;
+    pos = (size_t)(llhttp_get_error_pos(&h->parser) - data);
+    if (h->msg_done) {
+      h->extra = len - pos;
+      return HPE_OK;
+    }
+    llhttp_resume(&h->parser);
+  }
+  return HPE_OK;
+}
 
 /* ---- the Lua object ------------------------------------------------------------------------ */
 
@@ -197,6 +278,7 @@ static int l_parser_new(lua_State *L) {
   memset(h, 0, sizeof(*h));
   ls_buf_init(&h->head);
   ls_buf_init(&h->body);
+  ls_buf_init(&h->line);
   h->line_max = (size_t)opt_limit(L, 1, "max_line", LS_HCP_LINE_MAX);
   h->header_max = (size_t)opt_limit(L, 1, "max_header_size", LS_HCP_HEADER_MAX);
   h->body_max = opt_limit(L, 1, "max_body", UINT64_MAX);
@@ -214,6 +296,8 @@ static void hcp_reset(ls_hcp_t *h, int is_head) {
   llhttp_reset(&h->parser);
   ls_buf_consume(&h->head, ls_buf_len(&h->head));
   ls_buf_consume(&h->body, ls_buf_len(&h->body));
+  ls_buf_consume(&h->line, ls_buf_len(&h->line));
+  h->at_chunk_line = 0;
   h->nheaders = h->ntrailer_start = 0;
   h->reason_len = h->extra = 0;
   h->body_seen = 0;
@@ -278,11 +362,8 @@ static int l_parser_feed(lua_State *L) {
     h->extra += len;
     return push_progress(L, h);
   }
-  h->exec_start = data;
-  err = llhttp_execute(&h->parser, data, len);
-  if (err == HPE_PAUSED && h->msg_done) {
-    h->extra = len - (size_t)(llhttp_get_error_pos(&h->parser) - data);
-  } else if (err != HPE_OK) {
+  err = hcp_run(h, data, len);
+  if (err != HPE_OK) {
     ls_buf_consume(&h->body, ls_buf_len(&h->body));
     return push_failure(L, h, err);
   }
@@ -412,6 +493,7 @@ static int l_parser_gc(lua_State *L) {
   }
   ls_buf_free(&h->head);
   ls_buf_free(&h->body);
+  ls_buf_free(&h->line);
   return 0;
 }
 

@@ -1,5 +1,7 @@
-/* Header field lines as llhttp hands them over, for the server's requests (src/http_parser.c)
- * and the client's responses (src/http_client.c) alike: names and values arrive in pieces,
+/* What the server's request parser (src/http_parser.c) and the client's response parser
+ * (src/http_client.c) share of llhttp's glue: chunk extensions, and header field lines.
+ *
+ * Header field lines as llhttp hands them over: names and values arrive in pieces,
  * split wherever reads split the input, and are copied into one buffer as ls_http_header_t
  * offsets, names in lower case (lookups are then plain comparisons), within a count and a
  * byte limit. Inline, so the server's parser callbacks cost what they did before. */
@@ -7,6 +9,15 @@
 #define LS_HTTP_FIELDS_H
 
 #include "http.h"
+
+/* The longest chunk-size line, extensions included: they are checked and dropped, not kept. */
+#define LS_HTTP_CHUNK_LINE_MAX 4096
+
+/* Length of the chunk extensions at s[0..n) (RFC 9112 §7.1.1, as strict as llhttp: no blank
+ * space): `;name[=token|"quoted"]` any number of times. n if they are well formed, else 0.
+ * llhttp 8.1 itself refuses several extensions when one has a token value (`3;a=b;c=d`), so
+ * both parsers check them here and hand llhttp the size alone. (src/http_parser.c) */
+size_t ls_http__chunk_ext_valid(const char *s, size_t n);
 
 /* Why a piece was refused. */
 enum {

@@ -302,9 +302,6 @@ const llhttp_settings_t ls_http__parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
-/* The longest chunk-size line, extensions included: they are counted, not kept. */
-#define LS_HTTP_CHUNK_LINE_MAX 4096
-
 static int is_tchar(unsigned char ch) {
   return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
          (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
@@ -312,7 +309,7 @@ static int is_tchar(unsigned char ch) {
 
 /* Length of the chunk extensions at s[0..n) (RFC 9112 §7.1.1, as strict as llhttp: no blank
  * space): `;name[=token|"quoted"]` any number of times. n if they are well formed, else 0. */
-static size_t chunk_ext_valid(const char *s, size_t n) {
+size_t ls_http__chunk_ext_valid(const char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
     size_t start;
@@ -367,7 +364,7 @@ int ls_http__chunk_line(ls_http_conn_t *c) {
     return 400;
   cr = (size_t)(nl - data) - 1;
   hex_len = (size_t)(semi - data);
-  if (chunk_ext_valid(semi, cr - hex_len) == 0)
+  if (ls_http__chunk_ext_valid(semi, cr - hex_len) == 0)
     return 400;
   cut = cr - hex_len;
   c->body_seen += cut;

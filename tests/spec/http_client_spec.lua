@@ -366,6 +366,22 @@ describe("srv.http client against a raw server", function()
     end)
   end)
 
+  it("reads chunk extensions (several, with values), also when lines split across reads", function()
+    run(function()
+      local pieces = { "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;a=b;c=\"d e\";f",
+        "\r\nabc\r\n", "2", ";x=y\r\nde\r\n0;z\r\n\r\n" }
+      local s = raw_server(function(_, conn)
+        for _, piece in ipairs(pieces) do conn:write(piece) srv.sleep(0.02) end
+      end)
+      assert.equal("abcde", assert(srv.http.get(s.url .. "/")).body)
+      assert.equal(1, stats().idle) -- the answer ended cleanly: the connection is kept
+      s.listener:close()
+      local bad = fixed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;a b\r\nabc\r\n0\r\n\r\n")
+      assert.same({ nil, "bad response: bad chunk extension", "EPROTO" }, { srv.http.get(bad.url .. "/") })
+      bad.listener:close()
+    end)
+  end)
+
   it("reads a close-delimited body", function()
     run(function()
       local s = fixed("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
