@@ -134,15 +134,9 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
-/* After each chunk but the last, the parser pauses so that chunk_line() sees the next
- * chunk-size line before llhttp does (as the server's parser does). */
-static int on_chunk_complete(llhttp_t *p) {
-  ls_hcp_t *h = hcp_of(p);
-  if (p->flags & F_TRAILING)
-    return 0; /* the last chunk: trailers and the end follow */
-  h->at_chunk_line = 1;
-  return HPE_PAUSED;
-}
+/* After each chunk but the last, chunk_line() takes the next chunk-size line. */
+static unsigned char *hcp_chunk_flag(llhttp_t *p) { return &hcp_of(p)->at_chunk_line; }
+LS_HTTP_CHUNK_CALLBACK(hcp_chunk_flag)
 
 /* The end of a 1xx answer lets the next head follow; the end of the final one pauses, so
  * that whatever follows it is counted (and the connection not reused). */

@@ -19,6 +19,17 @@
  * both parsers check them here and hand llhttp the size alone. (src/http_parser.c) */
 size_t ls_http__chunk_ext_valid(const char *s, size_t n);
 
+/* Defines llhttp's on_chunk_complete for an owner whose `chunk_flag(p)` points at the flag
+ * "the next input starts a chunk-size line": after each chunk but the last the parser pauses,
+ * so that the owner takes that line before llhttp does (and checks its extensions). */
+#define LS_HTTP_CHUNK_CALLBACK(chunk_flag)                                                       \
+  static int on_chunk_complete(llhttp_t *p) {                                                    \
+    if (p->flags & F_TRAILING)                                                                   \
+      return 0; /* the last chunk: trailers and the end follow */                                \
+    *chunk_flag(p) = 1;                                                                          \
+    return HPE_PAUSED;                                                                           \
+  }
+
 /* Why a piece was refused. */
 enum {
   LS_FIELD_TOO_MANY = 1, /* one field more than `max` */

@@ -276,15 +276,9 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
-/* After each chunk but the last, the parser pauses so that chunk_line() sees the next
- * chunk-size line before llhttp does. */
-static int on_chunk_complete(llhttp_t *p) {
-  ls_http_conn_t *c = parser_conn(p);
-  if (p->flags & F_TRAILING)
-    return 0; /* the last chunk: trailers and the end follow */
-  c->at_chunk_line = 1;
-  return HPE_PAUSED;
-}
+/* After each chunk but the last, ls_http__chunk_line() takes the next chunk-size line. */
+static unsigned char *conn_chunk_flag(llhttp_t *p) { return &parser_conn(p)->at_chunk_line; }
+LS_HTTP_CHUNK_CALLBACK(conn_chunk_flag)
 
 static int on_message_complete(llhttp_t *p) {
   ls_http_conn_t *c = parser_conn(p);
