@@ -866,8 +866,14 @@ local function merge(opts, fields)
 end
 
 --- srv.http.get(url [, opts]) -> response | nil, message, code
+-- request() reads its options before it first waits, so one table serves every plain get.
+local plain_get = { method = "GET" }
+
 function M.get(url, opts)
-  if opts == nil then return M.request({ url = url, method = "GET" }) end
+  if opts == nil then
+    plain_get.url = url
+    return M.request(plain_get)
+  end
   return M.request(merge(opts, { url = url, method = opts.method or "GET" }))
 end
 
