@@ -36,6 +36,7 @@ http {
     location /gz/ { alias %s/www/; gzip on; gzip_types text/plain; gzip_min_length 0; }
     location = /echo { return 200 "$request_method $http_x_test\n"; }
     location = /redirect { return 303 /echo; }
+    location = /retry { return 200 "retry\n"; }
   }
 }
 ]]):gsub("%%s", dir):gsub("%%d", tostring(port)))
@@ -59,8 +60,19 @@ http {
     helper.run("rm -rf " .. helper.shell_quote(dir))
   end)
 
-  -- nginx's access log lines: { connection, request on it, method, uri, status }.
-  local function log_lines()
+  -- nginx's access log lines: { connection, request on it, method, uri, status }. nginx writes
+  -- a request's line after its answer has gone: wait (up to 5 s) for at least `want` lines.
+  local read_log
+  local function log_lines(want)
+    local lines = read_log()
+    local deadline = srv.monotime() + 5
+    while want and #lines < want and srv.monotime() < deadline do
+      srv.sleep(0.02)
+      lines = read_log()
+    end
+    return lines
+  end
+  function read_log()
     local lines = {}
     for c, n, m, u, s in (helper.read_file(dir .. "/access.log") or ""):gmatch("(%d+) (%d+) (%S+) (%S+) (%d+)\n") do
       lines[#lines + 1] = { conn = c, n = tonumber(n), method = m, uri = u, status = tonumber(s) }
@@ -86,7 +98,7 @@ http {
       assert.equal("", res.body)
       res = assert(srv.http.get(base .. "/echo", { headers = { ["X-Test"] = "yes" } }))
       assert.equal("GET yes\n", res.body)
-      local lines = log_lines()
+      local lines = log_lines(before + 4)
       assert.equal(before + 4, #lines)
       for i = before + 1, before + 4 do
         assert.equal(lines[before + 1].conn, lines[i].conn)
@@ -111,14 +123,23 @@ http {
     srv.run(function()
       srv.http.pool_close()
       local before = srv.http.pool_stats()
-      assert.equal(200, assert(srv.http.get(base .. "/echo")).status)
+      assert.equal(200, assert(srv.http.get(base .. "/retry")).status)
       srv.sleep(1.5) -- past nginx's keepalive_timeout, within the pool's idle timeout
-      assert.equal(200, assert(srv.http.get(base .. "/echo")).status)
+      assert.equal(200, assert(srv.http.get(base .. "/retry")).status)
       local after = srv.http.pool_stats()
       assert.equal(1, after.retried - before.retried)
       assert.equal(1, after.reused - before.reused)
-      local lines = log_lines()
-      assert.are_not.equal(lines[#lines].conn, lines[#lines - 1].conn)
+      -- Two connections served /retry, as nginx counts them.
+      local deadline, retries = srv.monotime() + 5, nil
+      repeat
+        retries = {}
+        for _, l in ipairs(log_lines()) do
+          if l.uri == "/retry" then retries[#retries + 1] = l end
+        end
+        if #retries < 2 then srv.sleep(0.02) end
+      until #retries >= 2 or srv.monotime() > deadline
+      assert.equal(2, #retries)
+      assert.are_not.equal(retries[1].conn, retries[2].conn)
     end)
   end)
 end)
