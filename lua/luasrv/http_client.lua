@@ -731,10 +731,10 @@ local function merge(opts, fields)
   return t
 end
 
---- srv.http.get(url [, opts]) -> response | nil, message, code
 -- request() reads its options before it first waits, so one table serves every plain get.
 local plain_get = { method = "GET" }
 
+--- srv.http.get(url [, opts]) -> response | nil, message, code
 function M.get(url, opts)
   if opts == nil then
     plain_get.url = url
