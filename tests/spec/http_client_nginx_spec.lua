@@ -1,9 +1,11 @@
 -- The HTTP client against nginx (Debian's package), started by this spec on a free port with
 -- a private configuration: static files with Content-Length, gzip'd chunked answers, HEAD and
 -- 304, keep-alive counted in nginx's own access log ($connection), and nginx closing idle
--- connections (the client's retry on a new connection).
+-- connections (the client's retry on a new connection); HTTPS with a certificate from a test
+-- CA made here with the openssl command.
 local srv = require "luasrv"
 local helper = require "helper"
+local tls_helper = require "tls_helper"
 
 local function nginx_available()
   return helper.run("command -v nginx >/dev/null 2>&1")
@@ -14,12 +16,15 @@ describe("srv.http client against nginx", function()
     it("needs nginx (scripts/setup installs it)", function() error("nginx is not installed") end)
     return
   end
-  local dir, port, pid, base
+  local dir, port, tls_port, pid, base, ca
   setup(function()
     dir = helper.tmpname("-nginx")
     helper.run("mkdir -p " .. helper.shell_quote(dir .. "/www"))
     helper.write_file(dir .. "/www/file.txt", string.rep("0123456789", 1000))
-    port = helper.free_tcp_ports(1)[1]
+    local ports = helper.free_tcp_ports(2)
+    port, tls_port = ports[1], ports[2]
+    ca = tls_helper.new_ca()
+    local cert, key = ca.issue("nginx")
     helper.write_file(dir .. "/nginx.conf", ([[
 daemon off; master_process off; worker_processes 1;
 pid %s/nginx.pid; error_log %s/error.log warn;
@@ -38,8 +43,14 @@ http {
     location = /redirect { return 303 /echo; }
     location = /retry { return 200 "retry\n"; }
   }
+  server {
+    listen 127.0.0.1:%t ssl;
+    ssl_certificate %c; ssl_certificate_key %k;
+    location / { return 200 "secure $ssl_protocol\n"; }
+  }
 }
-]]):gsub("%%s", dir):gsub("%%d", tostring(port)))
+]]):gsub("%%s", dir):gsub("%%d", tostring(port)):gsub("%%t", tostring(tls_port))
+      :gsub("%%c", cert):gsub("%%k", key))
     pid = tonumber(helper.capture(("nginx -p %s/ -e %s/error.log -c %s/nginx.conf >/dev/null 2>&1 & echo $!")
       :format(dir, dir, dir)))
     base = "http://127.0.0.1:" .. port
@@ -58,6 +69,7 @@ http {
     if pid then os.execute("kill " .. pid .. " 2>/dev/null") end
     srv.run(function() srv.http.pool_close() srv.sleep(0.2) end)
     helper.run("rm -rf " .. helper.shell_quote(dir))
+    if ca then ca.cleanup() end
   end)
 
   -- nginx's access log lines: { connection, request on it, method, uri, status }. nginx writes
@@ -116,6 +128,25 @@ http {
       assert.equal("\31\139", res.body:sub(1, 2))
       res = assert(srv.http.post(base .. "/redirect", "data", { redirects = 1 }))
       assert.equal("GET \n", res.body)
+    end)
+  end)
+
+  it("speaks HTTPS to nginx, verified against the test CA, on a kept-alive connection", function()
+    srv.run(function()
+      local url = "https://localhost:" .. tls_port .. "/"
+      local res, err, code = srv.http.get(url)
+      assert.is_nil(res)
+      assert.equal("ETLS", code)
+      assert.matches("certificate verify failed", err)
+      local before = srv.http.pool_stats()
+      for _ = 1, 3 do
+        res = assert(srv.http.get(url, { tls = { ca = ca.pem } }))
+        assert.equal(200, res.status)
+        assert.matches("^secure TLSv1%.[23]\n$", res.body)
+      end
+      local after = srv.http.pool_stats()
+      assert.equal(1, after.created - before.created)
+      assert.equal(2, after.reused - before.reused)
     end)
   end)
 
