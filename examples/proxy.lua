@@ -1,6 +1,7 @@
 -- A small reverse proxy: every request is forwarded to an upstream server and its answer
--- sent back. Connections to the upstream are kept alive in srv.http's pool, so a busy proxy
--- opens a few of them and reuses them (see srv.http.pool_stats()).
+-- sent back (large or unsized answers streamed through as they arrive). Connections to the
+-- upstream are kept alive in srv.http's pool, so a busy proxy opens a few of them and reuses
+-- them (see srv.http.pool_stats()).
 -- Run:  luasrv examples/proxy.lua UPSTREAM [port]     (default port 8080)
 -- Try:  luasrv examples/hello_http.lua 9000 &  luasrv examples/proxy.lua http://127.0.0.1:9000
 --       curl http://127.0.0.1:8080/
@@ -30,9 +31,11 @@ app:any("/*path", function(req, res)
   headers["x-forwarded-for"] = req.peer
   local body
   if req.headers["content-length"] or req.headers["transfer-encoding"] then body = req:body() end
+  -- stream: the head first; the body is then sent whole when it is small, else piece by
+  -- piece as it arrives (memory stays bounded whatever the upstream sends).
   local answer, err = srv.http.request({
     method = req.method, url = upstream .. req.target, headers = headers, body = body,
-    timeout = 30,
+    timeout = 30, stream = true,
   })
   if not answer then
     srv.log.warn("proxy: " .. upstream .. req.target .. ": " .. err)
@@ -46,7 +49,16 @@ app:any("/*path", function(req, res)
       res:header(name, value)
     end
   end
-  return res:send(answer.body)
+  local length = tonumber(answer.headers["content-length"])
+  if length and length <= 1024 * 1024 then
+    local whole, read_err = answer:read("a")
+    if not whole then
+      srv.log.warn("proxy: " .. upstream .. req.target .. ": " .. read_err)
+      return res:status(502):send("bad gateway\n")
+    end
+    return res:send(whole)
+  end
+  for piece in answer:chunks() do res:write(piece) end -- a failure midway raises: aborted
 end)
 
 srv.http.listen({ port = tonumber(arg[2]) or 8080 }, app)
