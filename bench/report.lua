@@ -124,6 +124,10 @@ local scenarios = {
     unit = "op", servers = { "luasrv", "redis_benchmark" } },
   { id = "shortly", label = "Shortly redirect GET /<id> (GET + INCR) next to hello (-c" .. conns .. ")",
     servers = { "luasrv", "shortly", "shortly_pool" } },
+  { id = "client", label = "HTTP client: keep-alive GETs to the C ref, " .. conns ..
+    " at a time (CPU/request is the client's)", servers = { "luasrv_client", "wrk" } },
+  { id = "proxy", label = "reverse proxy in front of the C ref, keep-alive upstream (-c" .. conns .. ")",
+    servers = { "luasrv_proxy", "nginx_proxy" } },
 }
 
 local function server_label(scn, srv)
@@ -139,6 +143,10 @@ local function server_label(scn, srv)
       or (scn == "gzip" and "Node.js (zlib.gzipSync level 6)")
       or ((scn == "https" or scn == "tls_new") and "Node.js (https)") or "Node.js (http)",
     c_ref = "C ref (libuv+llhttp)",
+    luasrv_client = "luasrv client (srv.http.get)",
+    wrk = "wrk -t1",
+    luasrv_proxy = "luasrv (examples/proxy.lua)",
+    nginx_proxy = "nginx proxy_pass + keepalive",
     c_ref_lua = "C ref + lua_pcall",
     echo_ref = "C ref (echo_ref)",
     udp_ref = "C ref (udp_echo_ref)",
@@ -302,6 +310,10 @@ do
                "luasrv", "nginx", "cpu", function(q) return q <= 1.1 end, "%.2f us")
   ratio_target("new TLS connections: luasrv per second >= 0.9x nginx's (full handshakes)",
                "tls_new", "luasrv", "nginx", "rate", function(q) return q >= 0.9 end, "%.0f")
+  ratio_target("HTTP client: luasrv req/s >= 0.5x wrk -t1's", "client", "luasrv_client", "wrk",
+               "rate", function(q) return q >= 0.5 end, "%.0f")
+  ratio_target("reverse proxy: luasrv server CPU/request <= 1.0x nginx proxy_pass's", "proxy",
+               "luasrv_proxy", "nginx_proxy", "cpu", function(q) return q <= 1.0 end, "%.2f us")
   ratio_target("TCP echo: luasrv msg/s >= 0.9x C echo_ref", "tcp_echo", "luasrv", "echo_ref",
                "rate", function(q) return q >= 0.9 end, "%.0f")
   ratio_target("WebSocket echo: luasrv msg/s >= 0.9x C ws_echo_ref", "ws_echo", "luasrv", "ws_ref",

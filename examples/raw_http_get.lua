@@ -2,7 +2,8 @@
 -- the response until the server closes, splits the head from the body at the first blank
 -- line, prints the head and saves the body to FILE (or, without one, prints its size).
 -- It shows what HTTP is on the wire; a real client also follows redirects and decodes
--- chunked bodies (this one saves the body exactly as it arrived).
+-- chunked bodies (this one saves the body exactly as it arrived). This is the by-hand
+-- version of examples/http_get.lua, which does the same with srv.http.get.
 -- Run:  luasrv examples/raw_http_get.lua URL [FILE]
 -- Try:  luasrv examples/raw_http_get.lua http://example.com/ page.html
 -- Only http:// URLs. Exits with 1 when the URL is bad, the connection fails or the answer

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "http_fields.h"
 
 /* ---- parser callbacks --------------------------------------------------------------------- */
 
@@ -25,6 +26,14 @@ static int on_message_begin(llhttp_t *p) {
       ls_http__deadline(c, c->listener->limits.header_timeout_ms);
   }
   c->seq++;
+  if (c->headers == NULL) {
+    /* The header index, from the block cache: an idle connection gives it back. */
+    size_t size = c->listener->limits.header_count * sizeof *c->headers;
+    c->headers = ls_buf_block_take(&size);
+    if (c->headers == NULL)
+      return reject(c, 503);
+    c->headers_size = (uint32_t)size;
+  }
   return 0;
 }
 
@@ -38,45 +47,21 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
-/* Header lines arrive as pieces of names and values, split wherever reads split the input;
- * llhttp calls a name's or a value's callback only when it has bytes, and marks each end.
- * hdr_state tells a new line from the rest of one: a value that begins while no name has
- * begun has an empty name, which RFC 9110 §5.1 does not allow. */
-static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+/* Header lines arrive as pieces of names and values (src/http_fields.h keeps them, as the
+ * client's response parser does); the limits are the listener's, and a refused piece is
+ * answered 431 (limits), 503 (memory) or 400 (a value without a name). */
+static ls_http_fields_t conn_fields(llhttp_t *p) {
   ls_http_conn_t *c = parser_conn(p);
-  ls_http_header_t *h;
-  size_t i, off;
-  if (c->hdr_state != LS_HDR_NAME) {
-    if (c->nheaders == c->listener->limits.header_count)
-      return reject(c, 431);
-    if (c->headers == NULL) {
-      size_t size = c->listener->limits.header_count * sizeof *c->headers;
-      c->headers = ls_buf_block_take(&size);
-      if (c->headers == NULL)
-        return reject(c, 503);
-      c->headers_size = (uint32_t)size;
-    }
-    h = &c->headers[c->nheaders++];
-    h->name_off = (uint32_t)ls_buf_len(&c->head);
-    h->name_len = 0;
-    h->value_off = h->value_len = 0;
-    c->hdr_state = LS_HDR_NAME;
-  }
-  h = &c->headers[c->nheaders - 1];
-  if (ls_buf_len(&c->head) - c->url_len + len > c->listener->limits.header_max)
-    return reject(c, 431);
-  off = ls_buf_len(&c->head);
-  if (ls_buf_append(&c->head, at, len) != 0)
-    return reject(c, 503);
-  /* Names are kept in lower case: lookups are then plain comparisons. */
-  for (i = 0; i < len; i++) {
-    char *ch = c->head.data + c->head.start + off + i;
-    if (*ch >= 'A' && *ch <= 'Z')
-      *ch = (char)(*ch + ('a' - 'A'));
-  }
-  h->name_len += (uint32_t)len;
-  return 0;
+  ls_http_fields_t f = {&c->head, c->headers, &c->nheaders, c->listener->limits.header_count,
+                        &c->hdr_state, c->url_len, c->listener->limits.header_max};
+  return f;
 }
+
+static int field_reject(llhttp_t *p, int why) {
+  return reject(parser_conn(p), why == LS_FIELD_NOMEM ? 503 : why == LS_FIELD_NO_NAME ? 400 : 431);
+}
+
+LS_HTTP_FIELD_CALLBACKS(conn_fields, field_reject)
 
 /* 1 if the value piece at `at` starts a continuation line (only spaces or tabs between it and
  * the line feed before it): obsolete line folding, which RFC 9112 lets a server reject. */
@@ -89,40 +74,14 @@ static int folded(ls_http_conn_t *c, const char *at) {
   return c->prev_lf;
 }
 
-/* Ends the name of the current header line, if it is still open: its value starts here. */
-static int begin_value(ls_http_conn_t *c) {
-  if (c->hdr_state == LS_HDR_BETWEEN || c->headers[c->nheaders - 1].name_len == 0)
-    return reject(c, 400); /* a value with no name */
-  if (c->hdr_state == LS_HDR_NAME) {
-    c->hdr_state = LS_HDR_VALUE;
-    c->headers[c->nheaders - 1].value_off = (uint32_t)ls_buf_len(&c->head);
-  }
-  return 0;
-}
-
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
-  ls_http_conn_t *c = parser_conn(p);
-  ls_http_header_t *h;
-  if (begin_value(c) != 0)
-    return HPE_USER;
-  h = &c->headers[c->nheaders - 1];
-  if (len > 0 && folded(c, at))
-    return reject(c, 400);
-  if (ls_buf_len(&c->head) - c->url_len + len > c->listener->limits.header_max)
-    return reject(c, 431);
-  if (ls_buf_append(&c->head, at, len) != 0)
-    return reject(c, 503);
-  h->value_len += (uint32_t)len;
-  return 0;
-}
-
-/* The end of a header line; an empty value (RFC 9110 §5.5 allows it) had no value piece. */
-static int on_header_value_complete(llhttp_t *p) {
-  ls_http_conn_t *c = parser_conn(p);
-  if (begin_value(c) != 0)
-    return HPE_USER;
-  c->hdr_state = LS_HDR_BETWEEN;
-  return 0;
+  ls_http_fields_t f = conn_fields(p);
+  int why = ls_http_field_begin_value(&f);
+  if (why == 0 && len > 0 && folded(parser_conn(p), at))
+    return reject(parser_conn(p), 400);
+  if (why == 0)
+    why = ls_http_field_value(&f, at, len);
+  return why == 0 ? 0 : field_reject(p, why);
 }
 
 const char *ls_http__header(ls_http_conn_t *c, const char *name, size_t name_len, size_t *len) {
@@ -325,15 +284,9 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
-/* After each chunk but the last, the parser pauses so that chunk_line() sees the next
- * chunk-size line before llhttp does. */
-static int on_chunk_complete(llhttp_t *p) {
-  ls_http_conn_t *c = parser_conn(p);
-  if (p->flags & F_TRAILING)
-    return 0; /* the last chunk: trailers and the end follow */
-  c->at_chunk_line = 1;
-  return HPE_PAUSED;
-}
+/* After each chunk but the last, ls_http__chunk_line() takes the next chunk-size line. */
+static unsigned char *conn_chunk_flag(llhttp_t *p) { return &parser_conn(p)->at_chunk_line; }
+LS_HTTP_CHUNK_CALLBACK(conn_chunk_flag)
 
 static int on_message_complete(llhttp_t *p) {
   ls_http_conn_t *c = parser_conn(p);
@@ -344,17 +297,12 @@ static int on_message_complete(llhttp_t *p) {
 const llhttp_settings_t ls_http__parser_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_header_value_complete = on_header_value_complete,
+    LS_HTTP_FIELD_SETTINGS,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_chunk_complete = on_chunk_complete,
     .on_message_complete = on_message_complete,
 };
-
-/* The longest chunk-size line, extensions included: they are counted, not kept. */
-#define LS_HTTP_CHUNK_LINE_MAX 4096
 
 static int is_tchar(unsigned char ch) {
   return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
@@ -363,7 +311,7 @@ static int is_tchar(unsigned char ch) {
 
 /* Length of the chunk extensions at s[0..n) (RFC 9112 §7.1.1, as strict as llhttp: no blank
  * space): `;name[=token|"quoted"]` any number of times. n if they are well formed, else 0. */
-static size_t chunk_ext_valid(const char *s, size_t n) {
+size_t ls_http__chunk_ext_valid(const char *s, size_t n) {
   size_t i = 0;
   while (i < n) {
     size_t start;
@@ -418,7 +366,7 @@ int ls_http__chunk_line(ls_http_conn_t *c) {
     return 400;
   cr = (size_t)(nl - data) - 1;
   hex_len = (size_t)(semi - data);
-  if (chunk_ext_valid(semi, cr - hex_len) == 0)
+  if (ls_http__chunk_ext_valid(semi, cr - hex_len) == 0)
     return 400;
   cut = cr - hex_len;
   c->body_seen += cut;

@@ -5,6 +5,7 @@
 
 #include "fs.h"
 #include "http.h"
+#include "http_client.h"
 #include "json.h"
 #include "log.h"
 #include "pubsub.h"
@@ -202,6 +203,7 @@ int ls_module_open(lua_State *L) {
   ls_tcp_open(L, gen);
   lua_setfield(L, -2, "tcp");
   ls_http_open(L, gen);
+  ls_http_client_open(L);
   ls_fs_open(L, gen);
   ls_ws_open(L, gen);
   ls_pubsub_open(L, gen);

@@ -12,6 +12,7 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "fuzz_lua.h"
 #include "json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -100,11 +101,7 @@ static int encode_only(lua_State *S) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (L == NULL) {
-    L = luaL_newstate();
-    if (L == NULL)
-      abort();
-  }
+  L = fuzz_lua();
   lua_settop(L, 0);
   lua_pushcfunction(L, encode_only);
   lua_pushcclosure(L, check, 1);
