@@ -1,8 +1,9 @@
 /* The HTTP client's response parser (see http_client.h): llhttp in response mode, with the
  * limits of the server's request heads (status line, header section, header count) and the
  * client's body limit. It shares the server's header record (ls_http_header_t), its
- * header-line states (LS_HDR_*) and its headers metatable (luasrv.Headers, lookups in any
- * case); its own state lives here, never in the server's connection. */
+ * header-line states (LS_HDR_*); its own state lives here, never in the server's connection.
+ * A response's headers are a plain table whose metatable (luasrv.ResponseHeaders) looks names
+ * up in any case. */
 #include <lauxlib.h>
 #include <string.h>
 
@@ -10,6 +11,8 @@
 #include "http.h"
 #include "http_client.h"
 #include "http_fields.h"
+
+#define LS_RES_HEADERS_MT "luasrv.ResponseHeaders"
 
 /* The server's defaults for request heads (src/http_listen.c), applied to response heads. */
 #define LS_HCP_LINE_MAX (8 * 1024)
@@ -404,7 +407,7 @@ static void push_raw_fields(lua_State *L, ls_hcp_t *h, unsigned from, unsigned t
 }
 
 /* core.http_fields(raw) -> headers, fields: from the string push_raw_fields made, a headers
- * table (luasrv.Headers: lookups in any case) with repeated names joined with ", " as the
+ * table (luasrv.ResponseHeaders: lookups in any case) with repeated names joined with ", " as the
  * request's are, and a flat list name, value, ... of every field in order (header_values).
  * Field values never hold NUL: llhttp refuses it in a header. */
 static int l_http_fields(lua_State *L) {
@@ -437,7 +440,7 @@ static int l_http_fields(lua_State *L) {
     lua_rawset(L, 2);
   }
   lua_pushvalue(L, 2);
-  luaL_setmetatable(L, LS_HEADERS_MT);
+  luaL_setmetatable(L, LS_RES_HEADERS_MT);
   lua_pop(L, 1);
   return 2;
 }
@@ -491,6 +494,23 @@ static int l_parser_gc(lua_State *L) {
   return 0;
 }
 
+/* headers[name] for a name in another case than the lower case the table holds. */
+static int l_res_headers_index(lua_State *L) {
+  char name[256];
+  size_t len, i;
+  const char *key;
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return 0;
+  key = lua_tolstring(L, 2, &len);
+  if (len >= sizeof name)
+    return 0;
+  for (i = 0; i < len; i++)
+    name[i] = (key[i] >= 'A' && key[i] <= 'Z') ? (char)(key[i] + ('a' - 'A')) : key[i];
+  lua_pushlstring(L, name, len);
+  lua_rawget(L, 1);
+  return 1;
+}
+
 void ls_http_client_open(lua_State *L) {
   static const luaL_Reg meth[] = {{"start", l_parser_start},       {"feed", l_parser_feed},
                                   {"finish", l_parser_finish},     {"head", l_parser_head},
@@ -502,6 +522,11 @@ void ls_http_client_open(lua_State *L) {
     luaL_newlibtable(L, meth);
     lua_pushvalue(L, -2);
     luaL_setfuncs(L, meth, 1);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, LS_RES_HEADERS_MT)) {
+    lua_pushcfunction(L, l_res_headers_index);
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);

@@ -108,6 +108,12 @@ static void finish_from_returns(lua_State *L, ls_http_conn_t *c, int first) {
     case LUA_TNUMBER:
       body = lua_tolstring(L, idx, &len);
       break;
+    case LUA_TUSERDATA: /* req.headers, or another object that pairs can walk */
+      if (luaL_getmetafield(L, idx, "__pairs") == LUA_TNIL)
+        luaL_error(L, "handler returned a userdata without __pairs as the body (expected a "
+                      "string or a table)");
+      lua_pop(L, 1);
+      /* fall through */
     case LUA_TTABLE:
       body = ls_json_encode(L, idx, &len);
       ctype = "application/json";
