@@ -240,34 +240,27 @@ void ls_http__access_log(ls_http_conn_t *c) {
   }
   ls_http__target_text(c, p, 1024);
   p += strlen(p);
-  if (log_json) {
-    PUTS("\",\"version\":\"");
+  {
+    /* What comes before the version, after it, after the status, the bytes, the referer and
+     * the user agent, in each format. */
+    static const char *const seps[2][6] = {
+        {" HTTP/", "\" ", " ", " \"", "\" \"", "\"\n"},
+        {"\",\"version\":\"", "\",\"status\":", ",\"bytes\":", ",\"referer\":\"",
+         "\",\"user_agent\":\"", "\"}\n"}};
+    const char *const *sep = seps[log_json ? 1 : 0];
+    PUT(sep[0], strlen(sep[0]));
     p = put_uint(p, c->parser.http_major);
     *p++ = '.';
     p = put_uint(p, c->parser.http_minor);
-    PUTS("\",\"status\":");
+    PUT(sep[1], strlen(sep[1]));
     p = put_uint(p, (unsigned)c->status);
-    PUTS(",\"bytes\":");
+    PUT(sep[2], strlen(sep[2]));
     p = put_uint(p, c->bytes_out);
-    PUTS(",\"referer\":\"");
+    PUT(sep[3], strlen(sep[3]));
     p = put_header(p, c, "referer", 7);
-    PUTS("\",\"user_agent\":\"");
+    PUT(sep[4], strlen(sep[4]));
     p = put_header(p, c, "user-agent", 10);
-    PUTS("\"}\n");
-  } else {
-    PUTS(" HTTP/");
-    p = put_uint(p, c->parser.http_major);
-    *p++ = '.';
-    p = put_uint(p, c->parser.http_minor);
-    PUTS("\" ");
-    p = put_uint(p, (unsigned)c->status);
-    *p++ = ' ';
-    p = put_uint(p, c->bytes_out);
-    PUTS(" \"");
-    p = put_header(p, c, "referer", 7);
-    PUTS("\" \"");
-    p = put_header(p, c, "user-agent", 10);
-    PUTS("\"\n");
+    PUT(sep[5], strlen(sep[5]));
   }
   n = (size_t)(p - line);
   log_len += n;
