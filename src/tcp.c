@@ -158,9 +158,7 @@ conn_ud_t *ls__tcp_conn_push_ud(lua_State *L, ls_conn_t *c) {
   return ud;
 }
 
-/* The connection object at argument 1. Methods carry the metatable as their first upvalue, so
- * the usual case is one pointer comparison instead of a registry lookup by name. */
-static conn_ud_t *check_conn_ud(lua_State *L) {
+conn_ud_t *ls__tcp_check_conn_ud(lua_State *L) {
   conn_ud_t *ud = lua_touserdata(L, 1);
   if (ud != NULL && lua_getmetatable(L, 1)) {
     int ok = lua_rawequal(L, -1, lua_upvalueindex(1));
@@ -171,9 +169,8 @@ static conn_ud_t *check_conn_ud(lua_State *L) {
   return luaL_checkudata(L, 1, LS_CONN_MT);
 }
 
-/* The open connection at argument 1, or NULL when it is closed for Lua. */
-static ls_conn_t *check_conn(lua_State *L) {
-  conn_ud_t *ud = check_conn_ud(L);
+ls_conn_t *ls__tcp_check_conn(lua_State *L) {
+  conn_ud_t *ud = ls__tcp_check_conn_ud(L);
   return ud->conn != NULL && !ud->conn->closed ? ud->conn : NULL;
 }
 
@@ -194,7 +191,7 @@ static int conn_wait_input(lua_State *L, ls_conn_t *c, size_t want, const char *
 /* On resuming a read: returns the connection, or NULL after pushing the answer for a closed
  * connection or a timeout. `*answer` is then the number of results. */
 static ls_conn_t *conn_resume_read(lua_State *L, int *answer) {
-  conn_ud_t *ud = check_conn_ud(L);
+  conn_ud_t *ud = ls__tcp_check_conn_ud(L);
   ls_task_t *task = ls_task_current(ud->gen, L);
   ls_conn_t *c = ud->conn;
   if (c != NULL && c->reader == task) {
@@ -214,9 +211,7 @@ static ls_conn_t *conn_resume_read(lua_State *L, int *answer) {
   return c;
 }
 
-/* nil, message, code for a failure of the connection; a TLS failure says what failed
- * ("tls: certificate verify failed (...)", "ETLS"). */
-static int conn_push_error(lua_State *L, ls_conn_t *c, int err) {
+int ls__tcp_push_error(lua_State *L, ls_conn_t *c, int err) {
   if (err != LS_ETLS)
     return ls_push_error(L, err);
   lua_pushnil(L);
@@ -227,7 +222,7 @@ static int conn_push_error(lua_State *L, ls_conn_t *c, int err) {
 
 /* A read that hit the end of input or an error: nil, message, code [, partial data]. */
 static int conn_push_read_error(lua_State *L, ls_conn_t *c, int with_partial) {
-  int n = conn_push_error(L, c, c->s.read_err);
+  int n = ls__tcp_push_error(L, c, c->s.read_err);
   if (with_partial && ls_buf_len(&c->s.in) > 0) {
     lua_pushlstring(L, ls_buf_head(&c->s.in), ls_buf_len(&c->s.in));
     conn_consume(c, ls_buf_len(&c->s.in));
@@ -278,7 +273,7 @@ static int conn_read_k(lua_State *L, int status, lua_KContext ctx) {
  * conn:read(n) -> exactly n bytes; conn:read("a") -> everything until the peer closes.
  * At the end of input: nil, "closed", "EOF" and, if some bytes came, those as a 4th value. */
 static int l_conn_read(lua_State *L) {
-  check_conn_ud(L);
+  ls__tcp_check_conn_ud(L);
   if (lua_type(L, 2) == LUA_TSTRING) {
     const char *mode = lua_tostring(L, 2);
     if (mode[0] == '*')
@@ -344,7 +339,7 @@ static int conn_readline_k(lua_State *L, int status, lua_KContext ctx) {
  * unterminated line is returned, then nil, "closed", "EOF". A line longer than max bytes
  * (default 64 KiB) gives nil, "line too long" and closes the connection. */
 static int l_conn_readline(lua_State *L) {
-  check_conn_ud(L);
+  ls__tcp_check_conn_ud(L);
   if (!lua_isnoneornil(L, 2))
     luaL_argcheck(L, luaL_checkinteger(L, 2) > 0, 2, "line limit must be positive");
   lua_settop(L, 2);
@@ -389,7 +384,7 @@ static int l_conn_lines_iter(lua_State *L) {
 
 /* conn:lines() -> an iterator over the lines: `for line in conn:lines() do ... end`. */
 static int l_conn_lines(lua_State *L) {
-  check_conn_ud(L);
+  ls__tcp_check_conn_ud(L);
   lua_pushvalue(L, lua_upvalueindex(1)); /* the iterator checks its argument the same way */
   lua_pushcclosure(L, l_conn_lines_iter, 1);
   lua_pushvalue(L, 1);
@@ -442,7 +437,7 @@ static int conn_read_frame_k(lua_State *L, int status, lua_KContext ctx) {
  * the length header ("u16" or "u32" big-endian, "u16le", ...). A length above max (default
  * 1 MiB) gives nil, "frame too large" and closes the connection. */
 static int l_conn_read_frame(lua_State *L) {
-  check_conn_ud(L);
+  ls__tcp_check_conn_ud(L);
   check_frame_fmt(L, 2);
   if (!lua_isnoneornil(L, 3))
     luaL_argcheck(L, luaL_checkinteger(L, 3) >= 0, 3, "frame limit must not be negative");
@@ -453,7 +448,7 @@ static int l_conn_read_frame(lua_State *L) {
 /* ---- writing ------------------------------------------------------------------------------ */
 
 static int conn_write_k(lua_State *L, int status, lua_KContext ctx) {
-  conn_ud_t *ud = check_conn_ud(L);
+  conn_ud_t *ud = ls__tcp_check_conn_ud(L);
   ls_task_t *task = ls_task_current(ud->gen, L);
   ls_conn_t *c = ud->conn;
   (void)status;
@@ -463,7 +458,7 @@ static int conn_write_k(lua_State *L, int status, lua_KContext ctx) {
   if (c == NULL || c->closed)
     return ls_push_error(L, LS_ECLOSED);
   if (c->s.write_err != 0)
-    return conn_push_error(L, c, c->s.write_err);
+    return ls__tcp_push_error(L, c, c->s.write_err);
   if (task != NULL && ls_task_take_timeout(task))
     return ls_push_error(L, LS_ETIMEDOUT);
   if (ls_stream_unsent(&c->s) > LS_WRITE_LOWAT) {
@@ -487,7 +482,7 @@ static int conn_write_bufs(lua_State *L, ls_conn_t *c, uv_buf_t *bufs, unsigned 
   if (err == LS_ENOMEM)
     return luaL_error(L, "write: not enough memory");
   if (err != 0)
-    return conn_push_error(L, c, err);
+    return ls__tcp_push_error(L, c, err);
   if (ls_stream_unsent(&c->s) > LS_WRITE_HIWAT)
     return conn_write_k(L, LUA_OK, 0);
   lua_settop(L, 1);
@@ -496,7 +491,7 @@ static int conn_write_bufs(lua_State *L, ls_conn_t *c, uv_buf_t *bufs, unsigned 
 
 /* conn:write(...) -> conn. Strings and numbers, sent in order. */
 static int l_conn_write(lua_State *L) {
-  ls_conn_t *c = check_conn(L);
+  ls_conn_t *c = ls__tcp_check_conn(L);
   int nargs = lua_gettop(L) - 1;
   uv_buf_t bufs[LS_WRITE_MAX_BUFS];
   int i;
@@ -541,7 +536,7 @@ static int l_conn_write(lua_State *L) {
 
 /* conn:write_frame(fmt, data) -> conn: data behind its length header. */
 static int l_conn_write_frame(lua_State *L) {
-  ls_conn_t *c = check_conn(L);
+  ls_conn_t *c = ls__tcp_check_conn(L);
   ls_frame_fmt_t fmt = check_frame_fmt(L, 2);
   size_t len;
   const char *data = luaL_checklstring(L, 3, &len);
@@ -560,7 +555,7 @@ static int l_conn_write_frame(lua_State *L) {
 
 /* conn:close() -> true. Queued output is still sent; waiting calls answer nil, "closed". */
 static int l_conn_close(lua_State *L) {
-  ls_conn_t *c = check_conn(L);
+  ls_conn_t *c = ls__tcp_check_conn(L);
   if (c != NULL) {
     ls__tcp_conn_close(c, 1);
   }
@@ -570,7 +565,7 @@ static int l_conn_close(lua_State *L) {
 
 /* conn:shutdown() -> true: no more output (the peer reads EOF once the queue is sent). */
 static int l_conn_shutdown(lua_State *L) {
-  ls_conn_t *c = check_conn(L);
+  ls_conn_t *c = ls__tcp_check_conn(L);
   if (c == NULL)
     return ls_push_error(L, LS_ECLOSED);
   ls_stream_shutdown(&c->s);
@@ -580,7 +575,7 @@ static int l_conn_shutdown(lua_State *L) {
 
 /* conn:settimeout(seconds | nil) -> conn: the limit for each later read, write or connect. */
 static int l_conn_settimeout(lua_State *L) {
-  conn_ud_t *ud = check_conn_ud(L);
+  conn_ud_t *ud = ls__tcp_check_conn_ud(L);
   int64_t ms = ls_opt_timeout_ms(L, 2, -1);
   if (ud->conn != NULL)
     ud->conn->timeout_ms = ms;
@@ -590,7 +585,7 @@ static int l_conn_settimeout(lua_State *L) {
 
 /* conn:peer() -> host, port (TCP) or the socket path (Unix). */
 static int l_conn_peer(lua_State *L) {
-  ls_conn_t *c = check_conn(L);
+  ls_conn_t *c = ls__tcp_check_conn(L);
   struct sockaddr_storage ss;
   int len = sizeof ss;
   int err;
@@ -627,7 +622,7 @@ struct ls_stream_s *ls_tcp_take_stream(lua_State *L, int idx, int *is_client) {
 }
 
 static int l_conn_gc(lua_State *L) {
-  conn_ud_t *ud = check_conn_ud(L);
+  conn_ud_t *ud = ls__tcp_check_conn_ud(L);
   if (ud->conn != NULL) {
     ud->conn->ud = NULL;
     ls__tcp_conn_close(ud->conn, 1);
@@ -637,80 +632,8 @@ static int l_conn_gc(lua_State *L) {
 }
 
 static int l_conn_tostring(lua_State *L) {
-  conn_ud_t *ud = check_conn_ud(L);
+  conn_ud_t *ud = ls__tcp_check_conn_ud(L);
   lua_pushfstring(L, "luasrv.Conn (%s)", ud->conn != NULL && !ud->conn->closed ? "open" : "closed");
-  return 1;
-}
-
-/* ---- TLS ---------------------------------------------------------------------------------- */
-
-static int conn_starttls_k(lua_State *L, int status, lua_KContext ctx) {
-  conn_ud_t *ud = check_conn_ud(L);
-  ls_task_t *task = ls_task_current(ud->gen, L);
-  ls_conn_t *c = ud->conn;
-  (void)status;
-  (void)ctx;
-  if (c != NULL && c->connector == task)
-    c->connector = NULL;
-  if (c == NULL || c->closed)
-    return ls_push_error(L, LS_ECLOSED);
-  if (ls_tls_ready(&c->s)) {
-    lua_settop(L, 1);
-    return 1;
-  }
-  if (c->s.read_err != 0)
-    return conn_push_error(L, c, c->s.read_err);
-  if (task != NULL && ls_task_take_timeout(task)) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "tls: handshake timeout");
-    lua_pushliteral(L, "ETIMEDOUT");
-    return 3;
-  }
-  c->connector = ls_task_check(c->gen, L, "starttls");
-  ls__tcp_conn_want_input(c);
-  return ls_task_wait(c->connector, c->timeout_ms, 0, conn_starttls_k);
-}
-
-/* conn:starttls([opts]) -> conn, or nil, message, code: TLS on an open plain connection, as a
- * client (opts as connect's `tls`: true or { ca, server_name, alpn, verify }) or, with
- * opts.cert, as a server (opts as a listener's `tls`). Waits for the handshake. */
-static int l_conn_starttls(lua_State *L) {
-  ls_conn_t *c = check_conn(L);
-  ls_tls_ctx_t *ctx;
-  const char *name = NULL;
-  int err;
-  if (c == NULL)
-    return ls_push_error(L, LS_ECLOSED);
-  if (c->s.tls != NULL)
-    return luaL_error(L, "starttls: the connection already speaks TLS");
-  if (lua_isnoneornil(L, 2)) {
-    lua_settop(L, 1);
-    lua_pushboolean(L, 1);
-  }
-  lua_settop(L, 2);
-  if (lua_istable(L, 2) && lua_getfield(L, 2, "cert") != LUA_TNIL) {
-    lua_pop(L, 1);
-    ctx = ls_tls_server_ctx(L, 2, 0);
-  } else {
-    lua_settop(L, 2);
-    ctx = ls_tls_client_ctx(L, 2, &name);
-    if (name == NULL)
-      name = c->tls_name;
-  }
-  lua_settop(L, 1);
-  err = ls_tls_attach(&c->s, ctx, name, 0);
-  ls_tls_ctx_release(ctx);
-  if (err != 0)
-    return ls_push_error(L, err);
-  return conn_starttls_k(L, LUA_OK, 0);
-}
-
-/* conn:tls() -> { version, cipher, alpn, server_name, peer_subject }, or nil (plain). */
-static int l_conn_tls(lua_State *L) {
-  ls_conn_t *c = check_conn(L);
-  if (c == NULL)
-    return ls_push_error(L, LS_ECLOSED);
-  ls_tls_push_info(L, &c->s);
   return 1;
 }
 
@@ -787,7 +710,7 @@ static int conn_connect_k(lua_State *L, int status, lua_KContext ctx) {
     return ls_task_wait(c->connector, c->timeout_ms, ctx, conn_connect_k);
   }
   if (c->connected && c->s.tls != NULL && !ls_tls_ready(&c->s)) {
-    int n = c->s.read_err != 0 ? conn_push_error(L, c, c->s.read_err) : 0;
+    int n = c->s.read_err != 0 ? ls__tcp_push_error(L, c, c->s.read_err) : 0;
     if (n == 0) {
       lua_pushnil(L);
       lua_pushliteral(L, "tls: handshake timeout");
@@ -912,7 +835,7 @@ void ls_tcp_open(lua_State *L, ls_gen_t *gen) {
       {"write", l_conn_write},       {"write_frame", l_conn_write_frame},
       {"close", l_conn_close},       {"shutdown", l_conn_shutdown},
       {"peer", l_conn_peer},         {"settimeout", l_conn_settimeout},
-      {"starttls", l_conn_starttls}, {"tls", l_conn_tls},
+      {"starttls", ls__tcp_starttls}, {"tls", ls__tcp_tls},
       {NULL, NULL}};
   static const luaL_Reg conn_metameth[] = {{"__gc", l_conn_gc},
                                            {"__close", l_conn_gc},

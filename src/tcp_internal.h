@@ -81,6 +81,17 @@ void ls__tcp_conn_want_input(ls_conn_t *c);
 conn_ud_t *ls__tcp_conn_push_ud(lua_State *L, ls_conn_t *c);
 /* Starts the accepting listener's handler for the connection (src/tcp_listen.c). */
 void ls__tcp_start_handler(ls_conn_t *c);
+/* The connection object at argument 1. Methods carry the metatable as their first upvalue, so
+ * the usual case is one pointer comparison instead of a registry lookup by name. */
+conn_ud_t *ls__tcp_check_conn_ud(lua_State *L);
+/* The open connection at argument 1, or NULL when it is closed for Lua. */
+ls_conn_t *ls__tcp_check_conn(lua_State *L);
+/* nil, message, code for a failure of the connection; a TLS failure says what failed
+ * ("tls: certificate verify failed (...)", "ETLS"). */
+int ls__tcp_push_error(lua_State *L, ls_conn_t *c, int err);
+/* conn:starttls([opts]) and conn:tls() (src/tcp_tls.c). */
+int ls__tcp_starttls(lua_State *L);
+int ls__tcp_tls(lua_State *L);
 /* srv.tcp.listen (src/tcp_listen.c), a closure over the generation. */
 int ls__tcp_listen(lua_State *L);
 /* Registers the luasrv.Listener metatable. */
