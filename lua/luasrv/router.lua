@@ -35,6 +35,7 @@ function Router.new()
   }, Router)
 end
 
+-- The segments of a route pattern (matching a request's path finds them in place instead).
 local function split(path)
   local segs, n, pos = {}, 0, 2
   local len = #path
@@ -183,35 +184,41 @@ function Router:error(status, fn)
   return self
 end
 
--- Matches segs[i..n] below node: a fixed segment first, then a parameter, then a splat.
-local function match(node, segs, i, n, params)
-  if i > n then
-    if node.handlers then return node, params end
-    if node.splat then
-      params = params or {}
-      params[node.splat.name] = ""
-      return node.splat.node, params
+-- What match captured: parameter names and values in turns, from index 1. A scratch list
+-- reused by every request (matching never yields), so a failed branch costs no table.
+local caps = {}
+
+-- Matches the segments of path from position pos (nil: no segment left) below node: a fixed
+-- segment first, then a parameter, then a splat. Returns the node and how many entries of
+-- caps the match filled, or nil. Segments are found in place, with no list of them.
+local function match(node, path, pos, k)
+  if not pos then
+    if node.handlers then return node, k end
+    local splat = node.splat
+    if splat then
+      caps[k + 1], caps[k + 2] = splat.name, ""
+      return splat.node, k + 2
     end
     return nil
   end
-  local seg = segs[i]
+  local slash = find(path, "/", pos, true)
+  local seg = sub(path, pos, (slash or 0) - 1)
+  local next_pos = slash and slash + 1
   local child = node.children[seg]
   if child then
-    local found, p = match(child, segs, i + 1, n, params)
-    if found then return found, p end
+    local found, n = match(child, path, next_pos, k)
+    if found then return found, n end
   end
   local param = node.param
   if param and seg ~= "" then
-    local p = {}
-    if params then for k, v in pairs(params) do p[k] = v end end
-    p[param.name] = seg
-    local found, fp = match(param.node, segs, i + 1, n, p)
-    if found then return found, fp end
+    caps[k + 1], caps[k + 2] = param.name, seg
+    local found, n = match(param.node, path, next_pos, k + 2)
+    if found then return found, n end
   end
-  if node.splat then
-    params = params or {}
-    params[node.splat.name] = concat(segs, "/", i, n)
-    return node.splat.node, params
+  local splat = node.splat
+  if splat then
+    caps[k + 1], caps[k + 2] = splat.name, sub(path, pos)
+    return splat.node, k + 2
   end
   return nil
 end
@@ -222,8 +229,11 @@ local function lookup(self, path)
   -- Without :param or *splat routes the exact table holds them all (static files skip this).
   if not self.dynamic then return nil end
   if byte(path, 1) ~= 47 then return nil end
-  local segs, n = split(path)
-  return match(self.root, segs, 1, n, nil)
+  local found, n = match(self.root, path, 2, 0)
+  if not found or n == 0 then return found, nil end
+  local params = {}
+  for i = 1, n, 2 do params[caps[i]] = caps[i + 1] end
+  return found, params
 end
 
 local function allowed(handlers)
