@@ -27,21 +27,27 @@ static struct {
 /* The class of a power-of-two size, or -1 for any other size. */
 static int cache_class(size_t size) {
   int cls;
-  for (cls = 0; cls < CACHE_CLASSES; cls++)
-    if (size == (size_t)1 << (cls + CACHE_MIN_SHIFT))
-      return cls;
-  return -1;
+  if (size < ((size_t)1 << CACHE_MIN_SHIFT) || (size & (size - 1)) != 0)
+    return -1;
+  cls = __builtin_ctzl((unsigned long)size) - CACHE_MIN_SHIFT;
+  return cls < CACHE_CLASSES ? cls : -1;
 }
 
+/* The core allocator's counters: cached blocks count as free. */
+static ls_alloc_t *core_counts;
+
 void *ls_buf_block_take(size_t *size) {
-  size_t want = (size_t)1 << CACHE_MIN_SHIFT;
-  int cls;
-  while (want < *size)
-    want <<= 1;
-  *size = want;
-  cls = cache_class(want);
+  size_t want = *size;
+  int cls = cache_class(want);
+  if (cls < 0) {
+    want = (size_t)1 << CACHE_MIN_SHIFT;
+    while (want < *size)
+      want <<= 1;
+    *size = want;
+    cls = cache_class(want);
+  }
   if (LS_BLOCK_CACHE && cls >= 0 && block_cache[cls].n > 0) {
-    ls_core_alloc()->used += want; /* cached blocks count as free */
+    core_counts->used += want; /* set when the block was given */
     return block_cache[cls].blocks[--block_cache[cls].n];
   }
   return ls_malloc(want);
@@ -53,7 +59,9 @@ void ls_buf_block_give(void *p, size_t size) {
     return;
   if (LS_BLOCK_CACHE && cls >= 0 && block_cache[cls].n < CACHE_DEPTH) {
     block_cache[cls].blocks[block_cache[cls].n++] = p;
-    ls_core_alloc()->used -= size;
+    if (core_counts == NULL)
+      core_counts = ls_core_alloc();
+    core_counts->used -= size;
   } else
     ls_free(p, size);
 }
@@ -67,12 +75,14 @@ void ls_buf_free(ls_buf_t *b) {
 
 void ls_buf_release(ls_buf_t *b) {
   size_t cap = b->cap;
-  if (b->data != NULL && b->start == b->end) {
-    ls_buf_free(b);
-    /* Without storage `scan` is unused: it keeps the size to take back, so a buffer that
-     * needed 4 KiB last time does not grow from 256 bytes again. */
-    b->scan = cap <= LS_BUF_KEEP ? cap : 0;
-  }
+  if (b->data == NULL || b->start != b->end)
+    return;
+  ls_buf_block_give(b->data, cap);
+  b->data = NULL;
+  b->start = b->end = b->cap = 0;
+  /* Without storage `scan` is unused: it keeps the size to take back, so a buffer that needed
+   * 4 KiB last time does not grow from 256 bytes again. */
+  b->scan = cap <= LS_BUF_KEEP ? cap : 0;
 }
 
 int ls_buf_reserve(ls_buf_t *b, size_t n) {
@@ -85,6 +95,15 @@ int ls_buf_reserve(ls_buf_t *b, size_t n) {
     memmove(b->data, b->data + b->start, len);
     b->start = 0;
     b->end = len;
+    return 0;
+  }
+  if (b->data == NULL && b->scan >= n && b->scan >= 256) {
+    cap = b->scan; /* the size it had before ls_buf_release, and enough */
+    if ((p = ls_buf_block_take(&cap)) == NULL)
+      return LS_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    b->start = b->end = b->scan = 0;
     return 0;
   }
   cap = b->cap < 256 ? 256 : b->cap;
@@ -117,7 +136,7 @@ int ls_buf_reserve(ls_buf_t *b, size_t n) {
   return 0;
 }
 
-int ls_buf_append(ls_buf_t *b, const void *p, size_t n) {
+int ls_buf_append_slow(ls_buf_t *b, const void *p, size_t n) {
   int err;
   if (n == 0)
     return 0;

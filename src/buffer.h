@@ -4,6 +4,7 @@
 #define LS_BUFFER_H
 
 #include <stddef.h>
+#include <string.h>
 
 typedef struct ls_buf_s {
   char *data;
@@ -36,7 +37,16 @@ static inline const char *ls_buf_head(const ls_buf_t *b) {
 /* Makes room for at least `n` more bytes at the end, moving the unconsumed bytes to the front
  * or growing the storage. Returns 0, or LS_ENOMEM (the buffer is unchanged). */
 int ls_buf_reserve(ls_buf_t *b, size_t n);
-int ls_buf_append(ls_buf_t *b, const void *p, size_t n);
+int ls_buf_append_slow(ls_buf_t *b, const void *p, size_t n);
+/* Appends n bytes; inline while they fit (the parser appends every piece of a head). */
+static inline int ls_buf_append(ls_buf_t *b, const void *p, size_t n) {
+  if (b->cap - b->end >= n && n > 0) {
+    memcpy(b->data + b->end, p, n);
+    b->end += n;
+    return 0;
+  }
+  return ls_buf_append_slow(b, p, n);
+}
 /* Drops `n` bytes from the front (n <= length). An emptied buffer rewinds to offset 0 and
  * gives back storage above `keep` bytes. */
 void ls_buf_consume(ls_buf_t *b, size_t n);

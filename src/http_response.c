@@ -57,6 +57,15 @@ static int l_res_status(lua_State *L) {
   return 1;
 }
 
+/* Whether s[0..n) is `lower` in any case (ASCII: header names are tokens). */
+static int ascii_ieq(const char *s, const char *lower, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if ((s[i] | 0x20) != lower[i])
+      return 0;
+  return 1;
+}
+
 /* Validates and records one response header line; raises on bad input. */
 static void add_header(lua_State *L, ls_http_conn_t *c, int name_idx, int value_idx) {
   size_t nlen, vlen;
@@ -71,9 +80,9 @@ static void add_header(lua_State *L, ls_http_conn_t *c, int name_idx, int value_
   value = lua_tolstring(L, value_idx, &vlen);
   if (!ls_http__valid_value(value, vlen))
     luaL_error(L, "header '%s': value contains CR, LF or NUL", name);
-  if (nlen == 12 && strncasecmp(name, "content-type", 12) == 0)
+  if (nlen == 12 && ascii_ieq(name, "content-type", 12))
     c->has_ctype = 1;
-  else if (nlen == 14 && strncasecmp(name, "content-length", 14) == 0)
+  else if (nlen == 14 && ascii_ieq(name, "content-length", 14))
     c->has_clen = 1;
   if (ls_buf_reserve(&c->res_headers, nlen + vlen + 4) != 0)
     luaL_error(L, "not enough memory");
