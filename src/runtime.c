@@ -225,6 +225,7 @@ int ls_runtime_init(ls_runtime_t *rt, uv_loop_t *loop) {
   rt->loop = loop;
   rt->servers.next = rt->servers.prev = &rt->servers;
   rt->resources.next = rt->resources.prev = &rt->resources;
+  rt->on_stop.next = rt->on_stop.prev = &rt->on_stop;
   rt->grace = 5.0;
   rt->scratch_size = LS_SCRATCH_SIZE;
   rt->scratch = ls_malloc(rt->scratch_size);
@@ -304,6 +305,7 @@ void ls_runtime_stop(ls_runtime_t *rt, int graceful) {
     return;
   }
   rt->stopping = 1;
+  res_close_all(&rt->on_stop); /* each is unlinked before its close runs */
   uv_timer_start(&rt->grace_timer, grace_timer_cb, (uint64_t)(rt->grace * 1000), 0);
   uv_unref((uv_handle_t *)&rt->grace_timer);
   ls_runtime_check_drained(rt);

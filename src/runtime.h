@@ -109,6 +109,8 @@ struct ls_runtime_s {
   uv_timer_t grace_timer;
   ls_res_t servers;              /* listeners: closed when the runtime stops */
   ls_res_t resources;            /* everything else, closed when the runtime closes */
+  ls_res_t on_stop;              /* told of a graceful stop (their close runs at its start):
+                                  * open WebSockets say goodbye (1001) */
   char *scratch;                 /* read buffer shared by every stream read callback */
   size_t scratch_size;
   double grace;                  /* seconds a graceful stop waits for running tasks */

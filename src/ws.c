@@ -11,6 +11,7 @@
 
 #include <openssl/rand.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "errors.h"
@@ -26,6 +27,7 @@ static void ws_timer_cb(uv_timer_t *t);
 static void ws_maybe_free(ls_ws_t *ws) {
   if (!ws->stream_gone || !ws->timer_gone)
     return;
+  ls_res_unlink(&ws->stop_res);
   if (ws->ud != NULL)
     ws->ud->ws = NULL;
   ls_buf_free(&ws->msg);
@@ -191,6 +193,15 @@ static void ws_fail(ls_ws_t *ws, int code, const char *reason) {
     ws_write_close(ws, code, reason, strlen(reason));
   }
   ws_finish(ws);
+}
+
+/* A graceful stop of the server (SIGTERM, SIGINT): the closing handshake with 1001 "going
+ * away" (RFC 6455 §7.4.1), so the handler's receive answers closed and its task ends within the
+ * grace period, and the client learns why. */
+static void ws_stop_cb(ls_res_t *res) {
+  ls_ws_t *ws = (ls_ws_t *)((char *)res - offsetof(ls_ws_t, stop_res));
+  static const char reason[] = "server stopping";
+  ws_start_close(ws, LS_WS_CLOSE_GOING_AWAY, reason, sizeof reason - 1);
 }
 
 /* ---- reading frames ----------------------------------------------------------------------- */
@@ -394,8 +405,12 @@ ls_ws_t *ls__ws_new(lua_State *L, ls_gen_t *gen, ls_stream_t *s, int client, int
   ws->timer.data = ws;
   if (ws->idle_ms > 0)
     uv_timer_start(&ws->timer, ws_timer_cb, ws->idle_ms, 0);
-  if (client)
+  if (client) {
     uv_unref((uv_handle_t *)&ws->timer); /* a client's timers do not hold the loop */
+  } else {
+    ws->stop_res.close = ws_stop_cb;
+    ls_res_link(&gen->rt->on_stop, &ws->stop_res);
+  }
   s->ev = &ws_events;
   s->owner = ws;
   s->read_limit = LS_WS_READ_AHEAD;

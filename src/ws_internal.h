@@ -58,6 +58,7 @@ typedef struct ls_ws_s {
   unsigned char msg_compressed;     /* the message in msg is still compressed */
   unsigned char client;             /* our side is the client: frames go out masked */
   unsigned holds;                   /* a client's waiting tasks (see ws_hold) */
+  ls_res_t stop_res;                /* a server side's link in rt->on_stop (1001 at a stop) */
 } ls_ws_t;
 
 struct ws_ud_s {

@@ -95,6 +95,28 @@ return {"first": first, "code": ws.close_code}
     assert.same({ first = "nil timeout", code = 1000 }, r)
   end)
 
+  it("says goodbye with 1001 to open WebSockets on SIGTERM, and the server exits 0", function()
+    local own = W.start_fixture()
+    local ok, err = pcall(function()
+      local r = W.python(HEAD, [[
+import os, signal
+ws = await websockets.connect("ws://127.0.0.1:%d/echo" % int(sys.argv[2]))
+await ws.send("one")
+first = await ws.recv()
+os.kill(int(sys.argv[3]), signal.SIGTERM)
+try:
+    await ws.recv()
+except websockets.ConnectionClosed as e:
+    return {"first": first, "code": e.rcvd and e.rcvd.code, "reason": e.rcvd and e.rcvd.reason}
+return {"first": first, "code": None}
+]], TAIL, ("0 %d %d"):format(own.port, own.pid))
+      assert.same({ first = "one", code = 1001, reason = "server stopping" }, r)
+      assert.equal(0, own:wait())
+    end)
+    own:cleanup()
+    assert(ok, err)
+  end)
+
   it("negotiates a subprotocol", function()
     local r = python([[
 async with websockets.connect(URL + "/proto", subprotocols=["chat"]) as ws:
