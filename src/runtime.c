@@ -778,3 +778,16 @@ const char *ls_opt_string_field(lua_State *L, int opts, const char *name) {
   lua_pop(L, 1); /* the options table keeps the string alive */
   return s;
 }
+
+void ls_new_class(lua_State *L, const char *name, const luaL_Reg *meth,
+                  const luaL_Reg *metameth) {
+  if (luaL_newmetatable(L, name)) {
+    lua_pushvalue(L, -1);
+    luaL_setfuncs(L, metameth, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, meth, 1);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+}

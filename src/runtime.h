@@ -215,4 +215,10 @@ int64_t ls_opt_timeout_field(lua_State *L, int opts, const char *name, int64_t d
 size_t ls_opt_size_field(lua_State *L, int opts, const char *name, size_t def);
 const char *ls_opt_string_field(lua_State *L, int opts, const char *name);
 
+/* Registers a class: metatable `name` with the metamethods, and an __index table of the
+ * methods; every one of them gets the metatable as its first upvalue, so checking an argument
+ * is one pointer comparison (see tcp.c's check of a luasrv.Conn). */
+void ls_new_class(lua_State *L, const char *name, const luaL_Reg *meth,
+                  const luaL_Reg *metameth);
+
 #endif

@@ -815,19 +815,6 @@ static int l_tcp_connect(lua_State *L) {
   return ls_task_wait(task, c->timeout_ms, udx, conn_connect_k);
 }
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *meth,
-                      const luaL_Reg *metameth) {
-  if (luaL_newmetatable(L, name)) {
-    lua_pushvalue(L, -1);
-    luaL_setfuncs(L, metameth, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, meth, 1);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
-}
-
 void ls_tcp_open(lua_State *L, ls_gen_t *gen) {
   static const luaL_Reg conn_meth[] = {
       {"read", l_conn_read},         {"readline", l_conn_readline},
@@ -842,7 +829,7 @@ void ls_tcp_open(lua_State *L, ls_gen_t *gen) {
                                            {"__tostring", l_conn_tostring},
                                            {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"listen", ls__tcp_listen}, {"connect", l_tcp_connect}, {NULL, NULL}};
-  new_class(L, LS_CONN_MT, conn_meth, conn_metameth);
+  ls_new_class(L, LS_CONN_MT, conn_meth, conn_metameth);
   ls__tcp_listener_open(L);
   lua_pushlightuserdata(L, gen);
   luaL_setfuncs(L, funcs, 1);

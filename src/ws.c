@@ -648,14 +648,6 @@ void ls_ws_open(lua_State *L, ls_gen_t *gen) {
                                   {"protocol", l_ws_protocol}, {NULL, NULL}};
   static const luaL_Reg metameth[] = {{"__gc", l_ws_gc}, {"__tostring", l_ws_tostring},
                                       {NULL, NULL}};
-  if (luaL_newmetatable(L, LS_WS_MT)) {
-    lua_pushvalue(L, -1);
-    luaL_setfuncs(L, metameth, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, meth, 1);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  ls_new_class(L, LS_WS_MT, meth, metameth);
   ls__ws_handshake_open(L, gen);
 }
