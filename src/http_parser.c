@@ -117,6 +117,8 @@ static int decode_path(ls_http_conn_t *c) {
   size_t n = c->url_len, i, start = 0, end;
   size_t out;
   if (n == 1 && t[0] == '*') {
+    if (c->parser.method != HTTP_OPTIONS)
+      return 400; /* asterisk-form is for OPTIONS only (RFC 9112 §3.2.4) */
     end = 1;
   } else {
     if (n == 0)
@@ -234,6 +236,21 @@ static int check_transfer_encoding(ls_http_conn_t *c) {
   return other ? 501 : 0;
 }
 
+/* Whether a Host value can be uri-host [":" port] (RFC 3986 §3.2.2): reg-name characters
+ * (unreserved, sub-delims, percent-encoding), an IP literal's brackets and colons, a port. Empty
+ * is allowed (a target without an authority). Surrounding blanks are trimmed already. */
+static int valid_host(const char *v, size_t len) {
+  size_t i;
+  for (i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)v[i];
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+      continue;
+    if (ch == '\0' || strchr("-._~%!$&'()*+,;=:[]", ch) == NULL)
+      return 0;
+  }
+  return 1;
+}
+
 static int on_headers_complete(llhttp_t *p) {
   ls_http_conn_t *c = parser_conn(p);
   const ls_http_limits_t *lim = &c->listener->limits;
@@ -245,9 +262,17 @@ static int on_headers_complete(llhttp_t *p) {
     return reject(c, 505);
   if (p->method == HTTP_CONNECT)
     return reject(c, 501);
+  trim_values(c);
   hosts = header_count(c, "host", 4);
   if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
     return reject(c, 400);
+  if (hosts == 1) {
+    /* RFC 9110 §7.2: a Host that is not a uri-host [ ":" port ] gets 400. Whitespace inside,
+     * and the delimiters of other URI parts, cannot be in one. */
+    v = ls_http__header(c, "host", 4, &vlen);
+    if (!valid_host(v, vlen))
+      return reject(c, 400);
+  }
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > lim->body_max)
     return reject(c, 413);
   v = ls_http__header(c, "expect", 6, &vlen);
@@ -259,7 +284,6 @@ static int on_headers_complete(llhttp_t *p) {
   status = decode_path(c);
   if (status != 0)
     return reject(c, status);
-  trim_values(c);
   if (p->flags & F_TRANSFER_ENCODING) {
     status = check_transfer_encoding(c);
     if (status != 0)
