@@ -228,17 +228,9 @@ static llhttp_errno_t hcp_run(ls_hcp_t *h, const char *data, size_t len) {
 
 /* ---- the Lua object ------------------------------------------------------------------------ */
 
-/* The parser at index 1. The methods have the metatable as their upvalue: comparing it is
- * cheaper than luaL_checkudata's lookup by name, which stays as the slow path's message. */
+/* The parser at index 1 (its methods have the metatable as their upvalue: ls_check_class). */
 static ls_hcp_t *check_hcp(lua_State *L) {
-  ls_hcp_t *h = NULL;
-  if (lua_getmetatable(L, 1)) {
-    if (lua_rawequal(L, -1, lua_upvalueindex(1)))
-      h = lua_touserdata(L, 1);
-    lua_pop(L, 1);
-  }
-  if (h == NULL)
-    h = luaL_checkudata(L, 1, LS_HTTP_PARSER_MT);
+  ls_hcp_t *h = ls_check_class(L, LS_HTTP_PARSER_MT);
   if (h->headers == NULL)
     luaL_error(L, "response parser used after it was closed");
   return h;

@@ -791,3 +791,14 @@ void ls_new_class(lua_State *L, const char *name, const luaL_Reg *meth,
   }
   lua_pop(L, 1);
 }
+
+void *ls_check_class(lua_State *L, const char *name) {
+  void *ud = lua_touserdata(L, 1);
+  if (ud != NULL && lua_getmetatable(L, 1)) {
+    int ok = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (ok)
+      return ud;
+  }
+  return luaL_checkudata(L, 1, name);
+}

@@ -220,5 +220,9 @@ const char *ls_opt_string_field(lua_State *L, int opts, const char *name);
  * is one pointer comparison (see tcp.c's check of a luasrv.Conn). */
 void ls_new_class(lua_State *L, const char *name, const luaL_Reg *meth,
                   const luaL_Reg *metameth);
+/* The object of class `name` at argument 1, in a function of such a class: its metatable is
+ * compared with the function's first upvalue (one pointer comparison); luaL_checkudata's lookup
+ * by name, and its error message, are the slow path. */
+void *ls_check_class(lua_State *L, const char *name);
 
 #endif

@@ -158,16 +158,7 @@ conn_ud_t *ls__tcp_conn_push_ud(lua_State *L, ls_conn_t *c) {
   return ud;
 }
 
-conn_ud_t *ls__tcp_check_conn_ud(lua_State *L) {
-  conn_ud_t *ud = lua_touserdata(L, 1);
-  if (ud != NULL && lua_getmetatable(L, 1)) {
-    int ok = lua_rawequal(L, -1, lua_upvalueindex(1));
-    lua_pop(L, 1);
-    if (ok)
-      return ud;
-  }
-  return luaL_checkudata(L, 1, LS_CONN_MT);
-}
+conn_ud_t *ls__tcp_check_conn_ud(lua_State *L) { return ls_check_class(L, LS_CONN_MT); }
 
 ls_conn_t *ls__tcp_check_conn(lua_State *L) {
   conn_ud_t *ud = ls__tcp_check_conn_ud(L);

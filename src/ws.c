@@ -364,16 +364,7 @@ static void ws_timer_cb(uv_timer_t *t) {
 
 /* ---- making one -------------------------------------------------------------------------- */
 
-static ws_ud_t *check_ws_ud(lua_State *L) {
-  ws_ud_t *ud = lua_touserdata(L, 1);
-  if (ud != NULL && lua_getmetatable(L, 1)) {
-    int ok = lua_rawequal(L, -1, lua_upvalueindex(1));
-    lua_pop(L, 1);
-    if (ok)
-      return ud;
-  }
-  return luaL_checkudata(L, 1, LS_WS_MT);
-}
+static ws_ud_t *check_ws_ud(lua_State *L) { return ls_check_class(L, LS_WS_MT); }
 
 ls_ws_t *ls__ws_new(lua_State *L, ls_gen_t *gen, ls_stream_t *s, int client, int opts,
                     const char *protocol, int deflate_bits) {
