@@ -224,13 +224,11 @@ static void take_route(lua_State *L, ls_http_conn_t *c) {
  * app) or a C function gets both. */
 static int objects_wanted(lua_State *L) {
   lua_Debug ar;
-  int wanted;
   if (lua_type(L, 2) != LUA_TFUNCTION || lua_iscfunction(L, 2))
     return 2;
   lua_pushvalue(L, 2);
   lua_getinfo(L, ">u", &ar);
-  wanted = ar.isvararg || ar.nparams > 2 ? 2 : ar.nparams;
-  return wanted;
+  return ar.isvararg || ar.nparams > 2 ? 2 : ar.nparams;
 }
 
 /* The body of a request's task, with the task (light userdata) and the handler on the stack:
