@@ -256,7 +256,16 @@ static void ws_pump(ls_ws_t *ws) {
     ls_buf_t *in = &ws->s->in;
     ls_ws_event_t ev;
     size_t used;
-    ls_ws_ev_type_t t = ls_ws_parse(&ws->parser, (uint8_t *)in->data + in->start, ls_buf_len(in),
+    ls_ws_ev_type_t t;
+    if (ls_buf_len(in) == 0 && ws->parser.error_code == 0) {
+      /* Nothing to parse (after each message taken, mostly): what the parser would say. */
+      if (ws->s->read_err != 0) {
+        ws_drop(ws);
+        return;
+      }
+      break;
+    }
+    t = ls_ws_parse(&ws->parser, (uint8_t *)in->data + in->start, ls_buf_len(in),
                                     &used, &ev);
     if (t == LS_WS_EV_NEED) {
       ls_buf_consume(in, used);
@@ -364,7 +373,18 @@ static void ws_timer_cb(uv_timer_t *t) {
 
 /* ---- making one -------------------------------------------------------------------------- */
 
-static ws_ud_t *check_ws_ud(lua_State *L) { return ls_check_class(L, LS_WS_MT); }
+const char ls__ws_tag = 0;
+
+/* The WebSocket at argument 1. A luasrv.WebSocket starts with the address of ls__ws_tag,
+ * which no other code stores and Lua code cannot write into a user data: that word and the
+ * size tell it apart from any other value at a fraction of a metatable comparison's cost
+ * (ws:send runs once per message). Anything else gets ls_check_class's answer and error. */
+static ws_ud_t *check_ws_ud(lua_State *L) {
+  ws_ud_t *ud = lua_touserdata(L, 1);
+  if (ud != NULL && lua_rawlen(L, 1) == sizeof *ud && ud->tag == &ls__ws_tag)
+    return ud;
+  return ls_check_class(L, LS_WS_MT);
+}
 
 ls_ws_t *ls__ws_new(lua_State *L, ls_gen_t *gen, ls_stream_t *s, int client, int opts,
                     const char *protocol, int deflate_bits) {
@@ -406,6 +426,7 @@ ls_ws_t *ls__ws_new(lua_State *L, ls_gen_t *gen, ls_stream_t *s, int client, int
   s->owner = ws;
   s->read_limit = LS_WS_READ_AHEAD;
   ud = lua_newuserdatauv(L, sizeof *ud, 0);
+  ud->tag = &ls__ws_tag;
   ud->ws = ws;
   ud->gen = gen;
   ws->ud = ud;
@@ -431,9 +452,11 @@ static int push_closed(lua_State *L, ls_ws_t *ws) {
   return 4;
 }
 
-/* ctx: the loop time the wait ends at, or 0 for none. */
+/* Argument 1 was checked by the method that started the receive (a continuation runs with
+ * the same stack), so its user data is taken as it is. ctx: the loop time the wait ends at,
+ * or 0 for none. */
 static int ws_receive_k(lua_State *L, int status, lua_KContext ctx) {
-  ws_ud_t *ud = check_ws_ud(L);
+  ws_ud_t *ud = lua_touserdata(L, 1);
   ls_task_t *task = ls_task_current(ud->gen, L);
   ls_ws_t *ws = ud->ws;
   (void)status;
@@ -478,18 +501,20 @@ static int l_ws_receive(lua_State *L) {
   return ws_receive_k(L, LUA_OK, deadline);
 }
 
-/* The iterator of ws:messages(): receive without a timeout (the loop's control value, the
- * last message, is not one); a closed connection ends the loop. */
+/* The iterator of ws:messages(): receive without a timeout on the WebSocket it holds (its
+ * upvalue, checked when the iterator was made; the for loop's values are not looked at); a
+ * closed connection ends the loop. */
 static int l_ws_next(lua_State *L) {
-  check_ws_ud(L);
-  lua_settop(L, 1);
+  lua_settop(L, 0);
+  lua_pushvalue(L, lua_upvalueindex(1));
   return ws_receive_k(L, LUA_OK, 0);
 }
 
 /* ws:messages() -> an iterator over message, kind until the connection closes. */
 static int l_ws_messages(lua_State *L) {
   check_ws_ud(L);
-  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_settop(L, 1);
+  lua_pushvalue(L, 1);
   lua_pushcclosure(L, l_ws_next, 1);
   lua_pushvalue(L, 1);
   return 2;
@@ -497,8 +522,9 @@ static int l_ws_messages(lua_State *L) {
 
 /* ---- ws:send(data [, kind]), ws:ping([data]) ---------------------------------------------- */
 
+/* As ws_receive_k: argument 1 is the checked user data. */
 static int ws_send_k(lua_State *L, int status, lua_KContext ctx) {
-  ws_ud_t *ud = check_ws_ud(L);
+  ws_ud_t *ud = lua_touserdata(L, 1);
   ls_task_t *task = ls_task_current(ud->gen, L);
   ls_ws_t *ws = ud->ws;
   (void)status;
@@ -545,9 +571,18 @@ static int ws_send(lua_State *L, ls_ws_t *ws, int opcode, const char *data, size
 static int l_ws_send(lua_State *L) {
   static const char *const kinds[] = {"text", "binary", NULL};
   ws_ud_t *ud = check_ws_ud(L);
-  size_t len;
+  size_t len, klen;
   const char *data = luaL_checklstring(L, 2, &len);
-  int kind = luaL_checkoption(L, 3, "text", kinds);
+  const char *k = lua_type(L, 3) == LUA_TSTRING ? lua_tolstring(L, 3, &klen) : NULL;
+  int kind;
+  /* The kind is nearly always one of the two words: compared without luaL_checkoption's
+   * string comparisons, which it still does for anything else (and its error message). */
+  if (lua_isnoneornil(L, 3) || (k != NULL && klen == 4 && memcmp(k, "text", 4) == 0))
+    kind = 0;
+  else if (k != NULL && klen == 6 && memcmp(k, "binary", 6) == 0)
+    kind = 1;
+  else
+    kind = luaL_checkoption(L, 3, "text", kinds);
   if (kind == 0) {
     uint32_t st = 0;
     if (ls_ws_utf8(&st, (const uint8_t *)data, len) != 0 || st != 0)
@@ -568,7 +603,7 @@ static int l_ws_ping(lua_State *L) {
 /* ---- ws:close([code [, reason]]) ---------------------------------------------------------- */
 
 static int ws_close_k(lua_State *L, int status, lua_KContext ctx) {
-  ws_ud_t *ud = check_ws_ud(L);
+  ws_ud_t *ud = lua_touserdata(L, 1); /* checked by l_ws_close */
   ls_task_t *task = ls_task_current(ud->gen, L);
   ls_ws_t *ws = ud->ws;
   (void)status;

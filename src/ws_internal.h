@@ -62,9 +62,12 @@ typedef struct ls_ws_s {
 } ls_ws_t;
 
 struct ws_ud_s {
-  ls_ws_t *ws; /* NULL once the connection is gone */
+  const void *tag; /* &ls__ws_tag: what check_ws_ud looks for (see there) */
+  ls_ws_t *ws;     /* NULL once the connection is gone */
   ls_gen_t *gen;
 };
+
+extern const char ls__ws_tag;
 
 /* Takes the stream over for a WebSocket (its events and owner switch to it; they are given
  * back when it closes) and pushes the luasrv.WebSocket object. client: our side is the
