@@ -151,16 +151,21 @@ struct ls_http_conn_s {
  * request's data. They need no finaliser: the handler's task holds them until the request
  * ends, and the end clears both links. Objects with __gc cost every minor collection of the
  * generational collector a walk, so two per request would be a steady price. */
+/* The Lua objects of a request start with their class's tag (see ls_tagged). */
+extern const char ls__req_tag, ls__res_tag, ls__hdr_tag;
 struct ls_http_req_ud_s {
+  const char *tag; /* &ls__req_tag */
   ls_http_conn_t *c;
 };
 struct ls_http_res_ud_s {
+  const char *tag; /* &ls__res_tag */
   ls_http_conn_t *c;
 };
 /* req.headers: a view of the parsed header fields (a lookup scans them; nothing is built per
  * field), with the values assigned to it kept in its user value (a table, made on the first
  * assignment). */
 struct ls_http_hdr_ud_s {
+  const char *tag; /* &ls__hdr_tag */
   ls_http_conn_t *c;
 };
 

@@ -250,12 +250,14 @@ static int http_task_body(lua_State *L) {
    * at them, so they must outlive whatever the handler keeps. The request's user values: its
    * field cache and req.headers. */
   req = lua_newuserdatauv(L, sizeof *req, 2);
+  req->tag = &ls__req_tag;
   req->c = c;
   lua_pushvalue(L, UP_REQ_MT);
   lua_setmetatable(L, -2);
   c->req_ud = req;
   if (wanted == 2) {
     res = lua_newuserdatauv(L, sizeof *res, 0);
+    res->tag = &ls__res_tag;
     res->c = c;
     lua_pushvalue(L, UP_RES_MT);
     lua_setmetatable(L, -2);

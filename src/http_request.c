@@ -14,9 +14,18 @@
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
+const char ls__req_tag = 0, ls__hdr_tag = 0;
+
+static ls_http_req_ud_t *check_req(lua_State *L, int idx) {
+  return ls_check_tagged(L, idx, &ls__req_tag, sizeof(ls_http_req_ud_t), LS_REQ_MT);
+}
+
+static ls_http_hdr_ud_t *check_headers(lua_State *L) {
+  return ls_check_tagged(L, 1, &ls__hdr_tag, sizeof(ls_http_hdr_ud_t), LS_HEADERS_MT);
+}
+
 ls_http_conn_t *ls_http__req_conn(lua_State *L, int idx) {
-  ls_http_req_ud_t *ud = luaL_checkudata(L, idx, LS_REQ_MT);
-  return ud->c;
+  return check_req(L, idx)->c;
 }
 
 /* Pushes the uservalue cache table of the object at idx, creating it if `create`. Returns 0 if
@@ -120,6 +129,7 @@ static void push_headers_view(lua_State *L, int idx, ls_http_conn_t *c) {
     return;
   lua_pop(L, 1);
   h = lua_newuserdatauv(L, sizeof *h, 1);
+  h->tag = &ls__hdr_tag;
   h->c = c;
   if (c != NULL)
     c->hdr_ud = h;
@@ -131,7 +141,7 @@ static void push_headers_view(lua_State *L, int idx, ls_http_conn_t *c) {
 
 /* headers[name]: a value assigned to the view, else the field's value (any case). */
 static int l_headers_index(lua_State *L) {
-  ls_http_hdr_ud_t *h = lua_touserdata(L, 1);
+  ls_http_hdr_ud_t *h = check_headers(L);
   char name[256];
   size_t len;
   if (lua_type(L, 2) != LUA_TSTRING || lower_name(L, 2, name, sizeof name, &len) == NULL)
@@ -156,7 +166,7 @@ static int l_headers_index(lua_State *L) {
 static int l_headers_newindex(lua_State *L) {
   char name[256];
   size_t len;
-  luaL_checkudata(L, 1, LS_HEADERS_MT);
+  check_headers(L);
   if (lower_name(L, 2, name, sizeof name, &len) == NULL)
     return luaL_argerror(L, 2, "header name too long");
   if (!lua_isnil(L, 3) && lua_type(L, 3) != LUA_TSTRING && lua_type(L, 3) != LUA_TNUMBER)
@@ -178,7 +188,7 @@ static int l_headers_newindex(lua_State *L) {
 
 /* pairs(headers): next over a table of the fields as they are now (lower-case names). */
 static int l_headers_pairs(lua_State *L) {
-  ls_http_hdr_ud_t *h = luaL_checkudata(L, 1, LS_HEADERS_MT);
+  ls_http_hdr_ud_t *h = check_headers(L);
   lua_pushvalue(L, lua_upvalueindex(1)); /* next */
   if (h->c != NULL)
     push_headers_table(L, h->c);
@@ -341,8 +351,7 @@ static void target_parts(ls_http_conn_t *c, const char **path, size_t *path_len,
 #define KEY_IS(lit) (klen == sizeof(lit) - 1 && memcmp(key, lit, sizeof(lit) - 1) == 0)
 
 static int l_req_index(lua_State *L) {
-  /* Only ever called through the Request metatable, so argument 1 is a request. */
-  ls_http_conn_t *c = ((ls_http_req_ud_t *)lua_touserdata(L, 1))->c;
+  ls_http_conn_t *c = check_req(L, 1)->c;
   const char *key;
   size_t klen;
   if (push_cache(L, 1, 0)) {
@@ -459,7 +468,7 @@ static int l_req_index(lua_State *L) {
 
 /* req.x = v stores a field of the request (middleware data, params set by the router). */
 static int l_req_newindex(lua_State *L) {
-  luaL_checkudata(L, 1, LS_REQ_MT);
+  check_req(L, 1);
   push_cache(L, 1, 1);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
@@ -505,7 +514,7 @@ static int body_failed(lua_State *L, ls_http_conn_t *c) {
 }
 
 static int body_k(lua_State *L, int status, lua_KContext ctx) {
-  ls_http_req_ud_t *ud = luaL_checkudata(L, 1, LS_REQ_MT);
+  ls_http_req_ud_t *ud = check_req(L, 1);
   ls_http_conn_t *c = ud->c;
   ls_task_t *task;
   (void)status;
@@ -562,7 +571,7 @@ static int body_reader_iter(lua_State *L) {
 
 /* req:body_reader() -> an iterator over the body's pieces as they arrive. */
 static int l_req_body_reader(lua_State *L) {
-  luaL_checkudata(L, 1, LS_REQ_MT);
+  check_req(L, 1);
   lua_settop(L, 1);
   lua_pushcclosure(L, body_reader_iter, 1);
   return 1;
@@ -587,7 +596,7 @@ static int json_body_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* req:json() -> the body decoded by srv.json, or nil, message for a malformed one. */
 static int l_req_json(lua_State *L) {
-  luaL_checkudata(L, 1, LS_REQ_MT);
+  check_req(L, 1);
   lua_settop(L, 1);
   lua_pushcfunction(L, l_req_body);
   lua_pushvalue(L, 1);

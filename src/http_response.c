@@ -23,7 +23,11 @@
 
 /* ---- response ----------------------------------------------------------------------------- */
 
-static ls_http_res_ud_t *check_res(lua_State *L) { return luaL_checkudata(L, 1, LS_RES_MT); }
+const char ls__res_tag = 0;
+
+static ls_http_res_ud_t *check_res(lua_State *L) {
+  return ls_check_tagged(L, 1, &ls__res_tag, sizeof(ls_http_res_ud_t), LS_RES_MT);
+}
 
 /* The connection of a response that can still be changed, or raises. */
 static ls_http_conn_t *res_open(lua_State *L, ls_http_res_ud_t *ud, const char *what) {

@@ -225,4 +225,21 @@ void ls_new_class(lua_State *L, const char *name, const luaL_Reg *meth,
  * by name, and its error message, are the slow path. */
 void *ls_check_class(lua_State *L, const char *name);
 
+/* Objects whose methods run once per request or per message are told apart by a tag: their
+ * first member is a `const char *` holding the address of their class's tag (a static only
+ * their own file stores), and Lua code cannot write into a user data, so the word and the size
+ * identify an instance for a fraction of a metatable comparison's cost. That also makes
+ * metamethods safe when Lua calls them on something else (getmetatable(req).__index(x)). */
+static inline void *ls_tagged(lua_State *L, int idx, const char *tag, size_t size) {
+  const char **ud = lua_touserdata(L, idx);
+  return ud != NULL && lua_rawlen(L, idx) == size && *ud == tag ? ud : NULL;
+}
+
+/* The tagged object at idx, or luaL_checkudata's error for the class `name`. */
+static inline void *ls_check_tagged(lua_State *L, int idx, const char *tag, size_t size,
+                                    const char *name) {
+  void *ud = ls_tagged(L, idx, tag, size);
+  return ud != NULL ? ud : luaL_checkudata(L, idx, name);
+}
+
 #endif

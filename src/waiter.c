@@ -10,13 +10,16 @@
  * recorded in `task` only while it waits (the continuation clears it), and the userdata is on
  * that task's stack meanwhile, so neither can go away under the other. */
 typedef struct waiter_s {
+  const char *tag; /* &waiter_tag (see ls_tagged) */
   ls_gen_t *gen;
   ls_task_t *task;
   int signalled;
 } waiter_t;
 
+static const char waiter_tag = 0;
+
 static waiter_t *check_waiter(lua_State *L) {
-  return luaL_checkudata(L, 1, LS_WAITER_MT);
+  return ls_check_tagged(L, 1, &waiter_tag, sizeof(waiter_t), LS_WAITER_MT);
 }
 
 /* Runs on each resume: a wake-up, the timeout, or a spurious resume (which waits again for
@@ -84,6 +87,7 @@ static int l_waiter_wake(lua_State *L) {
 /* core.waiter() -> a new waiter, not signalled. */
 static int l_waiter(lua_State *L) {
   waiter_t *w = lua_newuserdatauv(L, sizeof *w, 0);
+  w->tag = &waiter_tag;
   w->gen = ls_upvalue_gen(L);
   w->task = NULL;
   w->signalled = 0;

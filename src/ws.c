@@ -375,15 +375,9 @@ static void ws_timer_cb(uv_timer_t *t) {
 
 const char ls__ws_tag = 0;
 
-/* The WebSocket at argument 1. A luasrv.WebSocket starts with the address of ls__ws_tag,
- * which no other code stores and Lua code cannot write into a user data: that word and the
- * size tell it apart from any other value at a fraction of a metatable comparison's cost
- * (ws:send runs once per message). Anything else gets ls_check_class's answer and error. */
+/* The WebSocket at argument 1 (ws:send runs once per message: a tag, see ls_tagged). */
 static ws_ud_t *check_ws_ud(lua_State *L) {
-  ws_ud_t *ud = lua_touserdata(L, 1);
-  if (ud != NULL && lua_rawlen(L, 1) == sizeof *ud && ud->tag == &ls__ws_tag)
-    return ud;
-  return ls_check_class(L, LS_WS_MT);
+  return ls_check_tagged(L, 1, &ls__ws_tag, sizeof(ws_ud_t), LS_WS_MT);
 }
 
 ls_ws_t *ls__ws_new(lua_State *L, ls_gen_t *gen, ls_stream_t *s, int client, int opts,

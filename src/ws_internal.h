@@ -62,7 +62,7 @@ typedef struct ls_ws_s {
 } ls_ws_t;
 
 struct ws_ud_s {
-  const void *tag; /* &ls__ws_tag: what check_ws_ud looks for (see there) */
+  const char *tag; /* &ls__ws_tag (see ls_tagged) */
   ls_ws_t *ws;     /* NULL once the connection is gone */
   ls_gen_t *gen;
 };

@@ -252,7 +252,34 @@ end
 
 -- Reads one reply that answers a command: a push that arrives meanwhile (RESP3 client
 -- tracking, for example) is set aside. Returns ok, value; on failure false, message, code.
+-- The commonest replies, a bulk string of a length seen before and an integer, are taken
+-- here when they are whole in the buffer; anything else (and anything odd) goes the long way.
 local function reply_step(c)
+  local buf, pos = c.buf, c.pos
+  local t = byte(buf, pos)
+  if t == 36 then -- $
+    local e = find(buf, "\r\n", pos + 1, true)
+    local n = e and known_lengths[sub(buf, pos + 1, e - 1)]
+    if n and n <= c.max_bulk then
+      if n < 0 then
+        c.pos = e + 2
+        return nil
+      end
+      local stop = e + 1 + n
+      local cr, lf = byte(buf, stop + 1, stop + 2)
+      if cr == 13 and lf == 10 then
+        c.pos = stop + 3
+        return sub(buf, e + 2, stop)
+      end
+    end
+  elseif t == 58 then -- :
+    local _, e, digits = find(buf, "^(%-?%d+)\r\n", pos + 1)
+    local v = e and tointeger(tonumber(digits))
+    if v then
+      c.pos = e + 1
+      return v
+    end
+  end
   while true do
     local v, push = read_reply(c, 0)
     if not push then return v end
