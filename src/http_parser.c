@@ -97,18 +97,6 @@ const char *ls_http__header(ls_http_conn_t *c, const char *name, size_t name_len
   return NULL;
 }
 
-
-static unsigned header_count(ls_http_conn_t *c, const char *name, size_t name_len) {
-  unsigned i, n = 0;
-  const char *base = ls_buf_head(&c->head);
-  for (i = 0; i < c->nheaders; i++) {
-    const ls_http_header_t *h = &c->headers[i];
-    if (h->name_len == name_len && memcmp(base + h->name_off, name, name_len) == 0)
-      n++;
-  }
-  return n;
-}
-
 /* Finds the path of the target (origin-form, or absolute-form whose authority is skipped),
  * percent-decodes it after the headers in c->head and records where. Returns 0, or the status
  * for a malformed path. */
@@ -180,19 +168,6 @@ static int ascii_ieq(const char *a, size_t alen, const char *lit) {
   return 1;
 }
 
-/* Drops trailing spaces and tabs from every header value (RFC 9112 §5: optional whitespace
- * is not part of the value). */
-static void trim_values(ls_http_conn_t *c) {
-  const char *base = ls_buf_head(&c->head);
-  unsigned i;
-  for (i = 0; i < c->nheaders; i++) {
-    ls_http_header_t *h = &c->headers[i];
-    while (h->value_len > 0 &&
-           (base[h->value_off + h->value_len - 1] == ' ' || base[h->value_off + h->value_len - 1] == '\t'))
-      h->value_len--;
-  }
-}
-
 /* Checks the request's Transfer-Encoding (every field line, in order, RFC 9112 §6.1): the
  * codings must end in exactly one "chunked", the only coding this server applies. Returns 0,
  * 400 when the body's length cannot be known (chunked missing, not last or repeated, or an
@@ -238,17 +213,43 @@ static int check_transfer_encoding(ls_http_conn_t *c) {
 
 /* Whether a Host value can be uri-host [":" port] (RFC 3986 §3.2.2): reg-name characters
  * (unreserved, sub-delims, percent-encoding), an IP literal's brackets and colons, a port. Empty
- * is allowed (a target without an authority). Surrounding blanks are trimmed already. */
+ * is allowed (a target without an authority). Surrounding blanks are trimmed already. The
+ * characters allowed are a table made on the first call (one process, one thread). */
 static int valid_host(const char *v, size_t len) {
+  static unsigned char allowed[256];
+  static int ready;
   size_t i;
-  for (i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)v[i];
-    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
-      continue;
-    if (ch == '\0' || strchr("-._~%!$&'()*+,;=:[]", ch) == NULL)
-      return 0;
+  if (!ready) {
+    const char *p;
+    for (i = 0; i < 256; i++)
+      allowed[i] = (unsigned char)((i >= 'a' && i <= 'z') || (i >= 'A' && i <= 'Z') ||
+                                   (i >= '0' && i <= '9'));
+    for (p = "-._~%!$&'()*+,;=:[]"; *p != '\0'; p++)
+      allowed[(unsigned char)*p] = 1;
+    ready = 1;
   }
+  for (i = 0; i < len; i++)
+    if (!allowed[(unsigned char)v[i]])
+      return 0;
   return 1;
+}
+
+/* Trims the blanks after each field value (RFC 9112 §5: optional whitespace is not part of
+ * the value; llhttp leaves them), counts the Host fields and sets *host to the first one's
+ * value: one pass over the fields. */
+static unsigned trim_values_find_host(ls_http_conn_t *c, const ls_http_header_t **host) {
+  const char *base = ls_buf_head(&c->head);
+  unsigned i, hosts = 0;
+  *host = NULL;
+  for (i = 0; i < c->nheaders; i++) {
+    ls_http_header_t *h = &c->headers[i];
+    while (h->value_len > 0 &&
+           (base[h->value_off + h->value_len - 1] == ' ' || base[h->value_off + h->value_len - 1] == '\t'))
+      h->value_len--;
+    if (h->name_len == 4 && memcmp(base + h->name_off, "host", 4) == 0 && hosts++ == 0)
+      *host = h;
+  }
+  return hosts;
 }
 
 static int on_headers_complete(llhttp_t *p) {
@@ -256,23 +257,20 @@ static int on_headers_complete(llhttp_t *p) {
   const ls_http_limits_t *lim = &c->listener->limits;
   const char *v;
   size_t vlen;
+  const ls_http_header_t *host;
   unsigned hosts;
   int status;
   if (p->http_major != 1)
     return reject(c, 505);
   if (p->method == HTTP_CONNECT)
     return reject(c, 501);
-  trim_values(c);
-  hosts = header_count(c, "host", 4);
+  hosts = trim_values_find_host(c, &host);
   if (hosts > 1 || (hosts == 0 && p->http_minor >= 1))
     return reject(c, 400);
-  if (hosts == 1) {
-    /* RFC 9110 §7.2: a Host that is not a uri-host [ ":" port ] gets 400. Whitespace inside,
-     * and the delimiters of other URI parts, cannot be in one. */
-    v = ls_http__header(c, "host", 4, &vlen);
-    if (!valid_host(v, vlen))
-      return reject(c, 400);
-  }
+  /* RFC 9110 §7.2: a Host that is not a uri-host [ ":" port ] gets 400. Whitespace inside, and
+   * the delimiters of other URI parts, cannot be in one. */
+  if (host != NULL && !valid_host(ls_buf_head(&c->head) + host->value_off, host->value_len))
+    return reject(c, 400);
   if ((p->flags & F_CONTENT_LENGTH) && p->content_length > lim->body_max)
     return reject(c, 413);
   v = ls_http__header(c, "expect", 6, &vlen);
