@@ -257,16 +257,14 @@ static void ws_pump(ls_ws_t *ws) {
     ls_ws_event_t ev;
     size_t used;
     ls_ws_ev_type_t t;
+    /* An empty input (after each message taken, mostly) needs more, as the parser would say
+     * at more cost; only a failed parser has something else to say then. */
     if (ls_buf_len(in) == 0 && ws->parser.error_code == 0) {
-      /* Nothing to parse (after each message taken, mostly): what the parser would say. */
-      if (ws->s->read_err != 0) {
-        ws_drop(ws);
-        return;
-      }
-      break;
+      t = LS_WS_EV_NEED;
+      used = 0;
+    } else {
+      t = ls_ws_parse(&ws->parser, (uint8_t *)in->data + in->start, ls_buf_len(in), &used, &ev);
     }
-    t = ls_ws_parse(&ws->parser, (uint8_t *)in->data + in->start, ls_buf_len(in),
-                                    &used, &ev);
     if (t == LS_WS_EV_NEED) {
       ls_buf_consume(in, used);
       if (ws->s->read_err != 0) {
