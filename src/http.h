@@ -161,6 +161,12 @@ struct ls_http_res_ud_s {
   const char *tag; /* &ls__res_tag */
   ls_http_conn_t *c;
 };
+/* The request object's user values: fields set from Lua and cached tables (query,
+ * cookies...), req.headers's view, req.params (set by the core's routing or the router). */
+#define LS_REQ_UV_CACHE 1
+#define LS_REQ_UV_HEADERS 2
+#define LS_REQ_UV_PARAMS 3
+#define LS_REQ_UVALUES 3
 /* req.headers: a view of the parsed header fields (a lookup scans them; nothing is built per
  * field), with the values assigned to it kept in its user value (a table, made on the first
  * assignment). */
@@ -194,6 +200,15 @@ static inline int ls_http__hexval(int ch) {
     return ch - 'A' + 10;
   return -1;
 }
+
+/* ---- http_route.c ---- */
+/* If the handler at stack index `app` is an app (luasrv.router) whose route for this request
+ * the core can find as its dispatch would, and call straight: replaces it with the route's
+ * function and returns 1, or 2 with the table of the route's parameters pushed. Otherwise
+ * returns 0 and changes nothing. `methods` is the index of the method names by llhttp's
+ * number + 1. */
+int ls_http__route(lua_State *L, int app, int methods, int method, const char *path,
+                   size_t path_len);
 
 /* ---- http_server.c ---- */
 /* src/http_parser.c: llhttp's callbacks for requests (a paused parser hands a complete head

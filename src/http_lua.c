@@ -17,10 +17,9 @@
 static const char req_mt_key, res_mt_key;
 
 /* http_task_body's upvalues. */
-#define UP_ROUTES lua_upvalueindex(1)  /* the string "routes" */
-#define UP_METHODS lua_upvalueindex(2) /* method names, indexed by llhttp's number + 1 */
-#define UP_REQ_MT lua_upvalueindex(3)
-#define UP_RES_MT lua_upvalueindex(4)
+#define UP_METHODS lua_upvalueindex(1) /* method names, indexed by llhttp's number + 1 */
+#define UP_REQ_MT lua_upvalueindex(2)
+#define UP_RES_MT lua_upvalueindex(3)
 
 /* ---- rejecting a request, temporary files ------------------------------------------------- */
 
@@ -197,28 +196,6 @@ static int http_task_body_k(lua_State *L, int status, lua_KContext ctx) {
   return 0;
 }
 
-/* If the handler at index 2 is an app that offers exact routes (a `routes` table: path ->
- * {METHOD = function}, which luasrv.router keeps while nothing else runs between a request
- * and such a route), and one matches this request, puts its function at index 2 instead:
- * the route is called straight, without the app's dispatch in Lua. */
-static void take_route(lua_State *L, ls_http_conn_t *c) {
-  if (lua_type(L, 2) != LUA_TTABLE)
-    return;
-  lua_pushvalue(L, UP_ROUTES);
-  if (lua_rawget(L, 2) == LUA_TTABLE) {
-    lua_pushlstring(L, ls_buf_head(&c->head) + c->path_off, c->path_len);
-    if (lua_rawget(L, -2) == LUA_TTABLE) {
-      lua_rawgeti(L, UP_METHODS, c->parser.method + 1);
-      if (lua_rawget(L, -2) == LUA_TFUNCTION) {
-        lua_replace(L, 2);
-        lua_pop(L, 2);
-        return;
-      }
-    }
-  }
-  lua_settop(L, 2);
-}
-
 /* How many of (req, res) the handler at index 2 can reach: a Lua function declared with fewer
  * parameters (and no `...`) never sees the others, so they are not made. A callable table (an
  * app) or a C function gets both. */
@@ -238,22 +215,31 @@ static int http_task_body(lua_State *L) {
   ls_http_conn_t *c = task->data;
   ls_http_req_ud_t *req;
   ls_http_res_ud_t *res;
-  int wanted;
-  take_route(L, c);
+  int wanted, routed;
+  /* An app's route the core can find itself is called straight (http_route.c); with the
+   * table of its parameters at index 3 when it has some. */
+  routed = ls_http__route(L, 2, UP_METHODS, c->parser.method, ls_buf_head(&c->head) + c->path_off,
+                          c->path_len);
+  if (routed != 2)
+    lua_pushnil(L);
   wanted = objects_wanted(L);
   if (wanted == 0) {
     lua_pushvalue(L, 2);
-    lua_callk(L, 0, LUA_MULTRET, 3, http_task_body_k);
-    return http_task_body_k(L, LUA_OK, 3);
+    lua_callk(L, 0, LUA_MULTRET, 4, http_task_body_k);
+    return http_task_body_k(L, LUA_OK, 4);
   }
-  /* The objects stay on the stack (from index 3) for the whole request: the connection points
+  /* The objects stay on the stack (from index 4) for the whole request: the connection points
    * at them, so they must outlive whatever the handler keeps. The request's user values: its
-   * field cache and req.headers. */
-  req = lua_newuserdatauv(L, sizeof *req, 2);
+   * field cache, req.headers and req.params. */
+  req = lua_newuserdatauv(L, sizeof *req, LS_REQ_UVALUES);
   req->tag = &ls__req_tag;
   req->c = c;
   lua_pushvalue(L, UP_REQ_MT);
   lua_setmetatable(L, -2);
+  if (routed == 2) {
+    lua_pushvalue(L, 3);
+    lua_setiuservalue(L, -2, LS_REQ_UV_PARAMS);
+  }
   c->req_ud = req;
   if (wanted == 2) {
     res = lua_newuserdatauv(L, sizeof *res, 0);
@@ -264,11 +250,11 @@ static int http_task_body(lua_State *L) {
     c->res_ud = res;
   }
   lua_pushvalue(L, 2);
-  lua_pushvalue(L, 3);
+  lua_pushvalue(L, 4);
   if (wanted == 2)
-    lua_pushvalue(L, 4);
-  lua_callk(L, wanted, LUA_MULTRET, 3 + wanted, http_task_body_k);
-  return http_task_body_k(L, LUA_OK, 3 + wanted);
+    lua_pushvalue(L, 5);
+  lua_callk(L, wanted, LUA_MULTRET, 4 + wanted, http_task_body_k);
+  return http_task_body_k(L, LUA_OK, 4 + wanted);
 }
 
 void ls_http__dispatch(ls_http_conn_t *c) {
@@ -331,7 +317,6 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &req_mt_key);
   luaL_getmetatable(L, LS_RES_MT);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &res_mt_key);
-  lua_pushliteral(L, "routes");
   lua_createtable(L, HTTP_FLUSH + 1, 0); /* HTTP_FLUSH: llhttp's last method */
   for (int m = 0; m <= HTTP_FLUSH; m++) {
     lua_pushstring(L, llhttp_method_name((llhttp_method_t)m));
@@ -339,7 +324,7 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
   }
   lua_rawgetp(L, LUA_REGISTRYINDEX, &req_mt_key);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &res_mt_key);
-  lua_pushcclosure(L, http_task_body, 4);
+  lua_pushcclosure(L, http_task_body, 3);
   gen->http_task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   /* The method tables, for lua/luasrv/http.lua to add the methods written in Lua (req:form,
    * res:cookie), and the helpers those use. */

@@ -31,14 +31,14 @@ ls_http_conn_t *ls_http__req_conn(lua_State *L, int idx) {
 /* Pushes the uservalue cache table of the object at idx, creating it if `create`. Returns 0 if
  * there is none (nothing pushed). */
 static int push_cache(lua_State *L, int idx, int create) {
-  if (lua_getiuservalue(L, idx, 1) == LUA_TTABLE)
+  if (lua_getiuservalue(L, idx, LS_REQ_UV_CACHE) == LUA_TTABLE)
     return 1;
   lua_pop(L, 1);
   if (!create)
     return 0;
   lua_createtable(L, 0, 4);
   lua_pushvalue(L, -1);
-  lua_setiuservalue(L, idx, 1);
+  lua_setiuservalue(L, idx, LS_REQ_UV_CACHE);
   return 1;
 }
 
@@ -125,7 +125,7 @@ static void push_headers_table(lua_State *L, ls_http_conn_t *c) {
  * use and kept in the request's second user value. */
 static void push_headers_view(lua_State *L, int idx, ls_http_conn_t *c) {
   ls_http_hdr_ud_t *h;
-  if (lua_getiuservalue(L, idx, 2) == LUA_TUSERDATA)
+  if (lua_getiuservalue(L, idx, LS_REQ_UV_HEADERS) == LUA_TUSERDATA)
     return;
   lua_pop(L, 1);
   h = lua_newuserdatauv(L, sizeof *h, 1);
@@ -136,7 +136,7 @@ static void push_headers_view(lua_State *L, int idx, ls_http_conn_t *c) {
   lua_pushvalue(L, UP_HEADERS_MT);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
-  lua_setiuservalue(L, idx, 2);
+  lua_setiuservalue(L, idx, LS_REQ_UV_HEADERS);
 }
 
 /* headers[name]: a value assigned to the view, else the field's value (any case). */
@@ -363,6 +363,16 @@ static int l_req_index(lua_State *L) {
   key = lua_tolstring(L, 2, &klen);
   if (key == NULL || lua_type(L, 2) != LUA_TSTRING)
     return 0;
+  if (KEY_IS("params")) {
+    /* The route's parameters (also once the request ended), or a table of none made on first
+     * read. */
+    if (lua_getiuservalue(L, 1, LS_REQ_UV_PARAMS) != LUA_TNIL)
+      return 1;
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, LS_REQ_UV_PARAMS);
+    return 1;
+  }
   if (c != NULL) {
     const char *path, *query;
     size_t path_len, query_len;
@@ -376,13 +386,6 @@ static int l_req_index(lua_State *L) {
     case 'p':
       if (KEY_IS("path")) {
         lua_pushlstring(L, ls_buf_head(&c->head) + c->path_off, c->path_len);
-        return 1;
-      }
-      if (KEY_IS("params")) {
-        push_cache(L, 1, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, -3, "params");
         return 1;
       }
       if (KEY_IS("peer")) {
@@ -466,9 +469,18 @@ static int l_req_index(lua_State *L) {
   return 1;
 }
 
-/* req.x = v stores a field of the request (middleware data, params set by the router). */
+/* req.x = v stores a field of the request (middleware data, params set by the router: those
+ * in their own user value, where the core's routing puts them too). */
 static int l_req_newindex(lua_State *L) {
+  size_t klen;
+  const char *key;
   check_req(L, 1);
+  key = lua_tolstring(L, 2, &klen);
+  if (key != NULL && lua_type(L, 2) == LUA_TSTRING && KEY_IS("params")) {
+    lua_settop(L, 3);
+    lua_setiuservalue(L, 1, LS_REQ_UV_PARAMS);
+    return 0;
+  }
   push_cache(L, 1, 1);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);

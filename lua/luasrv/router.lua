@@ -3,10 +3,11 @@
 -- handlers. Routes live in a segment trie, so finding one costs the same however many there
 -- are; fixed paths are also kept in a table for a single lookup.
 --
--- app.routes (path -> {METHOD = handler}) is the part of that table the HTTP core may use on
--- its own: for a request whose path and method it finds there, the core calls the handler
--- straight, as dispatch would. It is there only while dispatch would do nothing else for
--- such a request: middleware or a custom 500 page take it away.
+-- app.routes (path -> {METHOD = handler}) and app.route_tree (the trie's root) are what the
+-- HTTP core may use on its own (src/http_route.c): for a request whose route it finds there,
+-- walking the trie as `match` does, the core calls the handler straight, with req.params set,
+-- as dispatch would. They are there only while dispatch would do nothing else for such a
+-- request: middleware or a custom 500 page take them away.
 local log = require("luasrv.core").log
 
 local concat, sort, type, error, select = table.concat, table.sort, type, error, select
@@ -104,6 +105,7 @@ function Router:route(method, pattern, handler)
   node.handlers[method] = handler
   if dynamic then
     self.dynamic = true
+    if self.routes then self.route_tree = self.root end
   else
     self.exact[pattern] = node
     if self.routes then self.routes[pattern] = node.handlers end
@@ -140,7 +142,7 @@ function Router:use(fn)
     error("bad argument #1 to 'use' (function expected, got " .. type(fn) .. ")", 2)
   end
   self.middleware[#self.middleware + 1] = fn
-  self.routes = nil -- every request passes the middleware now
+  self.routes, self.route_tree = nil, nil -- every request passes the middleware now
   return self
 end
 
@@ -180,7 +182,7 @@ function Router:error(status, fn)
     error("usage: app:error(status, function(req, res, status, message) ... end)", 2)
   end
   self.errors[status] = fn
-  if status == 500 then self.routes = nil end -- handlers run under its xpcall now
+  if status == 500 then self.routes, self.route_tree = nil, nil end -- under its xpcall now
   return self
 end
 
