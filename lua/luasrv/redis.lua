@@ -100,7 +100,7 @@ end
 -- A command on a multiplexed client.
 local function mux_call(prep, cmd, ...)
   mux_check(cmd)
-  local v, err, code = mux.request(prep.key, prep.dial, 1, wire(cmd, ...))
+  local v, err, code = mux.request(prep.key, prep.dial, nil, wire(cmd, ...))
   if err ~= nil then return nil, err, code end
   if getmetatable(v) == ErrorReply then return nil, v.message, error_code(v.message) end
   return v

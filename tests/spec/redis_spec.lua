@@ -427,6 +427,9 @@ describe("redis client against redis-server", function()
       assert.same({ nil, nil }, { r:get("missing") })
       assert.same({ nil, "WRONGTYPE Operation against a key holding the wrong kind of value", "WRONGTYPE" },
         { r:lpush("k", "x") })
+      -- A pipeline of one command is still a table of replies.
+      assert.same({ { "v" }, 1 }, { r:pipeline(function(p) p:get("k") end) })
+      assert.same({ { redis.null }, 1 }, { r:pipeline(function(p) p:get("missing") end) })
       -- 100 tasks, each with its own client, 20 rounds of a command and a pipeline.
       run_tasks(100, function(i)
         local c = assert(redis.connect(o))

@@ -50,8 +50,9 @@ local function fail_all(m, message, code)
 end
 
 local function read_for(c, req)
-  if req.n == 1 then return reply_step(c) end
-  return read_replies(c, req.n)
+  local n = req.n
+  if n == nil then return reply_step(c) end
+  return read_replies(c, n)
 end
 
 -- Reads replies in order until `mine` has its own, waking the task of each other one.
@@ -116,8 +117,9 @@ local function flush(m)
   m.flushing = false
 end
 
---- mux.request(key, dial, n, wire) -> the reply (n == 1) or the table of n replies |
--- nil, message, code. `wire` holds n encoded commands; dial() makes the connection state.
+--- mux.request(key, dial, n, wire) -> the reply (n == nil: one command) or the table of the
+-- n replies (a pipeline, n >= 1) | nil, message, code. `wire` holds the encoded commands;
+-- dial() makes the connection state.
 function M.request(key, dial, n, wire)
   local m = muxes[key]
   if m == nil then
