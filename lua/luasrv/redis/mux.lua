@@ -21,16 +21,22 @@ local M = {}
 local PROBE_AFTER = 1 -- seconds unused before the connection is checked before a write
 
 local muxes = {}                                  -- the live connection per key
-local waiters = setmetatable({}, { __mode = "k" }) -- a waiter per task's coroutine
 
-local function waiter_of_running_task()
-  local co = running()
-  local w = waiters[co]
-  if w == nil then
-    w = new_waiter()
-    waiters[co] = w
-  end
+-- Waiters of requests that ended, for the next ones (a request takes one for its reply). A
+-- wake-up left over from an earlier request only makes the next one look at its state again.
+local idle_waiters, idle_count = {}, 0
+
+local function take_waiter()
+  if idle_count == 0 then return new_waiter() end
+  local w = idle_waiters[idle_count]
+  idle_waiters[idle_count] = nil
+  idle_count = idle_count - 1
   return w
+end
+
+local function give_waiter(w)
+  idle_count = idle_count + 1
+  idle_waiters[idle_count] = w
 end
 
 -- Ends the connection: every request still waiting gets the failure.
@@ -70,7 +76,13 @@ local function read_until(m, mine)
       return
     end
     q[q.head] = nil
-    q.head = q.head + 1
+    if q.head == q.tail then
+      -- Every command sent was answered: the FIFO starts again at 1, so that its slots are
+      -- reused (keys that only grow would keep the table rehashing).
+      q.head, q.tail, m.sent = 1, 0, 0
+    else
+      q.head = q.head + 1
+    end
     req.value, req.done = v, true
     if req ~= mine then req.w:wake() end
   end
@@ -127,7 +139,7 @@ function M.request(key, dial, n, wire)
           flushing = false, reading = false, dead = false, last_write = 0 }
     muxes[key] = m
   end
-  local w = waiter_of_running_task()
+  local w = take_waiter()
   local req = { n = n, w = w, done = false }
   local flusher = not m.flushing
   if flusher then
@@ -163,6 +175,7 @@ function M.request(key, dial, n, wire)
       if not m.dead and q.head <= q.tail then q[q.head].w:wake() end
     end
   end
+  give_waiter(w)
   if req.err ~= nil then return nil, req.err, req.code end
   return req.value
 end
