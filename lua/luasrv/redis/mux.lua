@@ -8,9 +8,8 @@
 local core = require "luasrv.core"
 local resp = require "luasrv.redis.resp"
 
-local pcall, error, tostring, getmetatable, setmetatable = pcall, error, tostring, getmetatable,
-  setmetatable
-local concat, running = table.concat, coroutine.running
+local pcall, error, tostring, getmetatable = pcall, error, tostring, getmetatable
+local concat = table.concat
 local reply_step, read_replies, broken, alive = resp.reply_step, resp.read_replies, resp.broken,
   resp.alive
 local Failure = resp.Failure
