@@ -359,38 +359,46 @@ local function argument(a, i, name)
     name:lower(), type(a)))
 end
 
--- Appends the RESP array of one command to `out` (from index k) and returns the next index.
--- Commands of one to three arguments (nearly all) are spelt out: no loop, no select calls.
-local function encode(out, k, name, ...)
+-- The RESP array of one command, as one string. Commands of one to three arguments (nearly
+-- all) are spelt out as one concatenation: no table, no loop, no select calls (several times
+-- cheaper than pieces joined by table.concat). Longer ones go through a table kept for the
+-- purpose (emptied after, so it holds no argument alive): nothing can run between the
+-- encoding and the concat.
+local scratch = {}
+local concat = table.concat
+local function wire(name, ...)
   local n = select("#", ...)
   local by_count = command_heads[name]
-  out[k] = by_count and by_count[n] or command_head(name, n)
+  local head = by_count and by_count[n] or command_head(name, n)
   if n <= 3 then
-    if n == 0 then return k + 1 end
+    if n == 0 then return head end
     local a, b, c = ...
     if type(a) ~= "string" then a = argument(a, 1, name) end
-    out[k + 1], out[k + 2] = bulk_heads[#a], a
-    if n == 1 then
-      out[k + 3] = "\r\n"
-      return k + 4
-    end
+    if n == 1 then return head .. bulk_heads[#a] .. a .. "\r\n" end
     if type(b) ~= "string" then b = argument(b, 2, name) end
-    out[k + 3], out[k + 4], out[k + 5] = next_heads[#b], b, "\r\n"
-    if n == 2 then return k + 6 end
+    if n == 2 then return head .. bulk_heads[#a] .. a .. next_heads[#b] .. b .. "\r\n" end
     if type(c) ~= "string" then c = argument(c, 3, name) end
-    out[k + 6], out[k + 7], out[k + 8] = bulk_heads[#c], c, "\r\n"
-    return k + 9
+    return head .. bulk_heads[#a] .. a .. next_heads[#b] .. b .. next_heads[#c] .. c .. "\r\n"
   end
-  k = k + 1
+  scratch[1] = head
+  local k = 2
   local args = n > 6 and { ... } -- select(i, ...) in a loop is quadratic
   for i = 1, n do
     local a
     if args then a = args[i] else a = (select(i, ...)) end
     if type(a) ~= "string" then a = argument(a, i, name) end
-    out[k], out[k + 1], out[k + 2] = bulk_heads[#a], a, "\r\n"
+    scratch[k], scratch[k + 1], scratch[k + 2] = bulk_heads[#a], a, "\r\n"
     k = k + 3
   end
-  return k
+  local wire_text = concat(scratch, "", 1, k - 1)
+  for i = 1, k - 1 do scratch[i] = nil end
+  return wire_text
+end
+
+-- Appends one command to `out` at index k (for one write of many) and returns the next index.
+local function encode(out, k, name, ...)
+  out[k] = wire(name, ...)
+  return k + 1
 end
 
 -- The replies of a pipeline of n commands: nils as null, error replies as ErrorReply objects.
@@ -402,17 +410,6 @@ local function read_replies(c, n)
     results[i] = v
   end
   return results
-end
-
--- One command as a string. The pieces go through a table kept for the purpose (emptied
--- after, so it holds no argument alive): nothing can run between the encoding and the concat.
-local scratch = {}
-local concat = table.concat
-local function wire(cmd, ...)
-  local n = encode(scratch, 1, cmd, ...)
-  local s = concat(scratch, "", 1, n - 1)
-  for i = 1, n - 1 do scratch[i] = nil end
-  return s
 end
 
 -- Whether an unused connection still looks usable: nothing came in while it was idle (the
