@@ -78,12 +78,13 @@ end
 -- A multiplexed client is made once (no I/O until its first command) and serves every request.
 local shared_client = redis_opts.multiplex and assert(redis.connect(redis_opts))
 
--- Runs fn(r) with a Redis client and returns fn's results; 503 if Redis cannot be reached.
-local function with_redis(fn)
-  if shared_client then return fn(shared_client) end
+-- Runs fn(r, ...) with a Redis client and returns fn's results; 503 if Redis cannot be
+-- reached. (The request's values go to fn as arguments: no closure is made per request.)
+local function with_redis(fn, ...)
+  if shared_client then return fn(shared_client, ...) end
   local r, err = redis.connect(redis_opts)
   if not r then return unavailable(err) end
-  return finish(r, pcall(fn, r))
+  return finish(r, pcall(fn, r, ...))
 end
 
 -- http and https URLs with a host, without spaces or control characters.
@@ -122,6 +123,50 @@ local function insert_url(r, url)
   return id
 end
 
+-- The tutorial's views, each with the Redis client first.
+
+-- on_new_url: the short link of a valid URL, then its details page.
+local function new_url(r, res, url)
+  local id, err = insert_url(r, url)
+  if not id then return unavailable(err) end
+  res:redirect("/" .. id .. "+", 303)
+end
+
+-- on_follow_short_link: the target's GET and the click's INCR go in one round trip.
+local function queue_follow(p, target_key, clicks_key)
+  p:get(target_key)
+  p:incr(clicks_key)
+end
+
+local function follow_short_link(r, res, id)
+  local clicks_key = "shortly:click-count:" .. id
+  local replies, err = r:pipeline(queue_follow, "shortly:url-target:" .. id, clicks_key)
+  if not replies then return unavailable(err) end
+  local target = replies[1]
+  if redis.is_error(target) then return unavailable(redis.is_error(target)) end
+  if target == redis.null then
+    r:del(clicks_key) -- the INCR counted a click on an id that does not exist
+    return 404, not_found_page()
+  end
+  return res:redirect(target, 302)
+end
+
+-- on_short_link_details: the target and the click count.
+local function short_link_details(r, req, id)
+  local found, err = r:mget("shortly:url-target:" .. id, "shortly:click-count:" .. id)
+  if not found then return unavailable(err) end
+  local target, clicks = found[1], found[2]
+  if target == redis.null then return 404, not_found_page() end
+  if clicks == redis.null then clicks = "0" end
+  local short = "http://" .. (req.headers.host or "localhost") .. "/" .. id
+  return page("Details", ([[
+<dl>
+  <dt>Full link</dt><dd><a href="%s" id="target">%s</a></dd>
+  <dt>Short link</dt><dd><a href="%s" id="short">%s</a></dd>
+  <dt>Clicks</dt><dd id="clicks">%s</dd>
+</dl>]]):format(escape(target), escape(target), escape(short), escape(short), escape(clicks)))
+end
+
 app:get("/", function()
   return form_page()
 end)
@@ -132,47 +177,15 @@ app:post("/", function(req, res)
   if not valid_url(url) then
     return 400, form_page("Please enter a valid http:// or https:// URL.", type(url) == "string" and url or "")
   end
-  return with_redis(function(r)
-    local id, err = insert_url(r, url)
-    if not id then return unavailable(err) end
-    res:redirect("/" .. id .. "+", 303)
-  end)
+  return with_redis(new_url, res, url)
 end)
 
 -- /<id> redirects and counts a click; /<id>+ shows the details.
 app:get("/:id", function(req, res)
   local id, details = req.params.id:match("^([0-9a-z]+)(%+?)$")
   if not id then return 404, not_found_page() end
-  local target_key, clicks_key = "shortly:url-target:" .. id, "shortly:click-count:" .. id
-  return with_redis(function(r)
-    if details == "" then
-      -- The redirect: its GET and INCR in one round trip.
-      local replies, err = r:pipeline(function(p)
-        p:get(target_key)
-        p:incr(clicks_key)
-      end)
-      if not replies then return unavailable(err) end
-      local target = replies[1]
-      if redis.is_error(target) then return unavailable(redis.is_error(target)) end
-      if target == redis.null then
-        r:del(clicks_key) -- the INCR counted a click on an id that does not exist
-        return 404, not_found_page()
-      end
-      return res:redirect(target, 302)
-    end
-    local found, err = r:mget(target_key, clicks_key)
-    if not found then return unavailable(err) end
-    local target, clicks = found[1], found[2]
-    if target == redis.null then return 404, not_found_page() end
-    if clicks == redis.null then clicks = "0" end
-    local short = "http://" .. (req.headers.host or "localhost") .. "/" .. id
-    return page("Details", ([[
-<dl>
-  <dt>Full link</dt><dd><a href="%s" id="target">%s</a></dd>
-  <dt>Short link</dt><dd><a href="%s" id="short">%s</a></dd>
-  <dt>Clicks</dt><dd id="clicks">%s</dd>
-</dl>]]):format(escape(target), escape(target), escape(short), escape(short), escape(clicks)))
-  end)
+  if details == "" then return with_redis(follow_short_link, res, id) end
+  return with_redis(short_link_details, req, id)
 end)
 
 app:error(404, function(_, _, status)

@@ -142,8 +142,8 @@ local not_pipelined = { SUBSCRIBE = true, PSUBSCRIBE = true, SSUBSCRIBE = true, 
 local function queue(p, cmd, ...)
   if not_pipelined[cmd] then misuse("redis: " .. cmd .. " cannot be pipelined") end
   if p._mux then mux_check(cmd) end
-  p._k = encode(p._out, p._k, cmd, ...)
   local n = p._n + 1
+  p._out[n] = wire(cmd, ...)
   p._n = n
   if tracked[cmd] then
     local t = p._tracked
@@ -159,22 +159,25 @@ end
 local pipeline_methods = resp.command_methods({}, queue)
 Pipeline.__index = pipeline_methods
 
---- r:pipeline(fn) -> results, n | nil, message, code. fn(p) queues commands on p (p:set(...),
--- p:call(...)); they go in one write, then every reply is read. results[i] is the i-th reply,
--- redis.null for a nil and an error object (redis.is_error) for an error reply.
-function methods.pipeline(self, fn)
+--- r:pipeline(fn, ...) -> results, n | nil, message, code. fn(p, ...) queues commands on p
+-- (p:set(...), p:call(...)); they go in one write, then every reply is read. results[i] is
+-- the i-th reply, redis.null for a nil and an error object (redis.is_error) for an error
+-- reply. The arguments after fn are passed on to it (so fn need not be a new closure).
+function methods.pipeline(self, fn, ...)
   local prep = self._mux
   local c = prep == nil and state_of(self, "pipeline")
   if type(fn) ~= "function" then
     misuse("bad argument #1 to 'pipeline' (function expected, got " .. type(fn) .. ")")
   end
-  local p = setmetatable({ _out = {}, _k = 1, _n = 0, _mux = prep ~= nil }, Pipeline)
-  fn(p)
-  if p._n == 0 then return {}, 0 end
+  local p = setmetatable({ _out = {}, _n = 0, _mux = prep ~= nil }, Pipeline)
+  fn(p, ...)
+  local n = p._n
+  if n == 0 then return {}, 0 end
   if prep ~= nil then
-    local results, err, code = mux.request(prep.key, prep.dial, p._n, concat(p._out))
+    local wire_text = n == 1 and p._out[1] or concat(p._out)
+    local results, err, code = mux.request(prep.key, prep.dial, n, wire_text)
     if results == nil then return nil, err, code end
-    return results, p._n
+    return results, n
   end
   if c.closed then return nil, "closed", "ECLOSED" end
   local ok, err, code = c.conn:write(concat(p._out))

@@ -427,6 +427,12 @@ describe("redis client against redis-server", function()
       assert.same({ nil, nil }, { r:get("missing") })
       assert.same({ nil, "WRONGTYPE Operation against a key holding the wrong kind of value", "WRONGTYPE" },
         { r:lpush("k", "x") })
+      -- The arguments after the function are passed on to it.
+      local function queue_two(p, key, other)
+        p:get(key)
+        p:get(other)
+      end
+      assert.same({ { "v", redis.null }, 2 }, { r:pipeline(queue_two, "k", "missing") })
       -- A pipeline of one command is still a table of replies.
       assert.same({ { "v" }, 1 }, { r:pipeline(function(p) p:get("k") end) })
       assert.same({ { redis.null }, 1 }, { r:pipeline(function(p) p:get("missing") end) })
