@@ -91,15 +91,13 @@ local not_multiplexed = {
 }
 for name in pairs(tracked) do not_multiplexed[name] = true end
 
-local function mux_check(cmd)
-  if not_multiplexed[cmd] then
-    misuse("redis: " .. cmd .. " cannot be sent on a multiplexed client (use one without multiplex)")
-  end
+local function mux_refuse(cmd)
+  misuse("redis: " .. cmd .. " cannot be sent on a multiplexed client (use one without multiplex)")
 end
 
 -- A command on a multiplexed client.
 local function mux_call(prep, cmd, ...)
-  mux_check(cmd)
+  if not_multiplexed[cmd] then mux_refuse(cmd) end
   local v, err, code = mux.request(prep.key, prep.dial, nil, wire(cmd, ...))
   if err ~= nil then return nil, err, code end
   if getmetatable(v) == ErrorReply then return nil, v.message, error_code(v.message) end
@@ -141,7 +139,7 @@ local not_pipelined = { SUBSCRIBE = true, PSUBSCRIBE = true, SSUBSCRIBE = true, 
 
 local function queue(p, cmd, ...)
   if not_pipelined[cmd] then misuse("redis: " .. cmd .. " cannot be pipelined") end
-  if p._mux then mux_check(cmd) end
+  if not_multiplexed[cmd] and p._mux then mux_refuse(cmd) end
   local n = p._n + 1
   p._out[n] = wire(cmd, ...)
   p._n = n
@@ -490,7 +488,7 @@ end
 Client.__close = methods.close
 
 local function subscribe(self, cmd, what, ...)
-  if self._mux ~= nil then mux_check(cmd) end
+  if self._mux ~= nil and not_multiplexed[cmd] then mux_refuse(cmd) end
   local c = state_of(self, what)
   if c.in_multi then misuse("redis: " .. what .. " inside MULTI") end
   if select("#", ...) == 0 then misuse("bad argument #1 to '" .. what .. "' (a channel name expected)") end
