@@ -54,36 +54,37 @@ local function fail_all(m, message, code)
   q.head, q.tail = 1, 0
 end
 
-local function read_for(c, req)
-  local n = req.n
-  if n == nil then return reply_step(c) end
-  return read_replies(c, n)
-end
-
--- Reads replies in order until `mine` has its own, waking the task of each other one.
-local function read_until(m, mine)
+-- Reads replies in order until `mine` has its own, waking the task of each other one. What
+-- the reader raises (a broken or malformed stream) goes to read_until's one pcall.
+local function read_replies_until(m, mine)
   local q, c = m.pending, m.c
   while not mine.done and mine.err == nil do
-    local req = q[q.head]
-    local ok, v = pcall(read_for, c, req)
-    if not ok then
-      if getmetatable(v) == Failure then
-        fail_all(m, v.message, v.code)
-      else
-        fail_all(m, "redis: " .. tostring(v), "EPROTO")
-      end
-      return
-    end
-    q[q.head] = nil
-    if q.head == q.tail then
+    local head = q.head
+    local req = q[head]
+    local n = req.n
+    local v
+    if n == nil then v = reply_step(c) else v = read_replies(c, n) end
+    q[head] = nil
+    if head == q.tail then
       -- Every command sent was answered: the FIFO starts again at 1, so that its slots are
       -- reused (keys that only grow would keep the table rehashing).
       q.head, q.tail, m.sent = 1, 0, 0
     else
-      q.head = q.head + 1
+      q.head = head + 1
     end
     req.value, req.done = v, true
     if req ~= mine then req.w:wake() end
+  end
+end
+
+local function read_until(m, mine)
+  local ok, v = pcall(read_replies_until, m, mine)
+  if not ok then
+    if getmetatable(v) == Failure then
+      fail_all(m, v.message, v.code)
+    else
+      fail_all(m, "redis: " .. tostring(v), "EPROTO")
+    end
   end
 end
 
