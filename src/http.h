@@ -53,6 +53,9 @@ typedef struct ls_http_hooks_s {
   void (*end_request)(ls_http_conn_t *c); /* the request is over (also at a close) */
 } ls_http_hooks_t;
 
+/* How many idle keep-alive connections of a listener keep their buffers between requests. */
+#define LS_HTTP_WARM 64
+
 struct ls_http_listener_s {
   ls_listen_sock_t sock;      /* the listening socket: TCP, or Unix-domain with `path` */
   ls_listener_base_t base;    /* the handler (function or callable app) and its generation */
@@ -60,6 +63,10 @@ struct ls_http_listener_s {
   ls_gzip_conf_t *gzip;       /* the `compress` option, or NULL (also kept across reloads) */
   const ls_http_hooks_t *hooks;
   unsigned conns;             /* open connections; the struct stays until they are gone */
+  /* The connections that went idle last keep their buffers (http_server.c, conn_idle): a
+   * ring, the slot to fill next, NULL where a connection left it. */
+  ls_http_conn_t *warm[LS_HTTP_WARM];
+  unsigned warm_next;
   unsigned char closed;
   char url[128];
 };
@@ -128,6 +135,7 @@ struct ls_http_conn_s {
   unsigned char parse_failed; /* the parser stopped on an error: nothing more is parsed */
   unsigned char logged;       /* the current response has its access log line */
   unsigned char prev_lf;      /* the input parsed so far ends in a line feed (and blanks) */
+  int16_t warm_slot;          /* its place in listener->warm, or -1 */
   const char *exec_start;     /* the buffer given to the current llhttp_execute */
   union {                     /* the peer's address, taken at accept (family 0: none) */
     struct sockaddr sa;

@@ -41,6 +41,8 @@ void ls_http__peer_name(const ls_http_conn_t *c, char *out, size_t size, const c
 static void listener_maybe_free(ls_http_listener_t *l);
 
 /* The last of the connection's handles is closed: the struct goes. */
+static void conn_unwarm(ls_http_conn_t *c);
+
 void ls_http__conn_free(ls_http_conn_t *c) {
   c->listener->hooks->end_request(c);
   if (c->task != NULL)
@@ -69,6 +71,7 @@ void ls_http__close(ls_http_conn_t *c) {
     return;
   c->closing = 3; /* the stream's on_close and the timer's close callback bring it to 1 */
   c->state = LS_HTTP_CLOSING;
+  conn_unwarm(c);
   ls_res_unlink(&c->res);
   if (c->body_waiter != NULL)
     ls_task_wake(c->body_waiter);
@@ -110,13 +113,14 @@ static void conn_timer_cb(uv_timer_t *t) {
 
 static void http_conn_on_read(ls_stream_t *s) { ls_http__process(s->owner); }
 
-/* A keep-alive connection between requests holds no buffer: its input, output, head and
- * header index go back to the block cache (src/buffer.c), so thousands of idle connections
- * cost little more than their structs, and the next request takes them from the cache. */
+/* Whether the connection is between requests with nothing of its own in its buffers. */
+static int conn_is_idle(const ls_http_conn_t *c) {
+  return c->state == LS_HTTP_IDLE && c->task == NULL && !c->closing && !c->virtual_conn &&
+         ls_buf_len(&c->s.in) == 0;
+}
+
+/* Gives the buffers of an idle connection back to the block cache (src/buffer.c). */
 static void conn_trim(ls_http_conn_t *c) {
-  if (c->state != LS_HTTP_IDLE || c->task != NULL || c->closing || c->virtual_conn ||
-      ls_buf_len(&c->s.in) > 0)
-    return;
   ls_buf_release(&c->head);
   ls_buf_release(&c->body);
   ls_buf_release(&c->res_headers);
@@ -125,6 +129,46 @@ static void conn_trim(ls_http_conn_t *c) {
     c->headers = NULL;
   }
   ls_stream_trim(&c->s);
+}
+
+/* Takes the connection out of its listener's ring of warm connections. */
+static void conn_unwarm(ls_http_conn_t *c) {
+  if (c->warm_slot >= 0) {
+    c->listener->warm[c->warm_slot] = NULL;
+    c->warm_slot = -1;
+  }
+}
+
+/* A keep-alive connection between requests holds no buffer: its input, output, head and
+ * header index go back to the block cache, so thousands of idle connections cost little more
+ * than their structs, and the next request takes them from the cache. Except the last
+ * LS_HTTP_WARM connections of the listener to go idle, with small buffers: they keep theirs,
+ * since a busy keep-alive connection would otherwise give them back and take them again on
+ * every request (about 600 instructions). The connection that takes a slot trims the one it
+ * pushes out, if that one is idle. So idle connections beyond the ring cost what they did,
+ * and the ring holds at most LS_HTTP_WARM times WARM_MAX bytes. */
+#define WARM_MAX 4096
+static void conn_idle(ls_http_conn_t *c) {
+  ls_http_listener_t *l = c->listener;
+  ls_http_conn_t *old;
+  unsigned slot;
+  if (!conn_is_idle(c) || c->warm_slot >= 0)
+    return;
+  if (c->head.cap + c->body.cap + c->res_headers.cap + c->headers_size + c->s.in.cap +
+          c->s.out.cap + c->s.out_flight.cap > WARM_MAX) {
+    conn_trim(c);
+    return;
+  }
+  slot = l->warm_next;
+  l->warm_next = (slot + 1) % LS_HTTP_WARM;
+  old = l->warm[slot];
+  l->warm[slot] = c;
+  c->warm_slot = (int16_t)slot;
+  if (old != NULL) {
+    old->warm_slot = -1;
+    if (conn_is_idle(old))
+      conn_trim(old);
+  }
 }
 
 static void http_conn_on_written(ls_stream_t *s) {
@@ -139,7 +183,7 @@ static void http_conn_on_written(ls_stream_t *s) {
   if (c->writer != NULL)
     ls_task_resume(c->writer);
   else
-    conn_trim(c);
+    conn_idle(c);
 }
 
 static void http_conn_on_close(ls_stream_t *s) {
@@ -159,6 +203,7 @@ ls_http_conn_t *ls_http__conn_new(ls_http_listener_t *l, int virtual_conn) {
   c->rt = l->base.gen->rt;
   c->gen = l->base.gen;
   c->listener = l;
+  c->warm_slot = -1;
   c->virtual_conn = (unsigned char)virtual_conn;
   llhttp_init(&c->parser, HTTP_REQUEST, &ls_http__parser_settings);
   c->parser.data = c;
@@ -334,7 +379,7 @@ static void conn_after_input(ls_http_conn_t *c) {
   conn_update_reading(c);
   ls_http__flush(c);
   if (!c->closing)
-    conn_trim(c);
+    conn_idle(c);
 }
 
 void ls_http__want_body(ls_http_conn_t *c) {

@@ -95,6 +95,45 @@ describe("http protocol", function()
       end)
     end)
 
+    it("answers each connection its own, with more idle connections than keep their buffers", function()
+      -- The last 64 connections of a listener to go idle keep their buffers between requests
+      -- (src/http_server.c, conn_idle); the others give them back. 150 connections, some
+      -- closed and some opened between rounds, some with bodies too big to stay warm.
+      srv.run(function()
+        local conns, next_id = {}, 0
+        local function open()
+          next_id = next_id + 1
+          conns[#conns + 1] = { c = H.connect(port), id = next_id }
+        end
+        for _ = 1, 150 do open() end
+        for round = 1, 3 do
+          for i, e in ipairs(conns) do
+            local n = e.id * 10 + round
+            if i % 7 == 0 then
+              local body = ("x"):rep(6000 + n)
+              assert.is_true(e.c:send(H.req("POST", "/echo", nil, body)))
+              local r = e.c:must_response()
+              assert.equal(200, r.status)
+              assert.equal(body, r.body)
+            else
+              assert.is_true(e.c:send(H.get("/seq?n=" .. n)))
+              local r = e.c:must_response()
+              assert.equal(200, r.status)
+              assert.equal("seq " .. n, r.body)
+            end
+          end
+          -- Every third goes away, and as many new ones come.
+          local kept = {}
+          for i, e in ipairs(conns) do
+            if i % 3 == 0 then e.c:close() else kept[#kept + 1] = e end
+          end
+          conns = kept
+          for _ = 1, 50 do open() end
+        end
+        for _, e in ipairs(conns) do e.c:close() end
+      end)
+    end)
+
     it("closes an HTTP/1.0 connection after the response unless keep-alive is asked for", function()
       srv.run(function()
         local r, closed, why = H.exchange_then_close(port, "GET /hello HTTP/1.0\r\n\r\n")
