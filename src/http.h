@@ -164,6 +164,7 @@ extern const char ls__req_tag, ls__res_tag, ls__hdr_tag;
 struct ls_http_req_ud_s {
   const char *tag; /* &ls__req_tag */
   ls_http_conn_t *c;
+  unsigned char has_cache; /* its field cache (user value LS_REQ_UV_CACHE) was made */
 };
 struct ls_http_res_ud_s {
   const char *tag; /* &ls__res_tag */
@@ -213,9 +214,9 @@ static inline int ls_http__hexval(int ch) {
 /* If the handler at stack index `app` is an app (luasrv.router) whose route for this request
  * the core can find as its dispatch would, and call straight: replaces it with the route's
  * function and returns 1, or 2 with the table of the route's parameters pushed. Otherwise
- * returns 0 and changes nothing. `methods` is the index of the method names by llhttp's
- * number + 1. */
-int ls_http__route(lua_State *L, int app, int methods, int method, const char *path,
+ * returns 0 and changes nothing. `keys` is the upvalue index of the string "routes", followed
+ * by the upvalue "route_tree"; `methods` the index of the method names by llhttp's number + 1. */
+int ls_http__route(lua_State *L, int app, int keys, int methods, int method, const char *path,
                    size_t path_len);
 
 /* ---- http_server.c ---- */

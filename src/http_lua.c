@@ -20,6 +20,7 @@ static const char req_mt_key, res_mt_key;
 #define UP_METHODS lua_upvalueindex(1) /* method names, indexed by llhttp's number + 1 */
 #define UP_REQ_MT lua_upvalueindex(2)
 #define UP_RES_MT lua_upvalueindex(3)
+#define UP_ROUTE_KEYS lua_upvalueindex(4) /* "routes", then (5) "route_tree" */
 
 /* ---- rejecting a request, temporary files ------------------------------------------------- */
 
@@ -218,8 +219,8 @@ static int http_task_body(lua_State *L) {
   int wanted, routed;
   /* An app's route the core can find itself is called straight (http_route.c); with the
    * table of its parameters at index 3 when it has some. */
-  routed = ls_http__route(L, 2, UP_METHODS, c->parser.method, ls_buf_head(&c->head) + c->path_off,
-                          c->path_len);
+  routed = ls_http__route(L, 2, UP_ROUTE_KEYS, UP_METHODS, c->parser.method,
+                          ls_buf_head(&c->head) + c->path_off, c->path_len);
   if (routed != 2)
     lua_pushnil(L);
   wanted = objects_wanted(L);
@@ -234,6 +235,7 @@ static int http_task_body(lua_State *L) {
   req = lua_newuserdatauv(L, sizeof *req, LS_REQ_UVALUES);
   req->tag = &ls__req_tag;
   req->c = c;
+  req->has_cache = 0;
   lua_pushvalue(L, UP_REQ_MT);
   lua_setmetatable(L, -2);
   if (routed == 2) {
@@ -324,7 +326,9 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen) {
   }
   lua_rawgetp(L, LUA_REGISTRYINDEX, &req_mt_key);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &res_mt_key);
-  lua_pushcclosure(L, http_task_body, 3);
+  lua_pushliteral(L, "routes");
+  lua_pushliteral(L, "route_tree");
+  lua_pushcclosure(L, http_task_body, 5);
   gen->http_task_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   /* The method tables, for lua/luasrv/http.lua to add the methods written in Lua (req:form,
    * res:cookie), and the helpers those use. */

@@ -28,17 +28,20 @@ ls_http_conn_t *ls_http__req_conn(lua_State *L, int idx) {
   return check_req(L, idx)->c;
 }
 
-/* Pushes the uservalue cache table of the object at idx, creating it if `create`. Returns 0 if
- * there is none (nothing pushed). */
-static int push_cache(lua_State *L, int idx, int create) {
-  if (lua_getiuservalue(L, idx, LS_REQ_UV_CACHE) == LUA_TTABLE)
+/* Pushes the field cache of the request r at idx (its first user value), creating it if
+ * `create`. Returns 0 if there is none (nothing pushed). Whether it exists is kept in the
+ * struct, so a read of a request without one costs no user value look-up. */
+static int push_cache(lua_State *L, ls_http_req_ud_t *r, int idx, int create) {
+  if (r->has_cache) {
+    lua_getiuservalue(L, idx, LS_REQ_UV_CACHE);
     return 1;
-  lua_pop(L, 1);
+  }
   if (!create)
     return 0;
   lua_createtable(L, 0, 4);
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, idx, LS_REQ_UV_CACHE);
+  r->has_cache = 1;
   return 1;
 }
 
@@ -125,9 +128,13 @@ static void push_headers_table(lua_State *L, ls_http_conn_t *c) {
  * use and kept in the request's second user value. */
 static void push_headers_view(lua_State *L, int idx, ls_http_conn_t *c) {
   ls_http_hdr_ud_t *h;
-  if (lua_getiuservalue(L, idx, LS_REQ_UV_HEADERS) == LUA_TUSERDATA)
-    return;
-  lua_pop(L, 1);
+  /* The current request's view, once made, is c->hdr_ud: without one there is nothing to
+   * look up. */
+  if (c == NULL || c->hdr_ud != NULL) {
+    if (lua_getiuservalue(L, idx, LS_REQ_UV_HEADERS) == LUA_TUSERDATA)
+      return;
+    lua_pop(L, 1);
+  }
   h = lua_newuserdatauv(L, sizeof *h, 1);
   h->tag = &ls__hdr_tag;
   h->c = c;
@@ -351,10 +358,11 @@ static void target_parts(ls_http_conn_t *c, const char **path, size_t *path_len,
 #define KEY_IS(lit) (klen == sizeof(lit) - 1 && memcmp(key, lit, sizeof(lit) - 1) == 0)
 
 static int l_req_index(lua_State *L) {
-  ls_http_conn_t *c = check_req(L, 1)->c;
+  ls_http_req_ud_t *r = check_req(L, 1);
+  ls_http_conn_t *c = r->c;
   const char *key;
   size_t klen;
-  if (push_cache(L, 1, 0)) {
+  if (push_cache(L, r, 1, 0)) {
     lua_pushvalue(L, 2);
     if (lua_rawget(L, -2) != LUA_TNIL)
       return 1;
@@ -428,7 +436,7 @@ static int l_req_index(lua_State *L) {
           lua_pushlstring(L, query, query_len);
           return 1;
         }
-        push_cache(L, 1, 1);
+        push_cache(L, r, 1, 1);
         push_query_table(L, query, query_len);
         lua_pushvalue(L, -1);
         lua_setfield(L, -3, "query");
@@ -443,7 +451,7 @@ static int l_req_index(lua_State *L) {
       break;
     case 'c':
       if (KEY_IS("cookies")) {
-        push_cache(L, 1, 1);
+        push_cache(L, r, 1, 1);
         push_cookies_table(L, c);
         lua_pushvalue(L, -1);
         lua_setfield(L, -3, "cookies");
@@ -474,14 +482,14 @@ static int l_req_index(lua_State *L) {
 static int l_req_newindex(lua_State *L) {
   size_t klen;
   const char *key;
-  check_req(L, 1);
+  ls_http_req_ud_t *r = check_req(L, 1);
   key = lua_tolstring(L, 2, &klen);
   if (key != NULL && lua_type(L, 2) == LUA_TSTRING && KEY_IS("params")) {
     lua_settop(L, 3);
     lua_setiuservalue(L, 1, LS_REQ_UV_PARAMS);
     return 0;
   }
-  push_cache(L, 1, 1);
+  push_cache(L, r, 1, 1);
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 3);
   lua_rawset(L, -3);

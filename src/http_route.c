@@ -112,13 +112,14 @@ static int route_handler(lua_State *L, int methods, int method) {
   return 0;
 }
 
-int ls_http__route(lua_State *L, int app, int methods, int method, const char *path,
+int ls_http__route(lua_State *L, int app, int keys, int methods, int method, const char *path,
                    size_t path_len) {
   int top = lua_gettop(L);
   route_walk_t w;
   if (lua_type(L, app) != LUA_TTABLE)
     return 0;
-  if (lua_getfield(L, app, "routes") != LUA_TTABLE)
+  lua_pushvalue(L, keys);
+  if (lua_rawget(L, app) != LUA_TTABLE)
     goto not_routed;
   lua_pushlstring(L, path, path_len);
   if (lua_rawget(L, -2) == LUA_TTABLE) {
@@ -129,7 +130,10 @@ int ls_http__route(lua_State *L, int app, int methods, int method, const char *p
     lua_settop(L, top);
     return 1;
   }
-  if (path_len == 0 || path[0] != '/' || lua_getfield(L, app, "route_tree") != LUA_TTABLE)
+  if (path_len == 0 || path[0] != '/')
+    goto not_routed;
+  lua_pushvalue(L, keys - 1); /* the next upvalue */
+  if (lua_rawget(L, app) != LUA_TTABLE)
     goto not_routed;
   w.path = path;
   w.len = path_len;
