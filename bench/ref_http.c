@@ -4,7 +4,8 @@
  * top: every request, whatever its method or path, gets one fixed 200 response. It shows what
  * one libuv loop on one core can do with this parser, so luasrv's numbers can be read against it.
  *
- * Usage: ref_http [--lua] [--body TEXT | --body-file PATH] [--content-type TYPE] [port]
+ * Usage: ref_http [--lua | --lua-handler] [--body TEXT | --body-file PATH] [--content-type TYPE]
+ *                 [port]
  *   port 0 (the default): the OS picks. Listens on 127.0.0.1 and prints
  *   "listening on http://127.0.0.1:PORT" on stdout, flushed, once it accepts connections.
  *   --body TEXT         the response body (default "hello world")
@@ -14,6 +15,13 @@
  *                       string: the cost of crossing into Lua and back, done as cheaply as it
  *                       can be done (a registry ref to the function, no arguments, no
  *                       traceback handler, the returned string copied straight into the reply).
+ *   --lua-handler       per request, bench/bench_app.lua's GET / handler (it reads the Host
+ *                       header and the method and returns status, headers and body), given the
+ *                       cheapest request a server could give it: a plain table
+ *                       { method = ..., headers = { host = ... } } with the Host value taken
+ *                       from the request; the returned headers are written with lua_next. The
+ *                       floor of any server that runs this handler on this Lua (not a peer:
+ *                       it has no request object, router, coroutine or error handling).
  *
  * The response carries Server, Date (refreshed once a second), Content-Type and Content-Length,
  * like luasrv's and nginx's. A request with "Connection: close" (or HTTP/1.0 without keep-alive)
@@ -49,6 +57,8 @@
 #define WRITE_QUEUE_MAX (1024 * 1024)
 #define HEAD_MAX 512
 
+#define HOST_MAX 256
+
 typedef struct {
   uv_tcp_t tcp; /* first member: the handle pointer is the connection pointer */
   llhttp_t parser;
@@ -56,6 +66,11 @@ typedef struct {
   int reading;   /* uv_read_start is in effect */
   int finishing; /* a shutdown or close has begun: no more input is processed */
   int close_after; /* the current request asked for the connection to close */
+  /* --lua-handler: the current request's Host value */
+  char field[5];       /* the first bytes of the field name being read */
+  size_t field_len;
+  size_t host_len;
+  char host[HOST_MAX];
 } http_conn_t;
 
 /* A queued write owns a copy of the bytes it sends; freed in its write_cb. */
@@ -74,6 +89,9 @@ static size_t body_len;
 static const char *content_type = "text/html; charset=utf-8";
 static lua_State *L; /* --lua: the state holding the body function */
 static int body_fn_ref = LUA_NOREF;
+static int lua_handler; /* --lua-handler: the function takes a request and returns 3 values */
+static char handler_head[HEAD_MAX]; /* --lua-handler: status line, Server, Date */
+static size_t handler_head_len;
 
 /* The response up to and including "Content-Length: " (date included), rebuilt every second;
  * with a fixed body also the whole response, so that a fixed reply is one memcpy. */
@@ -111,6 +129,9 @@ static void build_head(void) {
   if (n < 0 || (size_t)n >= sizeof head)
     die("--content-type is too long", NULL);
   head_len = (size_t)n;
+  n = snprintf(handler_head, sizeof handler_head,
+               "HTTP/1.1 200 OK\r\nServer: ref_http\r\nDate: %s\r\n", date);
+  handler_head_len = (size_t)n;
   if (L == NULL) {
     n = snprintf(fixed_response + head_len, 32, "%zu\r\n\r\n", body_len);
     memcpy(fixed_response, head, head_len);
@@ -249,6 +270,84 @@ static int format_tail(char *out, size_t len, int close_after) {
   return n + 4;
 }
 
+/* --lua-handler: the Host field's value, in one piece or several. */
+static int on_message_begin(llhttp_t *parser) {
+  http_conn_t *c = parser->data;
+  c->host_len = 0;
+  c->field_len = 0;
+  return 0;
+}
+
+static int on_header_field(llhttp_t *parser, const char *at, size_t len) {
+  http_conn_t *c = parser->data;
+  for (size_t i = 0; i < len; i++, c->field_len++)
+    if (c->field_len < sizeof c->field)
+      c->field[c->field_len] = (char)(at[i] | 0x20);
+  return 0;
+}
+
+static int is_host_field(const http_conn_t *c) {
+  return c->field_len == 4 && memcmp(c->field, "host", 4) == 0;
+}
+
+static int on_header_value(llhttp_t *parser, const char *at, size_t len) {
+  http_conn_t *c = parser->data;
+  if (is_host_field(c) && c->host_len + len <= HOST_MAX) {
+    memcpy(c->host + c->host_len, at, len);
+    c->host_len += len;
+  }
+  return 0;
+}
+
+static int on_header_value_complete(llhttp_t *parser) {
+  ((http_conn_t *)parser->data)->field_len = 0;
+  return 0;
+}
+
+/* --lua-handler: calls the handler with the request as a table and appends its answer. */
+static int handler_response(llhttp_t *parser, http_conn_t *c) {
+  const char *b;
+  size_t blen;
+  char line[HEAD_MAX], tail[40];
+  int n;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, body_fn_ref);
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, llhttp_method_name((llhttp_method_t)parser->method));
+  lua_setfield(L, -2, "method");
+  lua_createtable(L, 0, 1);
+  lua_pushlstring(L, c->host, c->host_len);
+  lua_setfield(L, -2, "host");
+  lua_setfield(L, -2, "headers");
+  if (lua_pcall(L, 1, 3, 0) != LUA_OK || lua_tointeger(L, -3) != 200 || !lua_istable(L, -2) ||
+      (b = lua_tolstring(L, -1, &blen)) == NULL) {
+    lua_settop(L, 0);
+    c->close_after = 1;
+    return out_append(server_error, sizeof server_error - 1);
+  }
+  if (out_append(handler_head, handler_head_len) != 0)
+    return -1;
+  lua_pushnil(L);
+  while (lua_next(L, -3) != 0) {
+    size_t nl, vl;
+    const char *name = lua_tolstring(L, -2, &nl), *value = lua_tolstring(L, -1, &vl);
+    if (name == NULL || value == NULL || nl + vl + 4 > sizeof line)
+      return -1;
+    memcpy(line, name, nl);
+    memcpy(line + nl, ": ", 2);
+    memcpy(line + nl + 2, value, vl);
+    memcpy(line + nl + 2 + vl, "\r\n", 2);
+    if (out_append(line, nl + vl + 4) != 0)
+      return -1;
+    lua_pop(L, 1);
+  }
+  n = format_tail(tail, blen, c->close_after);
+  if (out_append("Content-Length: ", 16) != 0 || out_append(tail, (size_t)n) != 0 ||
+      out_append(b, blen) != 0)
+    return -1;
+  lua_settop(L, 0);
+  return 0;
+}
+
 /* One complete request: append its response. */
 static int on_message_complete(llhttp_t *parser) {
   http_conn_t *c = parser->data;
@@ -257,6 +356,13 @@ static int on_message_complete(llhttp_t *parser) {
   char tail[40];
   int n;
 
+  if (lua_handler) {
+    if (!llhttp_should_keep_alive(parser))
+      c->close_after = 1;
+    if (handler_response(parser, c) != 0)
+      return -1;
+    return c->close_after ? HPE_PAUSED : 0;
+  }
   if (L != NULL) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, body_fn_ref);
     if (lua_pcall(L, 0, 1, 0) != LUA_OK || (b = lua_tolstring(L, -1, &blen)) == NULL) {
@@ -376,12 +482,21 @@ static char *read_file(const char *path, size_t *len) {
 /* --lua: a state with the standard libraries and one function, `return body`, whose body is
  * an upvalue; kept in the registry so that a request costs one rawgeti and one pcall. */
 static void setup_lua(void) {
-  static const char chunk[] = "local body = ...\nreturn function() return body end\n";
+  static const char body_chunk[] = "local body = ...\nreturn function() return body end\n";
+  /* bench/bench_app.lua's GET / handler, as written there */
+  static const char handler_chunk[] =
+      "return function(req)\n"
+      "  local host = req.headers.host or \"unknown\"\n"
+      "  return 200, { [\"Content-Type\"] = \"text/plain\" }, \"Hello from \" .. host .. \" (\" .. "
+      "req.method .. \")\\n\"\n"
+      "end\n";
+  const char *chunk = lua_handler ? handler_chunk : body_chunk;
+  size_t chunk_len = lua_handler ? sizeof handler_chunk - 1 : sizeof body_chunk - 1;
   L = luaL_newstate();
   if (L == NULL)
     die("cannot create a Lua state", NULL);
   luaL_openlibs(L);
-  if (luaL_loadbuffer(L, chunk, sizeof chunk - 1, "=ref_http") != LUA_OK)
+  if (luaL_loadbuffer(L, chunk, chunk_len, "=ref_http") != LUA_OK)
     die("cannot load the body function", lua_tostring(L, -1));
   lua_pushlstring(L, body, body_len);
   if (lua_pcall(L, 1, 1, 0) != LUA_OK)
@@ -390,7 +505,7 @@ static void setup_lua(void) {
 }
 
 static void usage(void) {
-  fprintf(stderr, "usage: ref_http [--lua] [--body TEXT | --body-file PATH] "
+  fprintf(stderr, "usage: ref_http [--lua | --lua-handler] [--body TEXT | --body-file PATH] "
                   "[--content-type TYPE] [port]\n");
   exit(2);
 }
@@ -406,6 +521,8 @@ int main(int argc, char **argv) {
   for (i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--lua") == 0) {
       use_lua = 1;
+    } else if (strcmp(argv[i], "--lua-handler") == 0) {
+      use_lua = lua_handler = 1;
     } else if (strcmp(argv[i], "--body") == 0 && i + 1 < argc) {
       body = argv[++i];
       body_len = strlen(body);
@@ -433,6 +550,12 @@ int main(int argc, char **argv) {
 
   llhttp_settings_init(&settings);
   settings.on_message_complete = on_message_complete;
+  if (lua_handler) {
+    settings.on_message_begin = on_message_begin;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_header_value_complete = on_header_value_complete;
+  }
 
   loop = uv_default_loop();
   uv_timer_init(loop, &date_timer);
