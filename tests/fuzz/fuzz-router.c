@@ -1,7 +1,8 @@
-/* libFuzzer target: the router's path matching (lua/luasrv/router.lua) and static file
- * lookups (lua/luasrv/static.lua): the input as a request target, against routes with
- * parameters, splats, a mounted app and a static mount on a small directory made once. The
- * first byte picks the method. */
+/* libFuzzer target: the router's path matching (the core's walk of the route trie,
+ * src/http_route.c, and lua/luasrv/router.lua's dispatch for what the core leaves to it) and
+ * static file lookups (lua/luasrv/static.lua): the input as a request target, against routes
+ * with parameters, splats, a mounted app and a static mount on a small directory made once.
+ * The first byte picks the method. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
