@@ -40,9 +40,9 @@ void ls_http__peer_name(const ls_http_conn_t *c, char *out, size_t size, const c
 
 static void listener_maybe_free(ls_http_listener_t *l);
 
-/* The last of the connection's handles is closed: the struct goes. */
 static void conn_unwarm(ls_http_conn_t *c);
 
+/* The last of the connection's handles is closed: the struct goes. */
 void ls_http__conn_free(ls_http_conn_t *c) {
   c->listener->hooks->end_request(c);
   if (c->task != NULL)
@@ -152,13 +152,17 @@ static void conn_idle(ls_http_conn_t *c) {
   ls_http_listener_t *l = c->listener;
   ls_http_conn_t *old;
   unsigned slot;
-  if (!conn_is_idle(c) || c->warm_slot >= 0)
+  if (!conn_is_idle(c))
     return;
   if (c->head.cap + c->body.cap + c->res_headers.cap + c->headers_size + c->s.in.cap +
           c->s.out.cap + c->s.out_flight.cap > WARM_MAX) {
+    /* (also one already in the ring whose buffers grew since) */
+    conn_unwarm(c);
     conn_trim(c);
     return;
   }
+  if (c->warm_slot >= 0)
+    return;
   slot = l->warm_next;
   l->warm_next = (slot + 1) % LS_HTTP_WARM;
   old = l->warm[slot];
