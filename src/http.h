@@ -214,10 +214,10 @@ static inline int ls_http__hexval(int ch) {
 /* If the handler at stack index `app` is an app (luasrv.router) whose route for this request
  * the core can find as its dispatch would, and call straight: replaces it with the route's
  * function and returns 1, or 2 with the table of the route's parameters pushed. Otherwise
- * returns 0 and changes nothing. `keys` is the upvalue index of the string "routes", followed
- * by the upvalue "route_tree"; `methods` the index of the method names by llhttp's number + 1. */
-int ls_http__route(lua_State *L, int app, int keys, int methods, int method, const char *path,
-                   size_t path_len);
+ * returns 0 and changes nothing. `routes_key` and `tree_key` are indexes of the strings
+ * "routes" and "route_tree"; `methods` the index of the method names by llhttp's number + 1. */
+int ls_http__route(lua_State *L, int app, int routes_key, int tree_key, int methods, int method,
+                   const char *path, size_t path_len);
 
 /* ---- http_server.c ---- */
 /* src/http_parser.c: llhttp's callbacks for requests (a paused parser hands a complete head

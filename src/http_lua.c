@@ -20,7 +20,8 @@ static const char req_mt_key, res_mt_key;
 #define UP_METHODS lua_upvalueindex(1) /* method names, indexed by llhttp's number + 1 */
 #define UP_REQ_MT lua_upvalueindex(2)
 #define UP_RES_MT lua_upvalueindex(3)
-#define UP_ROUTE_KEYS lua_upvalueindex(4) /* "routes", then (5) "route_tree" */
+#define UP_ROUTES_KEY lua_upvalueindex(4) /* the string "routes" */
+#define UP_TREE_KEY lua_upvalueindex(5)   /* the string "route_tree" */
 
 /* ---- rejecting a request, temporary files ------------------------------------------------- */
 
@@ -219,7 +220,7 @@ static int http_task_body(lua_State *L) {
   int wanted, routed;
   /* An app's route the core can find itself is called straight (http_route.c); with the
    * table of its parameters at index 3 when it has some. */
-  routed = ls_http__route(L, 2, UP_ROUTE_KEYS, UP_METHODS, c->parser.method,
+  routed = ls_http__route(L, 2, UP_ROUTES_KEY, UP_TREE_KEY, UP_METHODS, c->parser.method,
                           ls_buf_head(&c->head) + c->path_off, c->path_len);
   if (routed != 2)
     lua_pushnil(L);

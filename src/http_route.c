@@ -112,13 +112,13 @@ static int route_handler(lua_State *L, int methods, int method) {
   return 0;
 }
 
-int ls_http__route(lua_State *L, int app, int keys, int methods, int method, const char *path,
-                   size_t path_len) {
+int ls_http__route(lua_State *L, int app, int routes_key, int tree_key, int methods, int method,
+                   const char *path, size_t path_len) {
   int top = lua_gettop(L);
   route_walk_t w;
   if (lua_type(L, app) != LUA_TTABLE)
     return 0;
-  lua_pushvalue(L, keys);
+  lua_pushvalue(L, routes_key);
   if (lua_rawget(L, app) != LUA_TTABLE)
     goto not_routed;
   lua_pushlstring(L, path, path_len);
@@ -132,7 +132,7 @@ int ls_http__route(lua_State *L, int app, int keys, int methods, int method, con
   }
   if (path_len == 0 || path[0] != '/')
     goto not_routed;
-  lua_pushvalue(L, keys - 1); /* the next upvalue */
+  lua_pushvalue(L, tree_key);
   if (lua_rawget(L, app) != LUA_TTABLE)
     goto not_routed;
   w.path = path;

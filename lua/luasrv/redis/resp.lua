@@ -252,37 +252,19 @@ end
 
 -- Reads one reply that answers a command: a push that arrives meanwhile (RESP3 client
 -- tracking, for example) is set aside. Returns ok, value; on failure false, message, code.
--- The commonest replies are taken here when they are whole in the buffer: a bulk string of
--- up to 9999 bytes (its length read from the bytes that one string.byte returns, with no
--- string made for it), a nil bulk string and an integer. Anything else (and anything odd)
--- goes the long way, which checks it in full.
+-- The commonest replies, a bulk string of a length seen before and an integer, are taken
+-- here when they are whole in the buffer; anything else (and anything odd) goes the long way.
 local function reply_step(c)
   local buf, pos = c.buf, c.pos
-  local t, d1, d2, d3, d4, d5, d6 = byte(buf, pos, pos + 6)
+  local t = byte(buf, pos)
   if t == 36 then -- $
-    local n, e -- the length, and where its CR is
-    d1 = d1 and d1 - 48
-    if d1 and d1 >= 0 and d1 <= 9 then
-      if d2 == 13 then
-        if d3 == 10 then n, e = d1, pos + 2 end
-      elseif d1 > 0 and d2 and d2 >= 48 and d2 <= 57 then
-        n = d1 * 10 + d2 - 48
-        if d3 == 13 then
-          if d4 == 10 then e = pos + 3 end
-        elseif d3 and d3 >= 48 and d3 <= 57 then
-          n = n * 10 + d3 - 48
-          if d4 == 13 then
-            if d5 == 10 then e = pos + 4 end
-          elseif d4 and d4 >= 48 and d4 <= 57 and d5 == 13 and d6 == 10 then
-            n, e = n * 10 + d4 - 48, pos + 5
-          end
-        end
+    local e = find(buf, "\r\n", pos + 1, true)
+    local n = e and known_lengths[sub(buf, pos + 1, e - 1)]
+    if n and n <= c.max_bulk then
+      if n < 0 then
+        c.pos = e + 2
+        return nil
       end
-    elseif d1 == -3 and d2 == 49 and d3 == 13 and d4 == 10 then -- $-1: nil
-      c.pos = pos + 5
-      return nil
-    end
-    if e and n <= c.max_bulk then
       local stop = e + 1 + n
       local cr, lf = byte(buf, stop + 1, stop + 2)
       if cr == 13 and lf == 10 then
