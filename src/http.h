@@ -196,6 +196,12 @@ void ls_http__response_open(lua_State *L, int core);
 int ls_http__check_status(lua_State *L, int idx);
 /* Adds a header line "name: value" from the Lua values at the two indexes (validated). */
 void ls_http__add_header_value(lua_State *L, ls_http_conn_t *c, int name_idx, int value_idx);
+/* Appends the head of a streamed response (status, res_headers) to the output: chunked on
+ * HTTP/1.1 unless a Content-Length was set, close-delimited on HTTP/1.0; sets head_sent. */
+void ls_http__stream_head(ls_http_conn_t *c);
+/* Appends one chunk (or, unchunked, the bytes) of a streamed body; through the deflate
+ * stream when the response is compressed (finish: its last output). 0 or -1 (memory). */
+int ls_http__stream_piece(ls_http_conn_t *c, const char *s, size_t n, int finish);
 /* Ends a streamed response: the last of its compressed output, the last chunk. */
 void ls_http__stream_end(ls_http_conn_t *c);
 
@@ -303,6 +309,8 @@ void ls_http__end_request(ls_http_conn_t *c);
 void ls_http__open_lua(lua_State *L, ls_gen_t *gen);
 
 /* ---- public ---- */
+/* Sets core.http_relay (src/http_proxy.c, under srv.http.proxy) in the table on top of L. */
+void ls_http_proxy_open(lua_State *L);
 /* Adds srv.http functions (listen, inject) to the table on top of L. */
 void ls_http_open(lua_State *L, ls_gen_t *gen);
 

@@ -19,30 +19,6 @@
 #define LS_HCP_HEADER_MAX (16 * 1024)
 #define LS_HCP_HEADER_COUNT 100
 
-typedef struct ls_hcp_s {
-  llhttp_t parser;
-  ls_buf_t head;              /* reason phrase, then header names (lower case) and values */
-  ls_buf_t body;              /* body bytes of the current feed */
-  ls_buf_t line;              /* a chunk-size line split across feeds, so far */
-  ls_http_header_t *headers;  /* header_count entries, head and trailer fields */
-  unsigned nheaders;
-  unsigned ntrailer_start;    /* fields from here on are trailers */
-  unsigned header_count;
-  size_t line_max, header_max;
-  uint64_t body_max, body_seen;
-  size_t reason_len;          /* the reason phrase is head[0 .. reason_len) */
-  size_t extra;               /* bytes after the end of the message in the last feed */
-  const char *error;          /* our own reason to refuse the response */
-  int status, version_minor;
-  unsigned char hdr_state;    /* LS_HDR_* */
-  unsigned char head_done;    /* the final (non-1xx) head is complete */
-  unsigned char msg_done;
-  unsigned char is_head;
-  unsigned char keep_alive;
-  unsigned char continued;    /* a 100 Continue came first */
-  unsigned char failed;
-  unsigned char at_chunk_line; /* the next input starts a chunk-size line (see chunk_line) */
-} ls_hcp_t;
 
 static ls_hcp_t *hcp_of(llhttp_t *p) { return p->data; }
 
@@ -281,7 +257,13 @@ static int l_parser_new(lua_State *L) {
   return 1;
 }
 
-static void hcp_reset(ls_hcp_t *h, int is_head) {
+ls_hcp_t *ls_hcp_push_new(lua_State *L) {
+  lua_pushcfunction(L, l_parser_new);
+  lua_call(L, 0, 1);
+  return lua_touserdata(L, -1);
+}
+
+void ls_hcp_start(ls_hcp_t *h, int is_head, uint64_t max_body) {
   llhttp_reset(&h->parser);
   ls_buf_consume(&h->head, ls_buf_len(&h->head));
   ls_buf_consume(&h->body, ls_buf_len(&h->body));
@@ -295,32 +277,32 @@ static void hcp_reset(ls_hcp_t *h, int is_head) {
   h->hdr_state = LS_HDR_BETWEEN;
   h->head_done = h->msg_done = h->keep_alive = h->continued = h->failed = 0;
   h->is_head = (unsigned char)is_head;
+  h->body_max = max_body;
 }
 
 /* parser:start([is_head [, max_body]]) -> parser */
 static int l_parser_start(lua_State *L) {
   ls_hcp_t *h = check_hcp(L);
-  hcp_reset(h, lua_toboolean(L, 2));
+  uint64_t max_body = h->body_max;
   if (!lua_isnoneornil(L, 3)) {
     lua_Integer max = luaL_checkinteger(L, 3);
-    h->body_max = max < 0 ? UINT64_MAX : (uint64_t)max;
+    max_body = max < 0 ? UINT64_MAX : (uint64_t)max;
   }
+  ls_hcp_start(h, lua_toboolean(L, 2), max_body);
   lua_settop(L, 1);
   return 1;
 }
 
 static int push_failure(lua_State *L, ls_hcp_t *h, llhttp_errno_t err) {
-  const char *why = h->error;
+  const char *why = ls_hcp_error(h, err);
   h->failed = 1;
   lua_pushnil(L);
-  if (why != NULL && strcmp(why, "response body too large") == 0) {
+  if (strcmp(why, "response body too large") == 0) {
     lua_pushstring(L, why);
     lua_pushliteral(L, "ETOOLARGE");
     return 3;
   }
-  if (why == NULL)
-    why = err == HPE_PAUSED_UPGRADE ? "unexpected upgrade" : llhttp_get_error_reason(&h->parser);
-  lua_pushfstring(L, "bad response: %s", why != NULL ? why : llhttp_errno_name(err));
+  lua_pushfstring(L, "bad response: %s", why);
   lua_pushliteral(L, "EPROTO");
   return 3;
 }
@@ -339,42 +321,60 @@ static int push_progress(lua_State *L, ls_hcp_t *h) {
   return 5;
 }
 
-/* parser:feed(data) -> head_done, body, done | nil, message, code */
-static int l_parser_feed(lua_State *L) {
-  ls_hcp_t *h = check_hcp(L);
-  size_t len;
-  const char *data = luaL_checklstring(L, 2, &len);
+llhttp_errno_t ls_hcp_feed(ls_hcp_t *h, const char *data, size_t len) {
   llhttp_errno_t err;
   if (h->failed)
-    return push_failure(L, h, llhttp_get_errno(&h->parser));
+    return llhttp_get_errno(&h->parser) != HPE_OK ? llhttp_get_errno(&h->parser) : HPE_USER;
   if (h->msg_done) {
     h->extra += len;
-    return push_progress(L, h);
+    return HPE_OK;
   }
   err = hcp_run(h, data, len);
   if (err != HPE_OK) {
+    h->failed = 1;
     ls_buf_consume(&h->body, ls_buf_len(&h->body));
-    return push_failure(L, h, err);
   }
-  return push_progress(L, h);
+  return err;
 }
 
-/* parser:finish() -> as feed: the peer closed the connection. */
-static int l_parser_finish(lua_State *L) {
-  ls_hcp_t *h = check_hcp(L);
+llhttp_errno_t ls_hcp_finish(ls_hcp_t *h) {
   llhttp_errno_t err;
   if (h->failed)
-    return push_failure(L, h, llhttp_get_errno(&h->parser));
+    return llhttp_get_errno(&h->parser) != HPE_OK ? llhttp_get_errno(&h->parser) : HPE_USER;
   if (h->msg_done)
-    return push_progress(L, h);
+    return HPE_OK;
   err = llhttp_finish(&h->parser);
   if ((err != HPE_OK && err != HPE_PAUSED) || !h->msg_done) {
     if (h->error == NULL)
       h->error = h->head_done ? "connection closed before the end of the body"
                               : "connection closed before the end of the head";
-    return push_failure(L, h, err);
+    h->failed = 1;
+    return err != HPE_OK && err != HPE_PAUSED ? err : HPE_USER;
   }
-  return push_progress(L, h);
+  return HPE_OK;
+}
+
+const char *ls_hcp_error(ls_hcp_t *h, llhttp_errno_t err) {
+  const char *why = h->error;
+  if (why == NULL)
+    why = err == HPE_PAUSED_UPGRADE ? "unexpected upgrade" : llhttp_get_error_reason(&h->parser);
+  return why != NULL ? why : llhttp_errno_name(err);
+}
+
+/* parser:feed(data) -> head_done, body, done | nil, message, code */
+static int l_parser_feed(lua_State *L) {
+  ls_hcp_t *h = check_hcp(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  llhttp_errno_t err = ls_hcp_feed(h, data, len);
+  return err != HPE_OK ? push_failure(L, h, err) : push_progress(L, h);
+}
+
+/* parser:finish() -> as feed: the peer closed the connection. */
+static int l_parser_finish(lua_State *L) {
+  ls_hcp_t *h = check_hcp(L);
+  llhttp_errno_t err = ls_hcp_finish(h);
+  return err != HPE_OK ? push_failure(L, h, err) : push_progress(L, h);
 }
 
 /* Pushes the fields [from, to) as one string of "name\0value\0" pairs (names in lower case,
@@ -538,7 +538,7 @@ int ls_http_client_parse_all(lua_State *L, const char *data, size_t len, int is_
   lua_setfield(L, -2, "max_body");
   lua_call(L, 1, 1);
   h = lua_touserdata(L, -1);
-  hcp_reset(h, is_head);
+  ls_hcp_start(h, is_head, h->body_max);
   /* In pieces of up to 7 bytes and then the rest, so that lines split across feeds too. */
   while (off < len && !bad) {
     size_t n = off == 0 ? (len < 7 ? len : 7) : len - off;

@@ -169,9 +169,7 @@ static int l_res_redirect(lua_State *L) {
   return 1;
 }
 
-/* Sends the head of a streamed response: chunked on HTTP/1.1 unless the handler set a
- * Content-Length; on HTTP/1.0 the body ends when the connection closes. */
-static void stream_head(ls_http_conn_t *c) {
+void ls_http__stream_head(ls_http_conn_t *c) {
   ls_buf_t *b = &c->s.out;
   size_t line_len;
   int status = c->status ? c->status : 200;
@@ -183,7 +181,8 @@ static void stream_head(ls_http_conn_t *c) {
   ls_http__append_date(b, c->rt->loop);
   if (!c->has_ctype)
     ls_buf_append(b, "Content-Type: text/html; charset=utf-8\r\n", 40);
-  if (!c->has_clen) {
+  if (!c->has_clen && status >= 200 && status != 204 && status != 304) {
+    /* (1xx, 204 and 304 have no body to frame: RFC 9112 §6.1, §6.3.) */
     if (c->parser.http_minor >= 1) {
       c->chunked = 1;
       ls_buf_append(b, "Transfer-Encoding: chunked\r\n", 28);
@@ -204,9 +203,7 @@ static void stream_head(ls_http_conn_t *c) {
   ls_buf_append(b, "\r\n", 2);
 }
 
-/* Appends one chunk (or, unchunked, the bytes) of a streamed body; through the deflate
- * stream when the response is compressed (finish: its last output). */
-static int stream_piece(ls_http_conn_t *c, const char *s, size_t n, int finish) {
+int ls_http__stream_piece(ls_http_conn_t *c, const char *s, size_t n, int finish) {
   ls_buf_t *out = &c->s.out;
   ls_buf_t gz;
   char size[24];
@@ -272,14 +269,14 @@ static int l_res_write(lua_State *L) {
   if (c->answered)
     return luaL_error(L, "write: the response has already been sent");
   if (!c->head_sent)
-    stream_head(c);
+    ls_http__stream_head(c);
   if (total > 0 && !c->is_head) {
     const char *s;
     size_t len;
     if (n > 2)
       lua_concat(L, n - 1); /* the pieces as one chunk */
     s = lua_tolstring(L, 2, &len);
-    if (stream_piece(c, s, len, 0) != 0)
+    if (ls_http__stream_piece(c, s, len, 0) != 0)
       return luaL_error(L, "not enough memory");
     c->bytes_out += total;
   }
@@ -543,7 +540,7 @@ static int l_res_sendfile(lua_State *L) {
 
 void ls_http__stream_end(ls_http_conn_t *c) {
   if (c->gz != NULL)
-    stream_piece(c, "", 0, 1); /* the end of the gzip member */
+    ls_http__stream_piece(c, "", 0, 1); /* the end of the gzip member */
   if (c->chunked && !c->is_head)
     ls_buf_append(&c->s.out, "0\r\n\r\n", 5);
 }

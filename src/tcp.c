@@ -150,7 +150,7 @@ static void conn_consume(ls_conn_t *c, size_t n) {
 /* ---- Lua objects -------------------------------------------------------------------------- */
 
 conn_ud_t *ls__tcp_conn_push_ud(lua_State *L, ls_conn_t *c) {
-  conn_ud_t *ud = lua_newuserdatauv(L, sizeof *ud, 0);
+  conn_ud_t *ud = lua_newuserdatauv(L, sizeof *ud, LS_CONN_UVALUES);
   ud->conn = c;
   ud->gen = c->gen;
   c->ud = ud;

@@ -1,5 +1,6 @@
 /* What the TCP API's two files share (src/tcp.c: luasrv.Conn, connect; src/tcp_listen.c:
- * srv.tcp.listen, luasrv.Listener, running a connection's handler). Private to them. */
+ * srv.tcp.listen, luasrv.Listener, running a connection's handler), and what the proxy's
+ * relay (src/http_proxy.c) needs of a connection: its stream and its reader slot. */
 #ifndef LS_TCP_INTERNAL_H
 #define LS_TCP_INTERNAL_H
 
@@ -11,6 +12,9 @@
 
 #define LS_CONN_MT "luasrv.Conn"
 #define LS_LISTENER_MT "luasrv.Listener"
+/* A luasrv.Conn's user values: 1, the response parser the proxy's relay keeps with it. */
+#define LS_CONN_UV_PARSER 1
+#define LS_CONN_UVALUES 1
 
 
 typedef struct conn_ud_s conn_ud_t;

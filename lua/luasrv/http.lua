@@ -65,12 +65,14 @@ function res_methods.sendfile(res, file, offset, length, ctype)
   return c_sendfile(res, file, offset, length, ctype)
 end
 
--- The outbound client: srv.http.request, get, post, pool_stats, pool_close, pool_configure.
+-- The outbound client: srv.http.request, get, post, pool_stats, pool_close, pool_configure;
+-- and srv.http.proxy, which relays a request through the same pool.
 do
   local client = require "luasrv.http_client"
   M.request, M.get, M.post = client.request, client.get, client.post
   M.pool_stats, M.pool_close, M.pool_configure = client.pool_stats, client.pool_close,
     client.pool_configure
+  M.proxy = require("luasrv.http_proxy").proxy
 end
 
 return M

@@ -7,10 +7,9 @@ local core = require "luasrv.core"
 
 local type, tostring, pairs, ipairs, error, setmetatable =
   type, tostring, pairs, ipairs, error, setmetatable
-local concat, remove, format = table.concat, table.remove, string.format
+local concat, format = table.concat, string.format
 local math_min, math_huge = math.min, math.huge
-local tcp_connect, monotime, new_parser = core.tcp.connect, core.monotime,
-  core.http_response_parser
+local monotime = core.monotime
 
 local M = {}
 
@@ -22,8 +21,6 @@ local DEFAULTS = {
   expect_continue = 1024 * 1024, -- bodies at least this large ask for 100 Continue first
   continue_wait = 1,      -- how long to wait for the 100 Continue before sending anyway
 }
-M.pool_max_idle = 16      -- idle connections kept per (scheme, host, port, TLS options)
-M.pool_idle_timeout = 4   -- seconds an idle connection is kept
 
 local USER_AGENT = "luasrv/" .. core.version
 local NO_HEADERS = setmetatable({}, { __newindex = function() error("read-only table", 2) end })
@@ -37,118 +34,10 @@ local url_mod = require "luasrv.http_url"
 local parse_url, cached_url, resolve = url_mod.parse, url_mod.cached, url_mod.resolve
 M.parse_url, M.resolve = parse_url, resolve
 
----------------------------------------------------------------------------------------------
--- The pool: idle connections per (scheme, host, port, TLS options), newest last.
-
-local pools = {}
-local stats = { created = 0, reused = 0, retried = 0, closed_idle = 0 }
-
-local function tls_key(tls)
-  if tls == nil or tls == false then return "" end
-  if tls == true then return "tls" end
-  local parts = {}
-  for k, v in pairs(tls) do
-    if type(v) == "table" then v = concat(v, ",") end
-    parts[#parts + 1] = tostring(k) .. "=" .. tostring(v)
-  end
-  table.sort(parts)
-  return concat(parts, ";")
-end
-
-local function pool_for(key)
-  local p = pools[key]
-  if not p then
-    p = { idle = {}, since = {}, active = 0 }
-    pools[key] = p
-  end
-  return p
-end
-
--- Closes the idle connections of `p` that have waited longer than the idle timeout.
-local function sweep(p, now)
-  local idle, since = p.idle, p.since
-  local limit = now - M.pool_idle_timeout
-  while since[1] and since[1] < limit do
-    remove(idle, 1):close()
-    remove(since, 1)
-    stats.closed_idle = stats.closed_idle + 1
-  end
-end
-
-local function pool_take(p, now)
-  local idle = p.idle
-  local n = #idle
-  if n == 0 then return nil end
-  if p.since[1] < now - M.pool_idle_timeout then
-    sweep(p, now)
-    n = #idle
-    if n == 0 then return nil end
-  end
-  local conn = idle[n]
-  idle[n], p.since[n] = nil, nil
-  return conn
-end
-
-local function pool_put(p, conn)
-  p.active = p.active - 1
-  local now = monotime()
-  local idle, since = p.idle, p.since
-  if since[1] and since[1] < now - M.pool_idle_timeout then sweep(p, now) end
-  local n = #idle
-  if n >= M.pool_max_idle then
-    conn:close()
-    return
-  end
-  idle[n + 1], since[n + 1] = conn, now
-end
-
-local function pool_drop(p, conn)
-  p.active = p.active - 1
-  conn:close()
-end
-
---- srv.http.pool_stats() -> counters and, per pool key, its idle and active connections.
-function M.pool_stats()
-  local hosts, idle, active = {}, 0, 0
-  local now = monotime()
-  for key, p in pairs(pools) do
-    sweep(p, now)
-    hosts[key] = { idle = #p.idle, active = p.active }
-    idle, active = idle + #p.idle, active + p.active
-  end
-  return { created = stats.created, reused = stats.reused, retried = stats.retried,
-    closed_idle = stats.closed_idle, idle = idle, active = active, hosts = hosts }
-end
-
---- srv.http.pool_configure{ max_idle =, idle_timeout = }: the pools' limits, for every pool
--- of the process from now on.
-function M.pool_configure(opts)
-  if type(opts) ~= "table" then
-    error("bad argument #1 to 'pool_configure' (table expected, got " .. type(opts) .. ")", 2)
-  end
-  local max_idle, idle_timeout = opts.max_idle, opts.idle_timeout
-  if max_idle ~= nil then
-    if math.type(max_idle) ~= "integer" or max_idle < 0 then
-      error("bad option 'max_idle' (non-negative integer expected)", 2)
-    end
-    M.pool_max_idle = max_idle
-  end
-  if idle_timeout ~= nil then
-    if type(idle_timeout) ~= "number" or idle_timeout ~= idle_timeout or idle_timeout < 0 then
-      error("bad option 'idle_timeout' (non-negative number of seconds expected)", 2)
-    end
-    M.pool_idle_timeout = idle_timeout
-  end
-  return true
-end
-
---- srv.http.pool_close(): closes every idle connection.
-function M.pool_close()
-  for _, p in pairs(pools) do
-    for _, conn in ipairs(p.idle) do conn:close() end
-    p.idle, p.since = {}, {}
-  end
-end
+local pool = require "luasrv.http_pool"
+local stats, pool_for, pool_take, pool_put, pool_drop, tls_key = pool.stats, pool.pool_for,
+  pool.take, pool.put, pool.drop, pool.tls_key
+M.pool_stats, M.pool_configure, M.pool_close = pool.pool_stats, pool.configure, pool.close
 
 ---------------------------------------------------------------------------------------------
 -- Requests
@@ -457,15 +346,9 @@ local function get_conn(st, url, fresh)
       return conn, p, true
     end
   end
-  local tls = st.tls
-  if url.scheme == "https" and not tls then tls = true end
-  if url.scheme == "http" then tls = nil end
-  local remaining = st.deadline - monotime()
-  local conn, err, code = tcp_connect(url.host, url.port,
-    { timeout = math_min(st.connect_timeout, remaining), tls = tls })
+  local conn, err, code = pool.connect(p, url, st.tls,
+    math_min(st.connect_timeout, st.deadline - monotime()))
   if not conn then return nil, err, code end
-  stats.created = stats.created + 1
-  p.active = p.active + 1
   return conn, p, false
 end
 
@@ -612,8 +495,6 @@ local function seconds(v, name)
   return v
 end
 
-local parsers = {} -- free parsers, reused by later requests
-
 --- srv.http.request(opts) -> response | nil, message, code
 function M.request(opts)
   if type(opts) ~= "table" then
@@ -670,19 +551,14 @@ function M.request(opts)
   if not url then return nil, uerr, "EINVAL" end
   local hops = 0
   while true do
-    local np = #parsers
-    if np > 0 then
-      st.parser, parsers[np] = parsers[np], nil
-    else
-      st.parser = new_parser()
-    end
+    st.parser = pool.take_parser()
     st.no_reuse = false
     local res, err, code, retryable = exchange(st, url, false)
     if not res and retryable and IDEMPOTENT[st.method] and type(st.body) ~= "function" then
       stats.retried = stats.retried + 1
       res, err, code = exchange(st, url, true)
     end
-    if st.parser then parsers[#parsers + 1] = st.parser end
+    if st.parser then pool.give_parser(st.parser) end
     if not res then
       if code == "ETIMEDOUT" then err = "timeout" end
       return nil, err, code
