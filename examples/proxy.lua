@@ -19,6 +19,7 @@ local options = { forwarded_for = true }
 srv.http.listen({ port = tonumber(arg[2]) or 8080 }, function(req, res)
   local ok, err, code = srv.http.proxy(req, res, upstream, options)
   if not ok then
+    if code == "ECLOSED" then return end -- the client went away: nobody to answer
     srv.log.warn("proxy: " .. upstream .. req.target .. ": " .. err)
     if code == "ETIMEDOUT" then return res:status(504):send("gateway timeout\n") end
     return res:status(502):send("bad gateway\n")

@@ -311,6 +311,13 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen);
 /* ---- public ---- */
 /* Sets core.http_relay (src/http_proxy.c, under srv.http.proxy) in the table on top of L. */
 void ls_http_proxy_open(lua_State *L);
+/* src/http_pool.c: the keep-alive pool of outbound connections. A pool is a Lua table (see
+ * there). take: pushes an idle connection (now in use) and returns 1, or returns 0. put: the
+ * connection at `conn` is no longer in use; kept idle if `reusable` and it can be, else
+ * closed. open: sets core.http_pool_* in the table on top of L (after ls_tcp_open). */
+int ls_http_pool_take(lua_State *L, int pool);
+void ls_http_pool_put(lua_State *L, int pool, int conn, int reusable);
+void ls_http_pool_open(lua_State *L);
 /* Adds srv.http functions (listen, inject) to the table on top of L. */
 void ls_http_open(lua_State *L, ls_gen_t *gen);
 

@@ -6,10 +6,14 @@
  * handler's task waits in C (as conn:read waits) for the upstream's input or for the client
  * to take its output. Lua keeps the pool, the options and the retry.
  *
- * core.http_relay(conn, req, res, host, prefix, headers, body, flags, timeout_ms)
- *   -> true, reusable              the whole answer is relayed (queued for the client)
- *   -> false                       the request has a body: call again with it (req:body())
+ * core.http_relay(pool, conn, req, res, host, prefix, headers, body, flags, timeout_ms)
+ *   -> true                        the whole answer is relayed (queued for the client)
+ *   -> false, "body"               the request has a body: call again with it (req:body())
+ *   -> false, "connect"            no idle connection in the pool (or a fresh one is asked
+ *                                  for): call again with a new one as `conn`
  *   -> nil, message, code, retryable, fatal
+ * With conn nil, an idle connection is taken from the pool (src/http_pool.c); whatever the
+ * outcome, the connection goes back to the pool or is closed before the call returns.
  * retryable: nothing of an answer came on a reused connection that had been closed (the
  * method decides whether to try again); fatal: the answer's head is already out, so the
  * response can only be aborted, or the headers option was wrong (the caller raises).
@@ -20,18 +24,18 @@
 #include "errors.h"
 #include "http.h"
 #include "http_client.h"
-#include "log.h"
 #include "tcp_internal.h"
 
 /* flags (from Lua) and the continuation's context bits. */
 #define RELAY_REUSED 1      /* the connection came from the pool */
 #define RELAY_XFF 2         /* append the client's address to X-Forwarded-For */
 #define RELAY_KEEP_HOST 4   /* send the client's Host instead of the upstream's */
-#define RELAY_GOT_BYTES 8   /* some of an answer arrived */
+#define RELAY_FRESH 8       /* a new connection is wanted (a retry): none from the pool */
+#define RELAY_GOT_BYTES 16  /* some of an answer arrived */
 
 /* The arguments' stack indexes; the connection's parser goes at A_PARSER. */
-enum { A_CONN = 1, A_REQ, A_RES, A_HOST, A_PREFIX, A_HEADERS, A_BODY, A_FLAGS, A_TIMEOUT,
-       A_PARSER };
+enum { A_POOL = 1, A_CONN, A_REQ, A_RES, A_HOST, A_PREFIX, A_HEADERS, A_BODY, A_FLAGS,
+       A_TIMEOUT, A_PARSER };
 
 /* Whether s[0..n) is `lower` (ASCII, any case). */
 static int ieq(const char *s, size_t n, const char *lower, size_t lower_len) {
@@ -268,9 +272,14 @@ static int relay_head(ls_http_conn_t *c, ls_hcp_t *h) {
   return 0;
 }
 
-/* nil, message, code, retryable, fatal. */
+/* nil, message, code, retryable, fatal; the connection is closed. */
 static int relay_fail(lua_State *L, const char *msg, const char *code, int retryable,
                       int fatal) {
+  if (lua_touserdata(L, A_CONN) != NULL) {
+    ls_http_pool_put(L, A_POOL, A_CONN, 0);
+    lua_pushnil(L);
+    lua_replace(L, A_CONN);
+  }
   lua_pushnil(L);
   lua_pushstring(L, msg);
   lua_pushstring(L, code);
@@ -334,10 +343,9 @@ static int relay_step(lua_State *L, ls_task_t *task, ls_conn_t *up, ls_hcp_t *h,
   }
   if (h->msg_done) {
     /* Left for the handler's end to send (with the last chunk): one write per answer. */
+    ls_http_pool_put(L, A_POOL, A_CONN, h->keep_alive && !h->failed);
     lua_pushboolean(L, 1);
-    lua_pushboolean(L, h->keep_alive && !h->failed && ls_buf_len(in) == 0 &&
-                           up->s.read_err == 0 && up->s.write_err == 0);
-    return 2;
+    return 1;
   }
   if (up->s.write_err != 0 && !(ctx & RELAY_GOT_BYTES))
     return relay_error(L, up, c, up->s.write_err, ctx);
@@ -399,16 +407,41 @@ static void *check_class(lua_State *L, int idx, int up, const char *name) {
 }
 
 static int l_http_relay(lua_State *L) {
-  conn_ud_t *cud = check_class(L, A_CONN, 1, LS_CONN_MT);
   ls_http_conn_t *c = ls_http__req_conn(L, A_REQ);
-  ls_hcp_t *h;
   ls_http_res_ud_t *res = ls_check_tagged(L, A_RES, &ls__res_tag, sizeof *res, LS_RES_MT);
   int flags = (int)luaL_checkinteger(L, A_FLAGS);
-  ls_conn_t *up = cud->conn;
+  conn_ud_t *cud;
+  ls_hcp_t *h;
+  ls_conn_t *up;
   ls_task_t *task;
   const char *why;
+  luaL_checktype(L, A_POOL, LUA_TTABLE);
   luaL_checkinteger(L, A_TIMEOUT);
   lua_settop(L, A_TIMEOUT);
+  if (c == NULL || c->closing)
+    return relay_fail(L, "client closed", "ECLOSED", 0, 0);
+  if (res->c != c)
+    return luaL_argerror(L, A_RES, "not the response of this request");
+  if (c->answered || c->head_sent)
+    return luaL_error(L, "proxy: the response has already been sent");
+  task = ls_task_check(c->gen, L, "proxy");
+  if (lua_isnil(L, A_BODY) && has_body(c)) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "body");
+    return 2;
+  }
+  flags &= RELAY_XFF | RELAY_KEEP_HOST | RELAY_FRESH;
+  if (lua_isnil(L, A_CONN)) {
+    if ((flags & RELAY_FRESH) || !ls_http_pool_take(L, A_POOL)) {
+      lua_pushboolean(L, 0);
+      lua_pushliteral(L, "connect");
+      return 2;
+    }
+    lua_replace(L, A_CONN);
+    flags |= RELAY_REUSED;
+  }
+  cud = check_class(L, A_CONN, 1, LS_CONN_MT);
+  up = cud->conn;
   if (lua_getiuservalue(L, A_CONN, LS_CONN_UV_PARSER) == LUA_TUSERDATA) {
     h = lua_touserdata(L, A_PARSER);
   } else {
@@ -417,25 +450,8 @@ static int l_http_relay(lua_State *L) {
     lua_pushvalue(L, A_PARSER);
     lua_setiuservalue(L, A_CONN, LS_CONN_UV_PARSER);
   }
-  if (c == NULL || c->closing)
-    return relay_fail(L, "client closed", "ECLOSED", 0, 0);
-  if (res->c != c)
-    return luaL_argerror(L, A_RES, "not the response of this request");
-  if (c->answered || c->head_sent)
-    return luaL_error(L, "proxy: the response has already been sent");
-  task = ls_task_check(cud->gen, L, "proxy");
-  if (lua_isnil(L, A_BODY) && has_body(c)) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  flags &= RELAY_REUSED | RELAY_XFF | RELAY_KEEP_HOST;
   if (up == NULL || up->closed)
     return relay_error(L, up, c, LS_ECLOSED, flags);
-  if ((flags & RELAY_REUSED) && (ls_buf_len(&up->s.in) > 0 || up->s.read_err != 0)) {
-    /* The server closed it (or said something) while it was idle: not for this request. */
-    return relay_error(L, up, c, ls_buf_len(&up->s.in) > 0 ? UV_ECONNRESET : up->s.read_err,
-                       flags);
-  }
   why = build_request(L, c, &up->s.out, flags);
   if (why != NULL) {
     ls_buf_consume(&up->s.out, ls_buf_len(&up->s.out));

@@ -181,8 +181,11 @@ void ls_http__stream_head(ls_http_conn_t *c) {
   ls_http__append_date(b, c->rt->loop);
   if (!c->has_ctype)
     ls_buf_append(b, "Content-Type: text/html; charset=utf-8\r\n", 40);
-  if (!c->has_clen && status >= 200 && status != 204 && status != 304) {
-    /* (1xx, 204 and 304 have no body to frame: RFC 9112 §6.1, §6.3.) */
+  if (status < 200 || status == 204 || status == 304) {
+    /* No body to frame (RFC 9112 §6.1, §6.3): what the handler writes is dropped, as for
+     * HEAD. (The flag is the request's; the next request's head sets it again.) */
+    c->is_head = 1;
+  } else if (!c->has_clen) {
     if (c->parser.http_minor >= 1) {
       c->chunked = 1;
       ls_buf_append(b, "Transfer-Encoding: chunked\r\n", 28);

@@ -205,6 +205,7 @@ int ls_module_open(lua_State *L) {
   ls_http_open(L, gen);
   ls_http_client_open(L);
   ls_http_proxy_open(L);
+  ls_http_pool_open(L);
   ls_fs_open(L, gen);
   ls_ws_open(L, gen);
   ls_pubsub_open(L, gen);

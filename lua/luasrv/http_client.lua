@@ -35,8 +35,8 @@ local parse_url, cached_url, resolve = url_mod.parse, url_mod.cached, url_mod.re
 M.parse_url, M.resolve = parse_url, resolve
 
 local pool = require "luasrv.http_pool"
-local stats, pool_for, pool_take, pool_put, pool_drop, tls_key = pool.stats, pool.pool_for,
-  pool.take, pool.put, pool.drop, pool.tls_key
+local pool_for, pool_take, pool_put, pool_drop, tls_key = pool.pool_for, pool.take,
+  pool.put, pool.drop, pool.tls_key
 M.pool_stats, M.pool_configure, M.pool_close = pool.pool_stats, pool.configure, pool.close
 
 ---------------------------------------------------------------------------------------------
@@ -339,12 +339,8 @@ local StreamResponse = { __index = Response.__index, __close = Response.close,
 local function get_conn(st, url, fresh)
   local p = pool_for(st.tls == nil and url.pool_key or url.pool_key .. tls_key(st.tls))
   if not fresh then
-    local conn = pool_take(p, st.start)
-    if conn then
-      stats.reused = stats.reused + 1
-      p.active = p.active + 1
-      return conn, p, true
-    end
+    local conn = pool_take(p)
+    if conn then return conn, p, true end
   end
   local conn, err, code = pool.connect(p, url, st.tls,
     math_min(st.connect_timeout, st.deadline - monotime()))
@@ -555,7 +551,7 @@ function M.request(opts)
     st.no_reuse = false
     local res, err, code, retryable = exchange(st, url, false)
     if not res and retryable and IDEMPOTENT[st.method] and type(st.body) ~= "function" then
-      stats.retried = stats.retried + 1
+      pool.count_retry()
       res, err, code = exchange(st, url, true)
     end
     if st.parser then pool.give_parser(st.parser) end

@@ -10,13 +10,12 @@ local url_mod = require "luasrv.http_url"
 
 local type, pairs, error, tostring = type, pairs, error, tostring
 local floor = math.floor
-local relay, monotime = core.http_relay, core.monotime
-local take, put, drop = pool.take, pool.put, pool.drop
-local pool_for, stats = pool.pool_for, pool.stats
+local relay = core.http_relay
+local pool_for = pool.pool_for
 
 local M = {}
 
-local REUSED, XFF, KEEP_HOST = 1, 2, 4
+local XFF, KEEP_HOST, FRESH = 2, 4, 8
 local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, TRACE = true, PUT = true,
   DELETE = true }
 local DEFAULT_TIMEOUT_MS = 60000 -- each wait for the upstream (nginx's proxy_read_timeout)
@@ -62,61 +61,58 @@ local function seconds(v, name)
   return v
 end
 
+-- The options: the pool, the relay's flags, the headers to add and the wait in ms.
+local function read_options(opts, up)
+  if type(opts) ~= "table" then
+    error("bad argument #4 to 'proxy' (table expected, got " .. type(opts) .. ")", 3)
+  end
+  local p, flags, headers, timeout = up.pool, 0, opts.headers, DEFAULT_TIMEOUT_MS
+  if headers ~= nil then headers = lower_names(headers) end
+  if opts.forwarded_for then flags = flags + XFF end
+  if opts.preserve_host then flags = flags + KEEP_HOST end
+  if opts.timeout ~= nil then
+    local t = seconds(opts.timeout, "timeout")
+    timeout = (t < 0 or t >= 1e9) and -1 or floor(t * 1000) -- (math.huge too: none)
+  end
+  if opts.connect_timeout ~= nil then seconds(opts.connect_timeout, "connect_timeout") end
+  if opts.tls ~= nil then p = pool_for(up.url.pool_key .. pool.tls_key(opts.tls)) end
+  return p, flags, headers, timeout
+end
+
 --- srv.http.proxy(req, res, upstream [, opts]) -> true | nil, message, code
 function M.proxy(req, res, upstream, opts)
   local up = upstreams[upstream] or upstream_of(upstream)
-  local p, tls, flags, headers = up.pool, nil, 0, nil
-  local timeout, connect_timeout = DEFAULT_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT
-  if opts ~= nil then
-    if type(opts) ~= "table" then
-      error("bad argument #4 to 'proxy' (table expected, got " .. type(opts) .. ")", 2)
-    end
-    if opts.headers ~= nil then headers = lower_names(opts.headers) end
-    if opts.forwarded_for then flags = flags + XFF end
-    if opts.preserve_host then flags = flags + KEEP_HOST end
-    if opts.timeout ~= nil then
-      local t = seconds(opts.timeout, "timeout")
-      timeout = t < 0 and -1 or floor(t * 1000)
-    end
-    if opts.connect_timeout ~= nil then
-      connect_timeout = seconds(opts.connect_timeout, "connect_timeout")
-    end
-    tls = opts.tls
-    if tls ~= nil then p = pool_for(up.url.pool_key .. pool.tls_key(tls)) end
-  end
-  local body, ok, err, code, retry, fatal
-  for attempt = 1, 2 do
-    local conn = attempt == 1 and take(p, monotime()) or nil
-    local reused = 0
-    if conn then
-      stats.reused, p.active, reused = stats.reused + 1, p.active + 1, REUSED
-    else
-      conn, err, code = pool.connect(p, up.url, tls, connect_timeout)
-      if not conn then break end
-    end
-    ok, err, code, retry, fatal = relay(conn, req, res, up.host, up.prefix, headers,
-      body, flags + reused, timeout)
-    if ok == false then -- the request has a body: it is read whole first (as nginx does)
-      body, err, code = req:body()
-      if not body then
-        put(p, conn)
-        break
+  local p, flags, headers, timeout = up.pool, 0, nil, DEFAULT_TIMEOUT_MS
+  if opts ~= nil then p, flags, headers, timeout = read_options(opts, up) end
+  local ok, err, code, retry, fatal = relay(p, nil, req, res, up.host, up.prefix, headers, nil,
+    flags, timeout)
+  if ok then return true end
+  -- Then the cases the relay hands back: a body to read, a connection to make, a failure.
+  local body, conn
+  while true do
+    if ok == false then
+      if err == "body" then -- read whole first (as nginx does), within the server's limits
+        body, err, code = req:body()
+        if not body then return nil, err, code end
+      else -- "connect": no idle connection (or a fresh one for a retry)
+        local tls = opts ~= nil and opts.tls or nil
+        conn, err, code = pool.connect(p, up.url, tls, opts ~= nil and opts.connect_timeout or
+          DEFAULT_CONNECT_TIMEOUT)
+        if not conn then return nil, err, code end
       end
-      ok, err, code, retry, fatal = relay(conn, req, res, up.host, up.prefix, headers,
-        body, flags + reused, timeout)
-    end
-    if ok then
-      if err then put(p, conn) else drop(p, conn) end
-      return true
-    end
-    drop(p, conn)
-    if fatal then
+    elseif fatal then
       error(code == "EINVAL" and err or "proxy: " .. up.url.origin .. ": " .. tostring(err), 2)
+    elseif retry and flags < FRESH and IDEMPOTENT[req.method] then
+      pool.count_retry()
+      flags = flags + FRESH -- once, and on a new connection
+    else
+      return nil, err, code
     end
-    if not (retry and IDEMPOTENT[req.method]) then break end
-    stats.retried = stats.retried + 1
+    ok, err, code, retry, fatal = relay(p, conn, req, res, up.host, up.prefix, headers, body,
+      flags, timeout)
+    if ok then return true end
+    conn = nil
   end
-  return nil, err, code
 end
 
 return M
