@@ -422,8 +422,12 @@ static int l_http_relay(lua_State *L) {
     return relay_fail(L, "client closed", "ECLOSED", 0, 0);
   if (res->c != c)
     return luaL_argerror(L, A_RES, "not the response of this request");
-  if (c->answered || c->head_sent)
-    return luaL_error(L, "proxy: the response has already been sent");
+  if (c->answered || c->head_sent) {
+    luaL_where(L, 2); /* the caller of srv.http.proxy, not its Lua side */
+    lua_pushliteral(L, "proxy: the response has already been sent");
+    lua_concat(L, 2);
+    return lua_error(L);
+  }
   task = ls_task_check(c->gen, L, "proxy");
   if (lua_isnil(L, A_BODY) && has_body(c)) {
     lua_pushboolean(L, 0);
