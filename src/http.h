@@ -311,6 +311,13 @@ void ls_http__open_lua(lua_State *L, ls_gen_t *gen);
 /* ---- public ---- */
 /* Sets core.http_relay (src/http_proxy.c, under srv.http.proxy) in the table on top of L. */
 void ls_http_proxy_open(lua_State *L);
+/* The proxy's filter of an upstream answer's fields (names in lower case, at `base`): each
+ * kept one appended to `out` as a "name: value\r\n" line, less the hop-by-hop ones (those
+ * RFC 9110 §7.6.1 names and those its Connection fields name) and Date and Server, which the
+ * server writes itself; Content-Length is kept (and *has_clen set) unless `chunked`. 0, or -1
+ * when out of memory. */
+int ls_http__relay_fields(const char *base, const ls_http_header_t *fields, unsigned n,
+                          int chunked, ls_buf_t *out, unsigned char *has_clen);
 /* src/http_pool.c: the keep-alive pool of outbound connections. A pool is a Lua table (see
  * there). take: pushes an idle connection (now in use) and returns 1, or returns 0. put: the
  * connection at `conn` is no longer in use; kept idle if `reusable` and it can be, else

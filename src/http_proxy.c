@@ -239,35 +239,39 @@ static const char *build_request(lua_State *L, ls_http_conn_t *c, ls_buf_t *b, i
   return NULL;
 }
 
-/* The answer's head as the response's: its status and fields, less the hop-by-hop ones and
- * the Date and Server this server writes itself (as nginx's proxy_pass does). The body is
- * framed as the upstream framed it when it gave a length, else chunked (or close-delimited
- * for an HTTP/1.0 client). */
-static int relay_head(ls_http_conn_t *c, ls_hcp_t *h) {
-  const char *base = ls_buf_head(&h->head);
-  unsigned i, n = h->ntrailer_start;
-  int conn_listed = has_connection(base, h->headers, n);
-  int chunked = (h->parser.flags & F_CHUNKED) != 0;
-  if (h->status > 599)
-    return -1;
-  c->status = h->status;
-  c->has_ctype = 1; /* none from the upstream means none: no default type is added */
+int ls_http__relay_fields(const char *base, const ls_http_header_t *fields, unsigned n,
+                          int chunked, ls_buf_t *out, unsigned char *has_clen) {
+  int conn_listed = has_connection(base, fields, n);
+  unsigned i;
   for (i = 0; i < n; i++) {
-    const ls_http_header_t *f = &h->headers[i];
+    const ls_http_header_t *f = &fields[i];
     const char *name = base + f->name_off, *value = base + f->value_off;
     size_t nlen = f->name_len, vlen = trimmed(value, f->value_len);
     if (nlen == 14 && memcmp(name, "content-length", 14) == 0) {
       if (chunked)
         continue;
-      c->has_clen = 1;
+      *has_clen = 1;
     } else if (hop_by_hop(name, nlen) || (nlen == 4 && memcmp(name, "date", 4) == 0) ||
                (nlen == 6 && memcmp(name, "server", 6) == 0) ||
-               (conn_listed && named_by_connection(base, h->headers, n, name, nlen))) {
+               (conn_listed && named_by_connection(base, fields, n, name, nlen))) {
       continue;
     }
-    if (append_field(&c->res_headers, name, nlen, value, vlen) != 0)
+    if (append_field(out, name, nlen, value, vlen) != 0)
       return -1;
   }
+  return 0;
+}
+
+/* The answer's head as the response's (see ls_http__relay_fields), written with the status. */
+static int relay_head(ls_http_conn_t *c, ls_hcp_t *h) {
+  if (h->status > 599)
+    return -1;
+  c->status = h->status;
+  c->has_ctype = 1; /* none from the upstream means none: no default type is added */
+  if (ls_http__relay_fields(ls_buf_head(&h->head), h->headers, h->ntrailer_start,
+                            (h->parser.flags & F_CHUNKED) != 0, &c->res_headers,
+                            &c->has_clen) != 0)
+    return -1;
   ls_http__stream_head(c);
   return 0;
 }
