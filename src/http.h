@@ -318,10 +318,11 @@ void ls_http_proxy_open(lua_State *L);
  * when out of memory. */
 int ls_http__relay_fields(const char *base, const ls_http_header_t *fields, unsigned n,
                           int chunked, ls_buf_t *out, unsigned char *has_clen);
-/* src/http_pool.c: the keep-alive pool of outbound connections. A pool is a Lua table (see
- * there). take: pushes an idle connection (now in use) and returns 1, or returns 0. put: the
+/* src/http_pool.c: the keep-alive pool of outbound connections, a luasrv.HTTPPool object.
+ * take: pushes an idle connection (now in use) and returns 1, or returns 0. put: the
  * connection at `conn` is no longer in use; kept idle if `reusable` and it can be, else
  * closed. open: sets core.http_pool_* in the table on top of L (after ls_tcp_open). */
+#define LS_HTTP_POOL_MT "luasrv.HTTPPool"
 int ls_http_pool_take(lua_State *L, int pool);
 void ls_http_pool_put(lua_State *L, int pool, int conn, int reusable);
 void ls_http_pool_open(lua_State *L);

@@ -12,8 +12,9 @@
  *   -> false, "connect"            no idle connection in the pool (or a fresh one is asked
  *                                  for): call again with a new one as `conn`
  *   -> nil, message, code, retryable, fatal
- * With conn nil, an idle connection is taken from the pool (src/http_pool.c); whatever the
- * outcome, the connection goes back to the pool or is closed before the call returns.
+ * `pool` is a luasrv.HTTPPool (src/http_pool.c). With conn nil, an idle connection is taken
+ * from it; whatever the outcome, the connection goes back to the pool or is closed before the
+ * call returns.
  * retryable: nothing of an answer came on a reused connection that had been closed (the
  * method decides whether to try again); fatal: the answer's head is already out, so the
  * response can only be aborted, or the headers option was wrong (the caller raises).
@@ -419,7 +420,7 @@ static int l_http_relay(lua_State *L) {
   ls_conn_t *up;
   ls_task_t *task;
   const char *why;
-  luaL_checktype(L, A_POOL, LUA_TTABLE);
+  check_class(L, A_POOL, 2, LS_HTTP_POOL_MT);
   luaL_checkinteger(L, A_TIMEOUT);
   lua_settop(L, A_TIMEOUT);
   if (c == NULL || c->closing)
@@ -472,6 +473,7 @@ static int l_http_relay(lua_State *L) {
 
 void ls_http_proxy_open(lua_State *L) {
   luaL_getmetatable(L, LS_CONN_MT);
-  lua_pushcclosure(L, l_http_relay, 1);
+  luaL_getmetatable(L, LS_HTTP_POOL_MT);
+  lua_pushcclosure(L, l_http_relay, 2);
   lua_setfield(L, -2, "http_relay");
 }

@@ -204,8 +204,8 @@ int ls_module_open(lua_State *L) {
   lua_setfield(L, -2, "tcp");
   ls_http_open(L, gen);
   ls_http_client_open(L);
-  ls_http_proxy_open(L);
   ls_http_pool_open(L);
+  ls_http_proxy_open(L);
   ls_fs_open(L, gen);
   ls_ws_open(L, gen);
   ls_pubsub_open(L, gen);

@@ -1,16 +1,16 @@
 --- The keep-alive pool of outbound HTTP connections, shared by srv.http.request
 -- (luasrv.http_client) and srv.http.proxy (luasrv.http_proxy): idle luasrv.Conn objects per
 -- (scheme, host, port, TLS options), per process; and the free response parsers.
--- A pool is a table { [1] = idle connections (oldest first), [2] = the loop time (ms) each
--- went idle, [3] = connections in use }: taking and giving back are in C (src/http_pool.c),
--- which the proxy's relay calls without coming back to Lua.
+-- A pool is a luasrv.HTTPPool (src/http_pool.c): taking and giving back are in C, which the
+-- proxy's relay calls without coming back to Lua.
 local core = require "luasrv.core"
 
-local type, tostring, pairs, ipairs, error = type, tostring, pairs, ipairs, error
+local type, tostring, pairs, error = type, tostring, pairs, error
 local concat = table.concat
 local tcp_connect, new_parser, counters = core.tcp.connect, core.http_response_parser,
   core.http_pool_counters
-local sweep = core.http_pool_sweep
+local new_pool, pool_info, pool_added = core.http_pool_new, core.http_pool_info,
+  core.http_pool_added
 
 local M = {}
 
@@ -33,7 +33,7 @@ end
 function M.pool_for(key)
   local p = pools[key]
   if not p then
-    p = { {}, {}, 0 }
+    p = new_pool()
     pools[key] = p
   end
   return p
@@ -52,9 +52,9 @@ end
 function M.pool_stats()
   local hosts, idle, active = {}, 0, 0
   for key, p in pairs(pools) do
-    sweep(p)
-    hosts[key] = { idle = #p[1], active = p[3] }
-    idle, active = idle + #p[1], active + p[3]
+    local n, in_use = pool_info(p)
+    hosts[key] = { idle = n, active = in_use }
+    idle, active = idle + n, active + in_use
   end
   local created, reused, retried, closed_idle = counters()
   return { created = created, reused = reused, retried = retried, closed_idle = closed_idle,
@@ -93,10 +93,7 @@ end
 
 --- srv.http.pool_close(): closes every idle connection.
 function M.close()
-  for _, p in pairs(pools) do
-    for _, conn in ipairs(p[1]) do conn:close() end
-    p[1], p[2] = {}, {}
-  end
+  for _, p in pairs(pools) do core.http_pool_close(p) end
 end
 
 --- A new connection for the pool `p` (counted as in use), to url's host and port: plain for
@@ -106,8 +103,7 @@ function M.connect(p, url, tls, timeout)
   if url.scheme == "http" then tls = nil end
   local conn, err, code = tcp_connect(url.host, url.port, { timeout = timeout, tls = tls })
   if not conn then return nil, err, code end
-  counters("created")
-  p[3] = p[3] + 1
+  pool_added(p)
   return conn
 end
 

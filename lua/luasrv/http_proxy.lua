@@ -21,7 +21,7 @@ local IDEMPOTENT = { GET = true, HEAD = true, OPTIONS = true, TRACE = true, PUT 
 local DEFAULT_TIMEOUT_MS = 60000 -- each wait for the upstream (nginx's proxy_read_timeout)
 local DEFAULT_CONNECT_TIMEOUT = 10
 
--- Upstream URLs parsed once: text -> { url, pool, host, prefix }.
+-- Upstream URLs parsed once: text -> { url, pool, host, prefix (false: none) }.
 local upstreams, nupstreams = {}, 0
 
 local function upstream_of(text)
@@ -34,7 +34,7 @@ local function upstream_of(text)
     error("bad argument #3 to 'proxy' (an upstream has no user, password or query)", 3)
   end
   local up = { url = url, pool = pool_for(url.pool_key), host = url.host_header,
-    prefix = url.target ~= "/" and url.target:gsub("/$", "") or nil }
+    prefix = url.target ~= "/" and url.target:gsub("/$", "") or false }
   if nupstreams >= 256 then upstreams, nupstreams = {}, 0 end
   upstreams[text], nupstreams = up, nupstreams + 1
   return up
@@ -66,16 +66,18 @@ local function read_options(opts, up)
   if type(opts) ~= "table" then
     error("bad argument #4 to 'proxy' (table expected, got " .. type(opts) .. ")", 3)
   end
+  -- (Tested for truth, not against nil: a test against nil costs a call in the VM.)
   local p, flags, headers, timeout = up.pool, 0, opts.headers, DEFAULT_TIMEOUT_MS
-  if headers ~= nil then headers = lower_names(headers) end
+  if headers then headers = lower_names(headers) end
   if opts.forwarded_for then flags = flags + XFF end
   if opts.preserve_host then flags = flags + KEEP_HOST end
-  if opts.timeout ~= nil then
-    local t = seconds(opts.timeout, "timeout")
+  local t = opts.timeout
+  if t then
+    t = seconds(t, "timeout")
     timeout = (t < 0 or t >= 1e9) and -1 or floor(t * 1000) -- (math.huge too: none)
   end
-  if opts.connect_timeout ~= nil then seconds(opts.connect_timeout, "connect_timeout") end
-  if opts.tls ~= nil then p = pool_for(up.url.pool_key .. pool.tls_key(opts.tls)) end
+  if opts.connect_timeout then seconds(opts.connect_timeout, "connect_timeout") end
+  if opts.tls then p = pool_for(up.url.pool_key .. pool.tls_key(opts.tls)) end
   return p, flags, headers, timeout
 end
 
@@ -83,7 +85,7 @@ end
 function M.proxy(req, res, upstream, opts)
   local up = upstreams[upstream] or upstream_of(upstream)
   local p, flags, headers, timeout = up.pool, 0, nil, DEFAULT_TIMEOUT_MS
-  if opts ~= nil then p, flags, headers, timeout = read_options(opts, up) end
+  if opts then p, flags, headers, timeout = read_options(opts, up) end
   local ok, err, code, retry, fatal = relay(p, nil, req, res, up.host, up.prefix, headers, nil,
     flags, timeout)
   if ok then return true end
