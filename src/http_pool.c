@@ -133,6 +133,9 @@ void ls_http_pool_put(lua_State *L, int p, int conn, int reusable) {
   lua_rawseti(L, -2, (lua_Integer)P->n + 1);
   lua_pop(L, 1);
   P->since[P->n++] = now;
+  /* Read on while it waits (if its answer filled the read-ahead, reading stopped), so that
+   * its server's close is seen and take skips it. */
+  ls__tcp_conn_want_input(c);
 }
 
 /* ---- Lua: core.http_pool_* (lua/luasrv/http_pool.lua) -------------------------------------- */

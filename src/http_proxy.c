@@ -218,7 +218,7 @@ static const char *build_request(lua_State *L, ls_http_conn_t *c, ls_buf_t *b, i
   }
   if (host != NULL && !overridden(L, "host", 4) && append_field(b, "Host", 4, host, host_len) != 0)
     return "proxy: not enough memory";
-  if (flags & RELAY_XFF) {
+  if ((flags & RELAY_XFF) && !overridden(L, "x-forwarded-for", 15)) {
     ls_http__peer_name(c, peer, sizeof peer, "unknown");
     if (ls_buf_append(b, "X-Forwarded-For: ", 17) != 0 ||
         (xff_len > 0 && (ls_buf_append(b, xff, xff_len) != 0 || ls_buf_append(b, ", ", 2) != 0)) ||

@@ -474,6 +474,12 @@ describe("srv.http.proxy", function()
       assert.equal(200, r.status)
       assert.same({ up.url:match("//(.*)") }, values(up.last, "host"))
       assert.same({ "1.2.3.4" }, values(up.last, "x-forwarded-for"))
+      -- The headers option wins over forwarded_for: one field, the caller's.
+      conf.opts = { forwarded_for = true, headers = { ["X-Forwarded-For"] = "set" } }
+      r = curl(px.url .. "/h3", "-H 'X-Forwarded-For: 1.2.3.4'")
+      assert.equal(200, r.status)
+      assert.same({ "set" }, values(up.last, "x-forwarded-for"))
+      conf.opts = nil
 
       -- An upstream with a path prefix.
       conf.up = up.url .. "/api"
@@ -483,7 +489,7 @@ describe("srv.http.proxy", function()
       r = curl(px.url .. "/")
       assert.equal("ok GET /api/", r.body)
       assert.equal("GET /api/ HTTP/1.1", up.last.line)
-      assert.equal(5, up.requests)
+      assert.equal(6, up.requests)
     end)
   end)
 
