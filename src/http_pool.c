@@ -140,27 +140,10 @@ void ls_http_pool_put(lua_State *L, int p, int conn, int reusable) {
 
 /* ---- Lua: core.http_pool_* (lua/luasrv/http_pool.lua) -------------------------------------- */
 
-/* The pool at idx (its metatable is the function's upvalue 2), or raises. */
+/* The pool at idx (its metatable is the functions' upvalue 2; a connection's is 1). */
 static int check_pool(lua_State *L, int idx) {
-  int ok = 0;
-  if (lua_touserdata(L, idx) != NULL && lua_getmetatable(L, idx)) {
-    ok = lua_rawequal(L, -1, lua_upvalueindex(2));
-    lua_pop(L, 1);
-  }
-  if (!ok)
-    luaL_checkudata(L, idx, LS_HTTP_POOL_MT);
+  ls_check_class_at(L, idx, 2, LS_HTTP_POOL_MT);
   return idx;
-}
-
-/* The luasrv.Conn at idx (its metatable is the function's upvalue 1), or raises. */
-static void check_conn(lua_State *L, int idx) {
-  int ok = 0;
-  if (lua_touserdata(L, idx) != NULL && lua_getmetatable(L, idx)) {
-    ok = lua_rawequal(L, -1, lua_upvalueindex(1));
-    lua_pop(L, 1);
-  }
-  if (!ok)
-    luaL_checkudata(L, idx, LS_CONN_MT);
 }
 
 /* core.http_pool_new() -> a new empty pool */
@@ -190,7 +173,7 @@ static int l_pool_take(lua_State *L) {
 /* core.http_pool_put(pool, conn [, reusable]): no longer in use; kept idle if it can be. */
 static int l_pool_put(lua_State *L) {
   check_pool(L, 1);
-  check_conn(L, 2);
+  ls_check_class_at(L, 2, 1, LS_CONN_MT);
   ls_http_pool_put(L, 1, 2, lua_isnone(L, 3) || lua_toboolean(L, 3));
   return 0;
 }

@@ -399,18 +399,6 @@ static int has_body(const ls_http_conn_t *c) {
          ((c->parser.flags & F_CONTENT_LENGTH) && (c->parser.content_length > 0 || c->body_seen > 0));
 }
 
-/* The user data at idx if its metatable is the function's upvalue `up`, else raises. */
-static void *check_class(lua_State *L, int idx, int up, const char *name) {
-  void *ud = lua_touserdata(L, idx);
-  if (ud != NULL && lua_getmetatable(L, idx)) {
-    int ok = lua_rawequal(L, -1, lua_upvalueindex(up));
-    lua_pop(L, 1);
-    if (ok)
-      return ud;
-  }
-  return luaL_checkudata(L, idx, name);
-}
-
 static int l_http_relay(lua_State *L) {
   ls_http_conn_t *c = ls_http__req_conn(L, A_REQ);
   ls_http_res_ud_t *res = ls_check_tagged(L, A_RES, &ls__res_tag, sizeof *res, LS_RES_MT);
@@ -420,7 +408,7 @@ static int l_http_relay(lua_State *L) {
   ls_conn_t *up;
   ls_task_t *task;
   const char *why;
-  check_class(L, A_POOL, 2, LS_HTTP_POOL_MT);
+  ls_check_class_at(L, A_POOL, 2, LS_HTTP_POOL_MT);
   luaL_checkinteger(L, A_TIMEOUT);
   lua_settop(L, A_TIMEOUT);
   if (c == NULL || c->closing)
@@ -449,7 +437,7 @@ static int l_http_relay(lua_State *L) {
     lua_replace(L, A_CONN);
     flags |= RELAY_REUSED;
   }
-  cud = check_class(L, A_CONN, 1, LS_CONN_MT);
+  cud = ls_check_class_at(L, A_CONN, 1, LS_CONN_MT);
   up = cud->conn;
   if (lua_getiuservalue(L, A_CONN, LS_CONN_UV_PARSER) == LUA_TUSERDATA) {
     h = lua_touserdata(L, A_PARSER);

@@ -792,13 +792,15 @@ void ls_new_class(lua_State *L, const char *name, const luaL_Reg *meth,
   lua_pop(L, 1);
 }
 
-void *ls_check_class(lua_State *L, const char *name) {
-  void *ud = lua_touserdata(L, 1);
-  if (ud != NULL && lua_getmetatable(L, 1)) {
-    int ok = lua_rawequal(L, -1, lua_upvalueindex(1));
+void *ls_check_class_at(lua_State *L, int idx, int up, const char *name) {
+  void *ud = lua_touserdata(L, idx);
+  if (ud != NULL && lua_getmetatable(L, idx)) {
+    int ok = lua_rawequal(L, -1, lua_upvalueindex(up));
     lua_pop(L, 1);
     if (ok)
       return ud;
   }
-  return luaL_checkudata(L, 1, name);
+  return luaL_checkudata(L, idx, name);
 }
+
+void *ls_check_class(lua_State *L, const char *name) { return ls_check_class_at(L, 1, 1, name); }

@@ -224,6 +224,8 @@ void ls_new_class(lua_State *L, const char *name, const luaL_Reg *meth,
  * compared with the function's first upvalue (one pointer comparison); luaL_checkudata's lookup
  * by name, and its error message, are the slow path. */
 void *ls_check_class(lua_State *L, const char *name);
+/* The same for the object at idx, its metatable in the function's upvalue `up`. */
+void *ls_check_class_at(lua_State *L, int idx, int up, const char *name);
 
 /* Objects whose methods run once per request or per message are told apart by a tag: their
  * first member is a `const char *` holding the address of their class's tag (a static only
