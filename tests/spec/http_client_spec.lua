@@ -4,59 +4,14 @@
 local srv = require "luasrv"
 local tls_helper = require "tls_helper"
 
--- Reads one request from a raw connection: method, target, headers (lower-case names), body
--- (Content-Length or chunked). Returns nil at the end of input.
-local function read_request(conn)
-  local line = conn:readline()
-  if not line then return nil end
-  local method, target = line:match("^(%S+) (%S+) HTTP/1%.1$")
-  assert(method, "bad request line: " .. line)
-  local headers, order = {}, {}
-  while true do
-    local h = assert(conn:readline())
-    if h == "" then break end
-    local name, value = h:match("^([^:]+):%s*(.-)%s*$")
-    headers[name:lower()] = value
-    order[#order + 1] = name:lower()
-  end
-  local body = ""
-  if headers["content-length"] and not headers.expect then
-    body = assert(conn:read(tonumber(headers["content-length"])))
-  elseif headers["transfer-encoding"] == "chunked" then
-    local parts = {}
-    while true do
-      local size = tonumber(assert(conn:readline()), 16)
-      if size == 0 then assert(conn:readline()) break end
-      parts[#parts + 1] = assert(conn:read(size))
-      assert(conn:readline())
-    end
-    body = table.concat(parts)
-  end
-  return { method = method, target = target, headers = headers, body = body, order = order }
-end
+local upstreams = require "upstream_helper"
 
--- A raw server: `answer(req, conn, n)` runs for each request (n: its number on that
--- connection) and writes what it likes; the connection closes when it returns false.
--- Returns the base URL and a record counting connections and requests.
+-- A raw server (upstream_helper.raw_server) that also checks that each request is HTTP/1.1.
 local function raw_server(answer)
-  local rec = { conns = 0, requests = 0 }
-  rec.listener = srv.tcp.listen({ port = 0 }, function(conn)
-    rec.conns = rec.conns + 1
-    conn:settimeout(5)
-    local n = 0
-    while true do
-      local req = read_request(conn)
-      if not req then return end
-      n = n + 1
-      rec.requests = rec.requests + 1
-      rec.last = req
-      if answer(req, conn, n) == false then return end
-    end
+  return upstreams.raw_server(function(req, conn, n)
+    assert(req.version == "1.1", "bad request line: " .. req.line)
+    return answer(req, conn, n)
   end)
-  local _, port = rec.listener:address()
-  rec.url = "http://127.0.0.1:" .. port
-  rec.port = port
-  return rec
 end
 
 -- Serves one fixed answer (raw bytes) to every request, closing after it.
@@ -64,25 +19,7 @@ local function fixed(bytes)
   return raw_server(function(_, conn) conn:write(bytes) return false end)
 end
 
--- pool_stats() counters since the start of the current run().
-local baseline
-local function stats()
-  local now = srv.http.pool_stats()
-  for _, k in ipairs({ "created", "reused", "retried", "closed_idle" }) do
-    now[k] = now[k] - baseline[k]
-  end
-  return now
-end
-
-local function run(fn)
-  return srv.run(function()
-    srv.http.pool_close()
-    baseline = srv.http.pool_stats()
-    local ok, err = xpcall(fn, debug.traceback)
-    srv.http.pool_close()
-    assert(ok, err)
-  end)
-end
+local stats, run = upstreams.stats, upstreams.run
 
 describe("srv.http client against luasrv's server", function()
   local listener, base

@@ -12,7 +12,10 @@ local SPEC_FILE = "http_proxy_spec.lua"
 
 -- ---- temporary files, listeners and pool counters of one run() ----------------------------
 
-local temps, closers, baseline = {}, {}, nil
+local upstream = require "upstream_helper"
+local stats = upstream.stats
+
+local temps, closers = {}, {}
 
 local function tmp(suffix)
   local path = helper.tmpname(suffix)
@@ -20,26 +23,12 @@ local function tmp(suffix)
   return path
 end
 
--- pool_stats() counters since the start of the current run().
-local function stats()
-  local now = srv.http.pool_stats()
-  for _, k in ipairs({ "created", "reused", "retried", "closed_idle" }) do
-    now[k] = now[k] - baseline[k]
-  end
-  return now
-end
-
 local function run(fn)
-  return srv.run(function()
-    srv.http.pool_close()
-    baseline = srv.http.pool_stats()
-    closers = {}
-    local ok, err = xpcall(fn, debug.traceback)
+  closers = {}
+  return upstream.run(fn, function()
     for i = #closers, 1, -1 do pcall(closers[i]) end
-    srv.http.pool_close()
     for _, path in ipairs(temps) do os.remove(path) end
     temps = {}
-    assert(ok, err)
   end)
 end
 
@@ -272,58 +261,10 @@ local function values(req, name)
   return list
 end
 
--- Reads one request from a raw connection: request line, fields as sent, body (by
--- Content-Length, or chunked, noted in req.chunked). nil at the end of input.
-local function read_request(conn)
-  local line = conn:readline()
-  if not line then return nil end
-  local req = { line = line, fields = {}, body = "" }
-  req.method, req.target, req.version = line:match("^(%S+) (%S+) HTTP/(%d%.%d)$")
-  while true do
-    local h = conn:readline()
-    if not h then return nil end
-    if h == "" then break end
-    local name, value = h:match("^([^:]+):[ \t]*(.-)[ \t]*$")
-    req.fields[#req.fields + 1] = { name, value }
-  end
-  local cl = values(req, "content-length")[1]
-  if values(req, "transfer-encoding")[1] then
-    req.chunked = true
-    local parts = {}
-    while true do
-      local size = tonumber(assert(conn:readline()), 16)
-      if size == 0 then assert(conn:readline()) break end
-      parts[#parts + 1] = assert(conn:read(size))
-      assert(conn:readline())
-    end
-    req.body = table.concat(parts)
-  elseif cl and tonumber(cl) > 0 then
-    req.body = assert(conn:read(tonumber(cl)))
-  end
-  return req
-end
-
--- A scripted upstream: `answer(req, conn, n)` runs for each request (n: its number on its
--- connection) and writes raw bytes; the connection closes when it returns false. The record
--- counts connections and requests and keeps every request.
+-- A scripted upstream (upstream_helper.raw_server), closed at the end of the run.
 local function raw_server(answer)
-  local rec = { conns = 0, requests = 0, seen = {} }
-  rec.listener = srv.tcp.listen({ port = 0 }, function(conn)
-    rec.conns = rec.conns + 1
-    conn:settimeout(10)
-    local n = 0
-    while true do
-      local req = read_request(conn)
-      if not req then return end
-      n = n + 1
-      rec.requests = rec.requests + 1
-      rec.seen[#rec.seen + 1] = req
-      rec.last = req
-      if answer(req, conn, n) == false then return end
-    end
-  end)
+  local rec = upstream.raw_server(answer, 10)
   closers[#closers + 1] = function() rec.listener:close() end
-  rec.url, rec.port = base_url(rec.listener)
   return rec
 end
 
