@@ -79,8 +79,9 @@ int ls_http_pool_take(lua_State *L, int p) {
     lua_rawgeti(L, -1, P->n); /* the newest: the least likely to have been closed */
     c = conn_of(L, -1);
     if (c != NULL && P->since[0] + conf.idle_timeout_ms <= loop_now(c)) {
+      uint64_t now = loop_now(c);
       lua_pop(L, 2);
-      sweep(L, p, loop_now(c));
+      sweep(L, p, now);
       continue;
     }
     lua_pushnil(L);
